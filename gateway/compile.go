@@ -1,0 +1,236 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/portcullis/portcullis/gateway/ratelimit"
+	"github.com/portcullis/portcullis/policies"
+)
+
+// compiled is everything the request path needs, built once per policy snapshot.
+type compiled struct {
+	snap   *policies.Snapshot
+	router *mux.Router
+	routes []*route
+
+	consumerLimits map[string][]*limit
+	groupLimits    map[string][]*limit
+	// consumerGroups is the X-Consumer-Groups value per consumer.
+	consumerGroups map[string]string
+	limiterIDs     map[string]bool
+
+	// inflight is held (read-locked) by every request on this snapshot; closing the snapshot's
+	// providers waits for them.
+	inflight sync.RWMutex
+	closed   bool
+}
+
+// route is one compiled policy route; it is the mux handler of its paths.
+type route struct {
+	name        string
+	anonymous   string
+	stripPrefix string
+	timeout     time.Duration
+
+	allowConsumers, denyConsumers set
+	allowGroups, denyGroups       set
+
+	limits   []*limit
+	balancer *balancer
+	proxy    *httputil.ReverseProxy
+}
+
+// ServeHTTP is never called: the gateway matches with the router and runs its own pipeline.
+func (rt *route) ServeHTTP(http.ResponseWriter, *http.Request) {}
+
+type set map[string]bool
+
+func newSet(names []string) set {
+	if len(names) == 0 {
+		return nil
+	}
+	s := make(set, len(names))
+	for _, n := range names {
+		s[n] = true
+	}
+	return s
+}
+
+// limitKeyKind says what a limit counts by.
+type limitKeyKind int
+
+const (
+	keyConsumer limitKeyKind = iota
+	keyRoute
+	keyRemoteAddr
+	keyGroup
+)
+
+// limit is one configured rate limit with its limiter.
+type limit struct {
+	owner            string // "consumer:FetchBot", "group:bots", "route:petstore"
+	kind             string // "limit-count" or "limit-req"
+	key              limitKeyKind
+	limiter          ratelimit.Limiter
+	rejectedCode     int
+	rejectedMsg      string
+	allowDegradation bool
+}
+
+func (g *Gateway) compile(snap *policies.Snapshot) (*compiled, error) {
+	c := &compiled{
+		snap:           snap,
+		router:         mux.NewRouter(),
+		consumerLimits: map[string][]*limit{},
+		groupLimits:    map[string][]*limit{},
+		consumerGroups: map[string]string{},
+		limiterIDs:     map[string]bool{},
+	}
+	for _, cons := range snap.Policy.Consumers {
+		if cons.Group != "" {
+			c.consumerGroups[cons.Username] = cons.Group
+		}
+	}
+	for name, p := range snap.ConsumerPlugins {
+		c.consumerLimits[name] = g.limits(c, "consumer:"+name, p, keyConsumer)
+	}
+	for name, p := range snap.GroupPlugins {
+		c.groupLimits[name] = g.limits(c, "group:"+name, p, keyGroup)
+	}
+	for i := range snap.Policy.Routes {
+		pr := &snap.Policy.Routes[i]
+		rt, err := g.compileRoute(c, pr)
+		if err != nil {
+			return nil, fmt.Errorf("compiling route %q: %w", pr.Name, err)
+		}
+		c.routes = append(c.routes, rt)
+		for _, path := range pr.Paths {
+			mr := c.router.Handle(path, rt)
+			if len(pr.Methods) > 0 {
+				mr.Methods(pr.Methods...)
+			}
+			if len(pr.Hosts) > 0 {
+				// mux matches one host per route; a route with several hosts gets one mux route each.
+				for _, h := range pr.Hosts[1:] {
+					hr := c.router.Handle(path, rt).Host(h)
+					if len(pr.Methods) > 0 {
+						hr.Methods(pr.Methods...)
+					}
+				}
+				mr.Host(pr.Hosts[0])
+			}
+			if err := mr.GetError(); err != nil {
+				return nil, fmt.Errorf("compiling path %q of route %q: %w", path, pr.Name, err)
+			}
+		}
+	}
+	return c, nil
+}
+
+func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) {
+	rt := &route{
+		name:        pr.Name,
+		anonymous:   pr.Anonymous,
+		stripPrefix: strings.TrimSuffix(pr.StripPrefix, "/"),
+		timeout:     time.Duration(pr.Upstream.Timeout),
+	}
+	if pr.Consumers != nil {
+		rt.allowConsumers, rt.denyConsumers = newSet(pr.Consumers.Allow), newSet(pr.Consumers.Deny)
+	}
+	if pr.Groups != nil {
+		rt.allowGroups, rt.denyGroups = newSet(pr.Groups.Allow), newSet(pr.Groups.Deny)
+	}
+	targets := make([]*target, 0, len(pr.Upstream.Targets))
+	for _, t := range pr.Upstream.Targets {
+		u, err := url.Parse(t.URL)
+		if err != nil {
+			return nil, fmt.Errorf("parsing target %q: %w", t.URL, err)
+		}
+		w := t.Weight
+		if w <= 0 {
+			w = 1
+		}
+		targets = append(targets, &target{url: u, weight: w})
+	}
+	if len(targets) == 0 {
+		return nil, fmt.Errorf("route has no upstream target")
+	}
+	rt.balancer = newBalancer(targets)
+	rt.proxy = &httputil.ReverseProxy{
+		Rewrite:        rt.rewrite,
+		Transport:      g.transport,
+		BufferPool:     g.buffers,
+		FlushInterval:  -1, // stream: an auth gateway must not hold back server-sent events
+		ErrorHandler:   g.proxyError,
+		ModifyResponse: nil,
+		ErrorLog:       nil,
+	}
+	rt.limits = g.limits(c, "route:"+pr.Name, pr.Plugins, keyRoute)
+	return rt, nil
+}
+
+// limits builds the limiters of one owner's plugins. defaultKey applies when the limit sets no key.
+func (g *Gateway) limits(c *compiled, owner string, p policies.Plugins, defaultKey limitKeyKind) []*limit {
+	var out []*limit
+	if lc := p.LimitCount; lc != nil {
+		spec := ratelimit.Spec{
+			Kind:         "count",
+			Count:        lc.Count,
+			Window:       time.Duration(lc.TimeWindow) * time.Second,
+			Sliding:      lc.WindowType == "sliding",
+			Redis:        lc.Policy == "redis",
+			SyncInterval: time.Duration(lc.SyncInterval),
+		}
+		id := owner + "/limit-count"
+		c.limiterIDs[id] = true
+		out = append(out, &limit{
+			owner: owner, kind: "limit-count", key: limitKey(lc.Key, defaultKey),
+			limiter:      g.limiters.Limiter(id, spec),
+			rejectedCode: orDefault(lc.RejectedCode, http.StatusTooManyRequests), rejectedMsg: lc.RejectedMsg,
+			allowDegradation: lc.AllowDegradation,
+		})
+	}
+	if lr := p.LimitReq; lr != nil {
+		spec := ratelimit.Spec{Kind: "req", Rate: lr.Rate, Burst: lr.Burst, Redis: lr.Policy == "redis"}
+		id := owner + "/limit-req"
+		c.limiterIDs[id] = true
+		out = append(out, &limit{
+			owner: owner, kind: "limit-req", key: limitKey(lr.Key, defaultKey),
+			limiter:      g.limiters.Limiter(id, spec),
+			rejectedCode: orDefault(lr.RejectedCode, http.StatusServiceUnavailable), rejectedMsg: lr.RejectedMsg,
+			allowDegradation: lr.AllowDegradation,
+		})
+	}
+	return out
+}
+
+func limitKey(key string, def limitKeyKind) limitKeyKind {
+	switch key {
+	case "consumer":
+		if def == keyGroup {
+			// A group's limit is shared by its members: "consumer" on a group counts the group.
+			return keyGroup
+		}
+		return keyConsumer
+	case "route":
+		return keyRoute
+	case "remote_addr":
+		return keyRemoteAddr
+	}
+	return def
+}
+
+func orDefault(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}

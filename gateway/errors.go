@@ -1,0 +1,106 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"syscall"
+
+	"github.com/portcullis/portcullis/gateway/ratelimit"
+	"github.com/portcullis/portcullis/idp"
+)
+
+// HTTPError is an error with the response it should produce. Every step of the pipeline
+// returns errors; writeError is the one place that turns them into a status, a JSON body and
+// the decision recorded in the access log.
+type HTTPError struct {
+	Status  int
+	Message string
+	// Decision is the access-log and metrics label ("no_route", "forbidden", "rate_limited", ...).
+	Decision string
+	// Header is added to the response (Retry-After, WWW-Authenticate).
+	Header http.Header
+	// Err is the underlying cause, logged but never sent to the client.
+	Err error
+}
+
+func (e *HTTPError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%d %s: %v", e.Status, e.Message, e.Err)
+	}
+	return fmt.Sprintf("%d %s", e.Status, e.Message)
+}
+
+func (e *HTTPError) Unwrap() error { return e.Err }
+
+var (
+	errNoRoute     = &HTTPError{Status: http.StatusNotFound, Message: "404 Route Not Found", Decision: "no_route"}
+	errUpstreamBad = "upstream unavailable"
+)
+
+// asHTTPError classifies any pipeline error.
+func asHTTPError(err error) *HTTPError {
+	var he *HTTPError
+	if errors.As(err, &he) {
+		return he
+	}
+	var d *idp.Denial
+	if errors.As(err, &d) {
+		h := &HTTPError{Status: d.Status, Message: d.Message, Err: d}
+		switch d.Status {
+		case http.StatusUnauthorized:
+			h.Decision = "unauthenticated"
+			if d.Challenge != "" {
+				h.Header = http.Header{"Www-Authenticate": {d.Challenge}}
+			}
+		case http.StatusForbidden:
+			h.Decision = "forbidden"
+		default:
+			h.Decision = "denied"
+		}
+		return h
+	}
+	if errors.Is(err, idp.ErrUnavailable) {
+		return &HTTPError{Status: http.StatusServiceUnavailable, Message: "identity provider unavailable", Decision: "idp_unavailable", Err: err}
+	}
+	if errors.Is(err, ratelimit.ErrUnavailable) {
+		return &HTTPError{Status: http.StatusServiceUnavailable, Message: "rate limiting unavailable", Decision: "ratelimit_unavailable", Err: err}
+	}
+	return &HTTPError{Status: http.StatusServiceUnavailable, Message: "service unavailable", Decision: "error", Err: err}
+}
+
+// upstreamError classifies an error of the round trip to an upstream.
+func upstreamError(err error) *HTTPError {
+	switch {
+	case errors.Is(err, errUpstreamTimeout), errors.Is(err, context.DeadlineExceeded):
+		return &HTTPError{Status: http.StatusGatewayTimeout, Message: "upstream timed out", Decision: "upstream_timeout", Err: err}
+	case errors.Is(err, context.Canceled):
+		// The client went away; nobody reads the answer, 499 as nginx logs it.
+		return &HTTPError{Status: 499, Message: "client closed request", Decision: "client_closed", Err: err}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &HTTPError{Status: http.StatusGatewayTimeout, Message: "upstream timed out", Decision: "upstream_timeout", Err: err}
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return &HTTPError{Status: http.StatusBadGateway, Message: errUpstreamBad, Decision: "upstream_refused", Err: err}
+	}
+	return &HTTPError{Status: http.StatusBadGateway, Message: errUpstreamBad, Decision: "upstream_error", Err: err}
+}
+
+// writeJSONMessage writes {"message": msg} with status. msg is escaped as a JSON string.
+func writeJSONMessage(w http.ResponseWriter, status int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	body, _ := json.Marshal(struct {
+		Message string `json:"message"`
+	}{msg})
+	body = append(body, '\n')
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

@@ -1,0 +1,447 @@
+// Package gateway is Portcullis's HTTP server: routing, the request pipeline (match, sanitize,
+// authenticate, authorize, limit, proxy, log), rate limiting, metrics, the access log and the
+// admin endpoints.
+package gateway
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portcullis/portcullis/gateway/ratelimit"
+	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/policies"
+)
+
+// Options are the gateway's dependencies.
+type Options struct {
+	// Logger is the operational log; AccessLog receives one line per request.
+	Logger    *slog.Logger
+	AccessLog *slog.Logger
+	// Limiters keeps rate-limit counters across policy reloads. Required.
+	Limiters *ratelimit.Registry
+	// Metrics is where the gateway registers its collectors. Required.
+	Metrics *Metrics
+	// Now is the clock of the access log; defaults to time.Now.
+	Now func() time.Time
+}
+
+// Gateway serves requests from the current policy snapshot.
+type Gateway struct {
+	log       *slog.Logger
+	access    *slog.Logger
+	limiters  *ratelimit.Registry
+	metrics   *Metrics
+	transport http.RoundTripper
+	buffers   *bufferPool
+
+	current atomic.Pointer[compiled]
+
+	mu            sync.Mutex // serialises Swap
+	lastReloadErr error
+}
+
+// New builds a gateway serving snap.
+func New(snap *policies.Snapshot, opts Options) (*Gateway, error) {
+	if opts.Limiters == nil || opts.Metrics == nil {
+		return nil, errors.New("gateway needs a rate-limit registry and metrics")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.AccessLog == nil {
+		opts.AccessLog = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{
+		log:       opts.Logger,
+		access:    opts.AccessLog,
+		limiters:  opts.Limiters,
+		metrics:   opts.Metrics,
+		transport: timeoutTransport{next: newTransport()},
+		buffers:   newBufferPool(),
+	}
+	c, err := g.compile(snap)
+	if err != nil {
+		return nil, err
+	}
+	g.current.Store(c)
+	g.metrics.policyInfo(snap)
+	return g, nil
+}
+
+// Swap replaces the served snapshot with snap after compiling it. Requests in flight finish
+// on the snapshot they started with; its providers are closed once they are done. On error the
+// old snapshot keeps serving.
+func (g *Gateway) Swap(snap *policies.Snapshot) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c, err := g.compile(snap)
+	if err != nil {
+		return err
+	}
+	old := g.current.Swap(c)
+	g.limiters.Retain(c.limiterIDs)
+	g.metrics.policyInfo(snap)
+	if old != nil && old.snap != snap {
+		go g.retire(old)
+	}
+	return nil
+}
+
+// retire waits for the requests still running on c, then closes its providers.
+func (g *Gateway) retire(c *compiled) {
+	c.inflight.Lock()
+	c.closed = true
+	c.inflight.Unlock()
+	if err := c.snap.Close(); err != nil {
+		g.log.Warn("closing retired policy", "version", c.snap.Version, "err", err)
+	}
+}
+
+// Snapshot returns the policy being served.
+func (g *Gateway) Snapshot() *policies.Snapshot { return g.current.Load().snap }
+
+// acquire returns the current snapshot, held until release.
+func (g *Gateway) acquire() *compiled {
+	for {
+		c := g.current.Load()
+		c.inflight.RLock()
+		if !c.closed {
+			return c
+		}
+		// Lost a race with a reload: the snapshot was retired between Load and RLock.
+		c.inflight.RUnlock()
+	}
+}
+
+// Close retires the current snapshot.
+func (g *Gateway) Close() error {
+	c := g.current.Load()
+	c.inflight.Lock()
+	c.closed = true
+	c.inflight.Unlock()
+	return c.snap.Close()
+}
+
+// identityHeaders are dropped from every client request: only the gateway sets them.
+var identityHeaders = []string{"X-Credential-Identifier", "X-Userinfo", "X-Access-Token", "X-Id-Token"}
+
+// exchange is the state of one request through the pipeline, for the access log.
+type exchange struct {
+	route    string
+	consumer string
+	decision string
+	status   int
+	err      error
+	rate     *ratelimit.Decision
+}
+
+// ServeHTTP runs the pipeline.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	c := g.acquire()
+	defer c.inflight.RUnlock()
+
+	x := exchange{decision: "forwarded"}
+	if err := g.serve(c, w, r, &x); err != nil {
+		g.writeError(w, r, err, &x)
+	}
+	g.record(r, &x, time.Since(start))
+}
+
+// writeError is the one place that turns a pipeline error into a response.
+func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error, x *exchange) {
+	he := asHTTPError(err)
+	x.status, x.decision, x.err = he.Status, he.Decision, err
+	if x.rate != nil {
+		setRateHeaders(w.Header(), x.rate)
+	}
+	for k, vs := range he.Header {
+		for _, v := range vs {
+			w.Header().Add(k, v)
+		}
+	}
+	if he.Status == 499 {
+		return // nobody is listening
+	}
+	writeJSONMessage(w, he.Status, he.Message)
+}
+
+// serve runs match → sanitize → authenticate → authorize → limit → proxy.
+func (g *Gateway) serve(c *compiled, w http.ResponseWriter, r *http.Request, x *exchange) error {
+	// 1. match
+	var m mux.RouteMatch
+	if !c.router.Match(r, &m) || m.Handler == nil {
+		return errNoRoute
+	}
+	rt := m.Handler.(*route)
+	x.route = rt.name
+
+	// 2. sanitize
+	sanitize(r.Header)
+
+	// 3. authenticate
+	res, err := c.snap.Chain.Evaluate(r.Context(), r, rt.anonymous, nil)
+	if err != nil {
+		g.metrics.authDecision(err)
+		return err
+	}
+	g.metrics.authDecision(nil)
+	x.consumer = res.Consumer
+
+	// 4. authorize
+	group := c.consumerGroups[res.Consumer]
+	if err := rt.authorize(res.Consumer, group); err != nil {
+		return err
+	}
+
+	// 5. limit
+	if err := g.limit(r, c, rt, res.Consumer, group, x); err != nil {
+		return err
+	}
+
+	// 6. proxy
+	c.snap.Chain.HideCredentials(r)
+	setIdentity(r.Header, res, group)
+	if x.rate != nil {
+		setRateHeaders(w.Header(), x.rate)
+	}
+	return g.forward(w, r, rt, x)
+}
+
+func sanitize(h http.Header) {
+	for k := range h {
+		// Canonical keys: "X-Consumer-Username", "X-Consumer-Groups", ...
+		if strings.HasPrefix(k, "X-Consumer-") {
+			delete(h, k)
+		}
+	}
+	for _, k := range identityHeaders {
+		delete(h, k)
+	}
+}
+
+func setIdentity(h http.Header, res *idp.Result, group string) {
+	h["X-Consumer-Username"] = []string{res.Consumer}
+	if group != "" {
+		h["X-Consumer-Groups"] = []string{group}
+	}
+	if res.Identifier != "" {
+		h["X-Credential-Identifier"] = []string{res.Identifier}
+	}
+	if claims := res.Claims(); claims != nil {
+		if b, err := json.Marshal(claims); err == nil {
+			h["X-Userinfo"] = []string{base64.StdEncoding.EncodeToString(b)}
+		}
+	}
+}
+
+// errForbidden is APISIX consumer-restriction's answer.
+func errForbidden(reason string) error {
+	return &HTTPError{Status: http.StatusForbidden, Message: "The consumer_name is forbidden.", Decision: "forbidden", Err: errors.New(reason)}
+}
+
+// authorize applies the route's allow and deny lists of consumers and groups.
+func (rt *route) authorize(consumer, group string) error {
+	if rt.denyConsumers[consumer] {
+		return errForbidden("consumer " + consumer + " is denied on route " + rt.name)
+	}
+	if group != "" && rt.denyGroups[group] {
+		return errForbidden("group " + group + " is denied on route " + rt.name)
+	}
+	if rt.allowConsumers == nil && rt.allowGroups == nil {
+		return nil
+	}
+	if rt.allowConsumers[consumer] || (group != "" && rt.allowGroups[group]) {
+		return nil
+	}
+	return errForbidden("consumer " + consumer + " is not allowed on route " + rt.name)
+}
+
+// limit applies the consumer's, its group's and the route's limits, in that order; all must pass.
+func (g *Gateway) limit(r *http.Request, c *compiled, rt *route, consumer, group string, x *exchange) error {
+	for _, ls := range [3][]*limit{c.consumerLimits[consumer], c.groupLimits[group], rt.limits} {
+		for _, l := range ls {
+			key := l.keyFor(r, consumer, rt.name)
+			d, err := l.limiter.Allow(r.Context(), key)
+			if err != nil {
+				if l.allowDegradation {
+					g.metrics.rateDegraded(l)
+					g.log.Warn("rate limit bypassed: store unavailable", "limit", l.owner, "kind", l.kind, "err", err)
+					continue
+				}
+				return fmt.Errorf("applying %s of %s: %w", l.kind, l.owner, err)
+			}
+			if x.rate == nil || d.Remaining < x.rate.Remaining || !d.Allowed {
+				dd := d
+				x.rate = &dd
+			}
+			if !d.Allowed {
+				g.metrics.rateRejected(rt.name, l)
+				msg := l.rejectedMsg
+				if msg == "" {
+					msg = http.StatusText(l.rejectedCode)
+				}
+				secs := int((d.Reset + time.Second - 1) / time.Second)
+				if secs < 1 {
+					secs = 1
+				}
+				return &HTTPError{Status: l.rejectedCode, Message: msg, Decision: "rate_limited",
+					Header: http.Header{"Retry-After": {strconv.Itoa(secs)}},
+					Err:    fmt.Errorf("%s of %s exceeded", l.kind, l.owner)}
+			}
+		}
+	}
+	return nil
+}
+
+func (l *limit) keyFor(r *http.Request, consumer, routeName string) string {
+	switch l.key {
+	case keyConsumer:
+		return consumer
+	case keyRoute:
+		return routeName
+	case keyRemoteAddr:
+		return clientIP(r)
+	}
+	return ""
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func setRateHeaders(h http.Header, d *ratelimit.Decision) {
+	h["X-Ratelimit-Limit"] = []string{strconv.Itoa(d.Limit)}
+	h["X-Ratelimit-Remaining"] = []string{strconv.Itoa(d.Remaining)}
+	reset := int((d.Reset + time.Second - 1) / time.Second)
+	h["X-Ratelimit-Reset"] = []string{strconv.Itoa(reset)}
+}
+
+type proxyStateKey struct{}
+
+// proxyState carries what the proxy's callbacks need back to the pipeline.
+type proxyState struct {
+	rt     *route
+	target *target
+	err    error
+}
+
+// forward sends r to one of the route's targets.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *exchange) error {
+	ps := &proxyState{rt: rt, target: rt.balancer.next()}
+	ctx := context.WithValue(r.Context(), proxyStateKey{}, ps)
+	if rt.timeout > 0 {
+		ctx = context.WithValue(ctx, routeTimeoutKey{}, rt.timeout)
+	}
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	rt.proxy.ServeHTTP(sw, r.WithContext(ctx))
+	g.metrics.upstreamLatency(rt.name, time.Since(start))
+	ps.target.requests.Add(1)
+	if ps.err != nil {
+		return upstreamError(ps.err)
+	}
+	x.status = sw.status
+	return nil
+}
+
+// rewrite builds the outgoing request: target, prefix stripping, X-Forwarded-*.
+func (rt *route) rewrite(pr *httputil.ProxyRequest) {
+	ps, _ := pr.In.Context().Value(proxyStateKey{}).(*proxyState)
+	t := rt.balancer.single
+	if ps != nil {
+		t = ps.target
+	}
+	if rt.stripPrefix != "" {
+		p := strings.TrimPrefix(pr.Out.URL.Path, rt.stripPrefix)
+		if p == "" || p[0] != '/' {
+			p = "/" + p
+		}
+		pr.Out.URL.Path = p
+		pr.Out.URL.RawPath = ""
+	}
+	pr.SetURL(t.url)
+	pr.SetXForwarded()
+	pr.Out.Host = pr.In.Host // upstreams see the host the client asked for, like nginx's proxy_set_header Host $host
+}
+
+// proxyError records the round-trip error for serve, which turns it into a response.
+func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if ps, ok := r.Context().Value(proxyStateKey{}).(*proxyState); ok {
+		ps.err = err
+		return
+	}
+	g.log.Error("proxy error outside the pipeline", "err", err)
+	w.WriteHeader(http.StatusBadGateway)
+}
+
+// statusWriter remembers the status the upstream answered.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the real writer (flushing, deadlines).
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// record writes the access-log line and the request metrics. Never a credential: the path is
+// logged without its query string, which may carry an API key.
+func (g *Gateway) record(r *http.Request, x *exchange, d time.Duration) {
+	if x.status == 0 {
+		x.status = http.StatusOK
+	}
+	g.metrics.request(x.route, x.consumer, x.status)
+	if !g.access.Enabled(r.Context(), slog.LevelInfo) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.String("route", x.route),
+		slog.String("consumer", x.consumer),
+		slog.Int("status", x.status),
+		slog.String("decision", x.decision),
+		slog.Float64("latency_ms", float64(d.Microseconds())/1000),
+		slog.String("remote", clientIP(r)),
+	}
+	if x.err != nil {
+		attrs = append(attrs, slog.String("reason", x.err.Error()))
+	}
+	g.access.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// Registerer is what Metrics needs from a Prometheus registry.
+type Registerer = prometheus.Registerer

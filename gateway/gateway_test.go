@@ -1,0 +1,276 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/portcullis/portcullis/gateway/ratelimit"
+	"github.com/portcullis/portcullis/policies"
+)
+
+// newTestGateway loads policy (a format string whose %s is the upstream URL) through the real
+// policy loader and returns the gateway and the upstream.
+func newTestGateway(t testing.TB, policy string, upstream http.HandlerFunc) (*Gateway, *httptest.Server) {
+	t.Helper()
+	if upstream == nil {
+		upstream = func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Seen-Consumer", r.Header.Get("X-Consumer-Username"))
+			w.Header().Set("X-Seen-Groups", r.Header.Get("X-Consumer-Groups"))
+			io.WriteString(w, "ok")
+		}
+	}
+	up := httptest.NewServer(upstream)
+	t.Cleanup(up.Close)
+	path := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(policy, up.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := policies.Load(path, policies.Options{})
+	if err != nil {
+		t.Fatalf("loading policy: %v", err)
+	}
+	reg := ratelimit.NewRegistry(ratelimit.RegistryOptions{})
+	t.Cleanup(func() { reg.Close() })
+	gw, err := New(snap, Options{Limiters: reg, Metrics: NewMetrics()})
+	if err != nil {
+		t.Fatalf("building gateway: %v", err)
+	}
+	t.Cleanup(func() { gw.Close() })
+	return gw, up
+}
+
+const pipelinePolicy = `{
+  "idps": [ { "name": "keys", "type": "key-auth" } ],
+  "consumer_groups": [ { "name": "bots", "plugins": { "limit-count": { "count": 3, "time_window": 60 } } } ],
+  "consumers": [
+    { "username": "bot1", "group": "bots", "idps": [ { "idp": "keys", "key": "k1" } ] },
+    { "username": "bot2", "group": "bots", "idps": [ { "idp": "keys", "key": "k2" } ],
+      "plugins": { "limit-count": { "count": 1, "time_window": 60, "rejected_code": 503, "rejected_msg": "slow down" } } },
+    { "username": "alice", "idps": [ { "idp": "keys", "key": "ka" } ] },
+    { "username": "eve", "idps": [ { "idp": "keys", "key": "ke" } ] }
+  ],
+  "routes": [
+    { "name": "r", "paths": ["/r"], "upstream": { "targets": [ { "url": "%[1]s" } ] },
+      "consumers": { "deny": ["eve"] },
+      "plugins": { "limit-count": { "count": 100, "time_window": 60 } } },
+    { "name": "team", "paths": ["/team"], "upstream": { "targets": [ { "url": "%[1]s" } ] },
+      "consumer_groups": { "allow": ["bots"] } },
+    { "name": "limited", "paths": ["/limited"], "upstream": { "targets": [ { "url": "%[1]s" } ] },
+      "plugins": { "limit-count": { "count": 1, "time_window": 60 } } }
+  ]
+}`
+
+func serve(gw *Gateway, method, path string, header map[string]string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, nil)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	rec := httptest.NewRecorder()
+	gw.ServeHTTP(rec, req)
+	return rec
+}
+
+func message(t *testing.T, rec *httptest.ResponseRecorder) string {
+	t.Helper()
+	var m struct {
+		Message string `json:"message"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &m); err != nil {
+		t.Fatalf("body %q is not a JSON message: %v", rec.Body.String(), err)
+	}
+	return m.Message
+}
+
+func TestPipeline(t *testing.T) {
+	gw, _ := newTestGateway(t, pipelinePolicy, nil)
+
+	tests := []struct {
+		name    string
+		method  string
+		path    string
+		key     string
+		status  int
+		message string
+	}{
+		{"no route", "GET", "/nope", "ka", 404, "404 Route Not Found"},
+		{"no key", "GET", "/r", "", 401, "Missing API key in request"},
+		{"bad key", "GET", "/r", "nope", 401, "Invalid API key in request"},
+		{"denied consumer", "GET", "/r", "ke", 403, "The consumer_name is forbidden."},
+		{"consumer outside the allowed group", "GET", "/team", "ka", 403, "The consumer_name is forbidden."},
+		{"allowed", "GET", "/r", "ka", 200, ""},
+		{"group member allowed", "GET", "/team", "k1", 200, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := map[string]string{}
+			if tt.key != "" {
+				h["apikey"] = tt.key
+			}
+			rec := serve(gw, tt.method, tt.path, h)
+			if rec.Code != tt.status {
+				t.Fatalf("status: got %d (%s), want %d", rec.Code, rec.Body, tt.status)
+			}
+			if tt.message != "" {
+				if got := message(t, rec); got != tt.message {
+					t.Errorf("message: got %q, want %q", got, tt.message)
+				}
+				if got := rec.Header().Get("Content-Type"); got != "application/json" {
+					t.Errorf("Content-Type: got %q", got)
+				}
+			}
+		})
+	}
+}
+
+func TestIdentityHeaders(t *testing.T) {
+	gw, _ := newTestGateway(t, pipelinePolicy, nil)
+	rec := serve(gw, "GET", "/team", map[string]string{"apikey": "k1", "X-Consumer-Username": "root", "X-Consumer-Groups": "admins"})
+	if rec.Code != 200 {
+		t.Fatalf("status: got %d %s", rec.Code, rec.Body)
+	}
+	if got := rec.Header().Get("X-Seen-Consumer"); got != "bot1" {
+		t.Errorf("upstream X-Consumer-Username: got %q, want bot1", got)
+	}
+	if got := rec.Header().Get("X-Seen-Groups"); got != "bots" {
+		t.Errorf("upstream X-Consumer-Groups: got %q, want bots", got)
+	}
+}
+
+// TestLimitOrder checks that authentication runs before limits (a rejected request consumes
+// nothing), that the consumer's, the group's and the route's limits all apply, and that a group
+// limit is shared by its members.
+func TestLimitOrder(t *testing.T) {
+	gw, _ := newTestGateway(t, pipelinePolicy, nil)
+
+	for range 5 {
+		if rec := serve(gw, "GET", "/limited", map[string]string{"apikey": "wrong"}); rec.Code != 401 {
+			t.Fatalf("bad key: got %d", rec.Code)
+		}
+	}
+	if rec := serve(gw, "GET", "/limited", map[string]string{"apikey": "ka"}); rec.Code != 200 {
+		t.Fatalf("first authenticated request: got %d, want 200 (unauthenticated requests must not count)", rec.Code)
+	}
+	if rec := serve(gw, "GET", "/limited", map[string]string{"apikey": "ka"}); rec.Code != 429 {
+		t.Fatalf("second request: got %d, want 429 from the route limit", rec.Code)
+	}
+
+	// bot2's own limit (1, rejected_code 503) rejects its second request with its message.
+	if rec := serve(gw, "GET", "/r", map[string]string{"apikey": "k2"}); rec.Code != 200 {
+		t.Fatalf("bot2 first: got %d", rec.Code)
+	}
+	rec := serve(gw, "GET", "/r", map[string]string{"apikey": "k2"})
+	if rec.Code != 503 || message(t, rec) != "slow down" {
+		t.Fatalf("bot2 second: got %d %s, want 503 slow down", rec.Code, rec.Body)
+	}
+	if rec.Header().Get("Retry-After") == "" {
+		t.Errorf("a rejection carries Retry-After")
+	}
+
+	// The group "bots" allows 3 requests shared by bot1 and bot2: bot2 used 1 (its second was
+	// rejected by its own limit before reaching the group's), so bot1 gets 2 more.
+	for i, want := range []int{200, 200, 429} {
+		rec := serve(gw, "GET", "/r", map[string]string{"apikey": "k1"})
+		if rec.Code != want {
+			t.Fatalf("bot1 request %d: got %d, want %d", i+1, rec.Code, want)
+		}
+		if got := rec.Header().Get("X-RateLimit-Limit"); got == "" {
+			t.Errorf("bot1 request %d: no X-RateLimit-Limit", i+1)
+		}
+	}
+}
+
+func TestSwapKeepsCountersOfUnchangedLimits(t *testing.T) {
+	gw, up := newTestGateway(t, pipelinePolicy, nil)
+	if rec := serve(gw, "GET", "/limited", map[string]string{"apikey": "ka"}); rec.Code != 200 {
+		t.Fatalf("got %d", rec.Code)
+	}
+	path := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(pipelinePolicy, up.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := policies.Load(path, policies.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Swap(snap); err != nil {
+		t.Fatalf("swap: %v", err)
+	}
+	if rec := serve(gw, "GET", "/limited", map[string]string{"apikey": "ka"}); rec.Code != 429 {
+		t.Fatalf("after reload: got %d, want 429 (the counter survives an unchanged limit)", rec.Code)
+	}
+}
+
+func TestUpstreamErrorsAreJSON(t *testing.T) {
+	gw, up := newTestGateway(t, `{
+  "idps": [ { "name": "keys", "type": "key-auth" } ],
+  "consumers": [ { "username": "alice", "idps": [ { "idp": "keys", "key": "ka" } ] } ],
+  "routes": [ { "name": "r", "paths": ["/r"], "upstream": { "targets": [ { "url": "%s" } ] } } ]
+}`, nil)
+	up.Close() // refuse connections
+	rec := serve(gw, "GET", "/r", map[string]string{"apikey": "ka"})
+	if rec.Code != 502 {
+		t.Fatalf("got %d, want 502", rec.Code)
+	}
+	if got := message(t, rec); got != "upstream unavailable" {
+		t.Errorf("message: got %q", got)
+	}
+}
+
+// BenchmarkRequestPath measures the whole pipeline: key-auth, a consumer limit-count and the
+// proxy to an upstream over loopback.
+func BenchmarkRequestPath(b *testing.B) {
+	gw, _ := newTestGateway(b, `{
+  "idps": [ { "name": "keys", "type": "key-auth" } ],
+  "consumers": [ { "username": "alice", "idps": [ { "idp": "keys", "key": "ka" } ],
+    "plugins": { "limit-count": { "count": 1000000000, "time_window": 60 } } } ],
+  "routes": [ { "name": "r", "paths": ["/r"], "upstream": { "targets": [ { "url": "%s" } ] } } ]
+}`, func(w http.ResponseWriter, r *http.Request) { w.Write(make([]byte, 1024)) })
+	front := httptest.NewServer(gw)
+	defer front.Close()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest("GET", front.URL+"/r", nil)
+			req.Header.Set("apikey", "ka")
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Fatalf("status %d", resp.StatusCode)
+			}
+		}
+	})
+}
+
+// BenchmarkPipelineInProcess measures the gateway's own work (match, authenticate, limit,
+// proxy) with the client side in process, so allocations are the gateway's and the upstream's.
+func BenchmarkPipelineInProcess(b *testing.B) {
+	gw, _ := newTestGateway(b, `{
+  "idps": [ { "name": "keys", "type": "key-auth" } ],
+  "consumers": [ { "username": "alice", "idps": [ { "idp": "keys", "key": "ka" } ],
+    "plugins": { "limit-count": { "count": 1000000000, "time_window": 60 } } } ],
+  "routes": [ { "name": "r", "paths": ["/r"], "upstream": { "targets": [ { "url": "%s" } ] } } ]
+}`, func(w http.ResponseWriter, r *http.Request) { w.Write(make([]byte, 1024)) })
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		req := httptest.NewRequest("GET", "/r", nil)
+		req.Header.Set("apikey", "ka")
+		rec := httptest.NewRecorder()
+		gw.ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			b.Fatalf("status %d", rec.Code)
+		}
+	}
+}

@@ -1,0 +1,181 @@
+package gateway
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/policies"
+)
+
+// Metrics are the gateway's Prometheus collectors. Labels never carry a credential: consumers
+// appear by username, providers by name.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	requests        *prometheus.CounterVec
+	authDecisions   *prometheus.CounterVec
+	rateRejections  *prometheus.CounterVec
+	rateDegradedCnt *prometheus.CounterVec
+	upstream        *prometheus.HistogramVec
+	reloads         *prometheus.CounterVec
+	policyInfoG     *prometheus.GaugeVec
+	consumersG      prometheus.Gauge
+	idpCalls        *prometheus.HistogramVec
+	idpCache        *prometheus.CounterVec
+	redisCalls      *prometheus.HistogramVec
+	redisBreaker    prometheus.Gauge
+
+	// statusText avoids formatting the status label on every request.
+	statusText [600]string
+}
+
+// NewMetrics creates and registers the collectors on a fresh registry.
+func NewMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &Metrics{
+		Registry: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_requests_total", Help: "Requests by route, consumer and response status.",
+		}, []string{"route", "consumer", "status"}),
+		authDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_auth_decisions_total", Help: "Authentication decisions: granted, unauthenticated, forbidden, unavailable.",
+		}, []string{"decision"}),
+		rateRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_ratelimit_rejections_total", Help: "Requests rejected by a rate limit.",
+		}, []string{"route", "limit", "plugin"}),
+		rateDegradedCnt: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_ratelimit_degraded_total", Help: "Requests let through unlimited because the limit's store was unavailable (allow_degradation).",
+		}, []string{"limit", "plugin"}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "portcullis_upstream_duration_seconds", Help: "Time from forwarding to the upstream's response headers.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"route"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_policy_reloads_total", Help: "Policy reloads by result (success, failure).",
+		}, []string{"result"}),
+		policyInfoG: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "portcullis_policy_info", Help: "The policy version being served (value 1).",
+		}, []string{"version"}),
+		consumersG: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "portcullis_consumers", Help: "Consumers in the served policy.",
+		}),
+		idpCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "portcullis_idp_request_duration_seconds", Help: "Calls to identity providers (discovery, JWKS, introspection, UMA) by outcome.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"idp", "op", "outcome"}),
+		idpCache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_idp_cache_total", Help: "Identity-provider cache lookups (tokens, introspection, UMA decisions, bcrypt) by result.",
+		}, []string{"idp", "cache", "result"}),
+		redisCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "portcullis_redis_duration_seconds", Help: "Rate-limit calls to Redis by outcome.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
+		}, []string{"op", "outcome"}),
+		redisBreaker: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "portcullis_redis_breaker_open", Help: "1 while the Redis circuit breaker is open (rate-limit calls fail fast).",
+		}),
+	}
+	for i := range m.statusText {
+		m.statusText[i] = strconv.Itoa(i)
+	}
+	reg.MustRegister(m.requests, m.authDecisions, m.rateRejections, m.rateDegradedCnt, m.upstream, m.reloads,
+		m.policyInfoG, m.consumersG, m.idpCalls, m.idpCache, m.redisCalls, m.redisBreaker)
+	return m
+}
+
+func (m *Metrics) status(code int) string {
+	if code >= 0 && code < len(m.statusText) {
+		return m.statusText[code]
+	}
+	return strconv.Itoa(code)
+}
+
+func (m *Metrics) request(route, consumer string, status int) {
+	m.requests.WithLabelValues(route, consumer, m.status(status)).Inc()
+}
+
+func (m *Metrics) authDecision(err error) {
+	if err == nil {
+		m.authDecisions.WithLabelValues("granted").Inc()
+		return
+	}
+	var d *idp.Denial
+	switch {
+	case errors.As(err, &d) && d.Status == 403:
+		m.authDecisions.WithLabelValues("forbidden").Inc()
+	case errors.As(err, &d):
+		m.authDecisions.WithLabelValues("unauthenticated").Inc()
+	default:
+		m.authDecisions.WithLabelValues("unavailable").Inc()
+	}
+}
+
+func (m *Metrics) rateRejected(route string, l *limit) {
+	m.rateRejections.WithLabelValues(route, l.owner, l.kind).Inc()
+}
+
+func (m *Metrics) rateDegraded(l *limit) {
+	m.rateDegradedCnt.WithLabelValues(l.owner, l.kind).Inc()
+}
+
+func (m *Metrics) upstreamLatency(route string, d time.Duration) {
+	m.upstream.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// Reload counts a reload attempt.
+func (m *Metrics) Reload(err error) {
+	if err != nil {
+		m.reloads.WithLabelValues("failure").Inc()
+		return
+	}
+	m.reloads.WithLabelValues("success").Inc()
+}
+
+func (m *Metrics) policyInfo(s *policies.Snapshot) {
+	m.policyInfoG.Reset()
+	m.policyInfoG.WithLabelValues(s.Version).Set(1)
+	if s.Consumers != nil {
+		m.consumersG.Set(float64(s.Consumers.Len()))
+	}
+}
+
+// IdPCall records a call to an identity provider (hook for providers).
+func (m *Metrics) IdPCall(provider, op string, d time.Duration, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	m.idpCalls.WithLabelValues(provider, op, outcome).Observe(d.Seconds())
+}
+
+// IdPCache records a provider cache lookup (hook for providers).
+func (m *Metrics) IdPCache(provider, cache string, hit bool) {
+	result := "miss"
+	if hit {
+		result = "hit"
+	}
+	m.idpCache.WithLabelValues(provider, cache, result).Inc()
+}
+
+// RedisCall records a rate-limit call to Redis (hook for the limiter registry).
+func (m *Metrics) RedisCall(op string, d time.Duration, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	m.redisCalls.WithLabelValues(op, outcome).Observe(d.Seconds())
+}
+
+// RedisBreaker records the Redis circuit breaker opening and closing.
+func (m *Metrics) RedisBreaker(open bool) {
+	v := 0.0
+	if open {
+		v = 1
+	}
+	m.redisBreaker.Set(v)
+}

@@ -1,0 +1,134 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// errUpstreamTimeout is the cause of a request whose upstream did not answer in time.
+var errUpstreamTimeout = errors.New("upstream did not answer within the route timeout")
+
+// newTransport is the transport shared by every route: a keep-alive pool sized for a gateway
+// (Go's default of 2 idle connections per host makes a proxy open and close a connection for
+// most requests under load).
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy: nil, // an auth gateway must not route upstream traffic through an environment proxy
+		DialContext: (&net.Dialer{
+			Timeout:   5 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     false,
+		WriteBufferSize:       32 << 10,
+		ReadBufferSize:        32 << 10,
+	}
+}
+
+// timeoutTransport bounds the time until the upstream's response headers arrive. A plain
+// context deadline would also cut a slow but healthy response body; here the timer stops as
+// soon as the headers are in, and the body is bounded by the client instead.
+type timeoutTransport struct {
+	next http.RoundTripper
+}
+
+type routeTimeoutKey struct{}
+
+func (t timeoutTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	d, _ := r.Context().Value(routeTimeoutKey{}).(time.Duration)
+	if d <= 0 {
+		return t.next.RoundTrip(r)
+	}
+	ctx, cancel := context.WithCancelCause(r.Context())
+	timer := time.AfterFunc(d, func() { cancel(errUpstreamTimeout) })
+	resp, err := t.next.RoundTrip(r.WithContext(ctx))
+	if !timer.Stop() {
+		// The timer fired: the cancellation cause tells the error handler it was a timeout.
+		if err != nil {
+			cancel(nil)
+			return nil, fmt.Errorf("%w: %w", errUpstreamTimeout, err)
+		}
+	}
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelCauseFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel(nil)
+	return err
+}
+
+// balancer picks targets by smooth weighted round robin (nginx's algorithm): with weights 5,1,1
+// it yields a a b a c a a rather than five a's in a row.
+type balancer struct {
+	mu      sync.Mutex
+	targets []*target
+	single  *target
+}
+
+type target struct {
+	url     *url.URL
+	weight  int
+	current int
+	// requests counts what was sent to this target (for tests and /status).
+	requests atomic.Int64
+}
+
+func newBalancer(targets []*target) *balancer {
+	b := &balancer{targets: targets}
+	if len(targets) == 1 {
+		b.single = targets[0]
+	}
+	return b
+}
+
+func (b *balancer) next() *target {
+	if b.single != nil {
+		return b.single
+	}
+	b.mu.Lock()
+	total := 0
+	var best *target
+	for _, t := range b.targets {
+		t.current += t.weight
+		total += t.weight
+		if best == nil || t.current > best.current {
+			best = t
+		}
+	}
+	best.current -= total
+	b.mu.Unlock()
+	return best
+}
+
+// bufferPool recycles the 32 KiB copy buffers of the reverse proxy.
+type bufferPool struct{ pool sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (p *bufferPool) Get() []byte  { return *(p.pool.Get().(*[]byte)) }
+func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }

@@ -1,0 +1,240 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/portcullis/portcullis/gateway/ratelimit"
+	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/policies"
+)
+
+// Loader loads a policy snapshot; policies.Load with the server's options in production.
+type Loader func() (*policies.Snapshot, error)
+
+// ServerOptions configure a Server.
+type ServerOptions struct {
+	Logger    *slog.Logger
+	AccessLog *slog.Logger
+	// Load reads and compiles the policy; called at start and on every reload.
+	Load Loader
+	// Limiters and Metrics as for Options. Metrics defaults to NewMetrics().
+	Limiters *ratelimit.Registry
+	Metrics  *Metrics
+	// DrainTimeout bounds graceful shutdown. Default 30s.
+	DrainTimeout time.Duration
+	// OnListen, when set, is told the bound addresses (useful with port 0).
+	OnListen func(proxy, admin net.Addr)
+}
+
+// Server is the gateway with its listeners, admin endpoints and reloads.
+type Server struct {
+	opts    ServerOptions
+	log     *slog.Logger
+	gw      *Gateway
+	metrics *Metrics
+
+	mu          sync.Mutex
+	loadedAt    time.Time
+	lastErr     error
+	lastErrAt   time.Time
+	reloadCount int
+}
+
+// NewServer loads the policy and builds the gateway. It does not listen yet.
+func NewServer(opts ServerOptions) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics()
+	}
+	if opts.DrainTimeout == 0 {
+		opts.DrainTimeout = 30 * time.Second
+	}
+	if opts.Limiters == nil {
+		return nil, errors.New("server needs a rate-limit registry")
+	}
+	snap, err := opts.Load()
+	if err != nil {
+		return nil, fmt.Errorf("loading policy: %w", err)
+	}
+	gw, err := New(snap, Options{Logger: opts.Logger, AccessLog: opts.AccessLog, Limiters: opts.Limiters, Metrics: opts.Metrics})
+	if err != nil {
+		_ = snap.Close()
+		return nil, fmt.Errorf("building gateway: %w", err)
+	}
+	return &Server{opts: opts, log: opts.Logger, gw: gw, metrics: opts.Metrics, loadedAt: snap.LoadedAt}, nil
+}
+
+// Gateway returns the request handler.
+func (s *Server) Gateway() *Gateway { return s.gw }
+
+// Reload loads the policy again and swaps it in. A policy that fails to load or compile is
+// logged with all its errors and the old one keeps serving.
+func (s *Server) Reload() error {
+	snap, err := s.opts.Load()
+	if err == nil {
+		if err = s.gw.Swap(snap); err != nil {
+			_ = snap.Close()
+		}
+	}
+	s.metrics.Reload(err)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reloadCount++
+	if err != nil {
+		s.lastErr, s.lastErrAt = err, time.Now()
+		s.log.Error("policy reload failed; the previous policy keeps serving", "version", s.gw.Snapshot().Version, "err", err)
+		return err
+	}
+	s.lastErr = nil
+	s.loadedAt = snap.LoadedAt
+	s.log.Info("policy reloaded", "version", snap.Version, "consumers", snap.Consumers.Len(), "routes", len(snap.Policy.Routes))
+	return nil
+}
+
+// Serve listens on the policy's addresses and serves until ctx is done, then drains in-flight
+// requests. reload receives a value for each requested reload (SIGHUP, file change).
+func (s *Server) Serve(ctx context.Context, reload <-chan struct{}) error {
+	pol := s.gw.Snapshot().Policy
+	pl, err := net.Listen("tcp", pol.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", pol.Listen, err)
+	}
+	al, err := net.Listen("tcp", pol.AdminListen)
+	if err != nil {
+		_ = pl.Close()
+		return fmt.Errorf("listening on %s (admin): %w", pol.AdminListen, err)
+	}
+	proxy := &http.Server{
+		Handler:           s.gw,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	admin := &http.Server{
+		Handler:           s.AdminHandler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	s.log.Info("portcullis listening", "proxy", pl.Addr().String(), "admin", al.Addr().String(), "version", s.gw.Snapshot().Version)
+	if s.opts.OnListen != nil {
+		s.opts.OnListen(pl.Addr(), al.Addr())
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- proxy.Serve(pl) }()
+	go func() { errc <- admin.Serve(al) }()
+
+	var serveErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-reload:
+			_ = s.Reload()
+		case err := <-errc:
+			serveErr = err
+			break loop
+		}
+	}
+
+	s.log.Info("shutting down: draining in-flight requests", "timeout", s.opts.DrainTimeout)
+	dctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout)
+	defer cancel()
+	err = errors.Join(proxy.Shutdown(dctx), admin.Shutdown(dctx))
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		err = errors.Join(fmt.Errorf("serving: %w", serveErr), err)
+	}
+	return err
+}
+
+// Close releases the gateway's providers.
+func (s *Server) Close() error { return s.gw.Close() }
+
+// Status is the /status document.
+type Status struct {
+	Version         string    `json:"version"`
+	Source          string    `json:"source"`
+	LoadedAt        time.Time `json:"loaded_at"`
+	Consumers       int       `json:"consumers"`
+	Routes          int       `json:"routes"`
+	Reloads         int       `json:"reloads"`
+	LastReloadError string    `json:"last_reload_error,omitempty"`
+	LastReloadErrAt time.Time `json:"last_reload_error_at,omitzero"`
+}
+
+// Status reports the served policy and the last reload's outcome.
+func (s *Server) Status() Status {
+	snap := s.gw.Snapshot()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Status{Version: snap.Version, Source: snap.Source, LoadedAt: s.loadedAt,
+		Consumers: snap.Consumers.Len(), Routes: len(snap.Policy.Routes), Reloads: s.reloadCount}
+	if s.lastErr != nil {
+		st.LastReloadError = s.lastErr.Error()
+		st.LastReloadErrAt = s.lastErrAt
+	}
+	return st
+}
+
+// Readiness checks every provider that depends on something remote and the rate-limit store.
+// It returns the problems by component; empty means ready.
+func (s *Server) Readiness(ctx context.Context) map[string]string {
+	problems := map[string]string{}
+	for _, p := range s.gw.Snapshot().Providers {
+		if r, ok := p.(idp.Readier); ok {
+			if err := r.Ready(ctx); err != nil {
+				problems["idp:"+p.Name()] = err.Error()
+			}
+		}
+	}
+	if err := s.opts.Limiters.Healthy(ctx); err != nil {
+		problems["redis"] = err.Error()
+	}
+	return problems
+}
+
+// AdminHandler serves /healthz, /readyz, /metrics and /status.
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		problems := s.Readiness(ctx)
+		if len(problems) > 0 {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "problems": problems})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.Status())
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

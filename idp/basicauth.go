@@ -1,0 +1,282 @@
+package idp
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/sync/singleflight"
+)
+
+// BasicAuthConfig configures a basic-auth provider (APISIX basic-auth).
+type BasicAuthConfig struct {
+	Name string
+	// HideCredentials removes a Basic Authorization header before the request goes upstream.
+	HideCredentials bool
+	// Realm is the WWW-Authenticate realm; defaults to the provider name.
+	Realm string
+
+	// CacheTTL is how long a successful bcrypt check is remembered (default 5m); CacheSize bounds
+	// the remembered checks (default 10000). A negative CacheSize disables the cache.
+	CacheTTL  time.Duration
+	CacheSize int
+	// MaxConcurrentChecks bounds the bcrypt comparisons running at once (default GOMAXPROCS).
+	// Beyond it a check is refused at once with ErrPasswordChecksBusy instead of queueing.
+	MaxConcurrentChecks int
+
+	// Now is the clock (default time.Now). CompareHash compares a bcrypt hash with a password
+	// (default bcrypt.CompareHashAndPassword); tests inject it to count calls.
+	Now         func() time.Time
+	CompareHash func(hash, password []byte) error
+}
+
+// ErrPasswordChecksBusy is returned by BasicAuth.Verify when every bcrypt slot is taken. It wraps
+// ErrUnavailable: the gateway answers 503 quickly rather than letting a flood of wrong passwords
+// queue without bound in front of valid traffic.
+var ErrPasswordChecksBusy = fmt.Errorf("%w: too many concurrent password checks", ErrUnavailable)
+
+// BasicAuth authenticates a request by HTTP Basic credentials. Bindings hold either a bcrypt hash
+// or the SHA-256 of a plain password, never the plain password itself.
+type BasicAuth struct {
+	cfg     BasicAuthConfig
+	logger  *slog.Logger
+	missing *Denial
+	invalid *Denial
+	badUser *Denial
+
+	// cacheKey keys the HMAC that names a successful check in the cache, so the cache never holds
+	// anything from which a password could be recovered offline.
+	cacheKey [32]byte
+	cache    *expiringMap[[sha256.Size]byte, struct{}]
+	flight   singleflight.Group
+	slots    chan struct{}
+}
+
+var _ Provider = (*BasicAuth)(nil)
+
+// NewBasicAuth builds a basic-auth provider. It does no I/O.
+func NewBasicAuth(cfg BasicAuthConfig, logger *slog.Logger) *BasicAuth {
+	if cfg.Realm == "" {
+		cfg.Realm = cfg.Name
+	}
+	if cfg.CacheTTL <= 0 {
+		cfg.CacheTTL = 5 * time.Minute
+	}
+	if cfg.CacheSize == 0 {
+		cfg.CacheSize = 10000
+	}
+	if cfg.MaxConcurrentChecks <= 0 {
+		cfg.MaxConcurrentChecks = runtime.GOMAXPROCS(0)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.CompareHash == nil {
+		cfg.CompareHash = bcrypt.CompareHashAndPassword
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	challenge := `Basic realm="` + cfg.Realm + `"`
+	b := &BasicAuth{
+		cfg:     cfg,
+		logger:  logger,
+		missing: Unauthorized("Missing authorization in request", challenge),
+		invalid: Unauthorized("Invalid authorization in request", challenge),
+		badUser: Unauthorized("Invalid user authorization", challenge),
+		slots:   make(chan struct{}, cfg.MaxConcurrentChecks),
+	}
+	if cfg.CacheSize > 0 {
+		b.cache = newExpiringMap[[sha256.Size]byte, struct{}](cfg.CacheSize)
+	}
+	rand.Read(b.cacheKey[:])
+	return b
+}
+
+func (b *BasicAuth) Name() string { return b.cfg.Name }
+func (b *BasicAuth) Type() string { return "basic-auth" }
+
+type basicBinding struct {
+	username string
+	id       string
+	// bcryptHash is set for a hashed password; otherwise plainSum is the password's SHA-256.
+	bcryptHash []byte
+	plainSum   [sha256.Size]byte
+}
+
+func (bb *basicBinding) Lookup() string     { return bb.username }
+func (bb *basicBinding) Identifier() string { return bb.id }
+
+// isBcryptHash reports whether a configured password is a bcrypt hash rather than a plain one.
+func isBcryptHash(p string) bool {
+	return strings.HasPrefix(p, "$2a$") || strings.HasPrefix(p, "$2b$") || strings.HasPrefix(p, "$2y$")
+}
+
+// Compile checks the username and password; a bcrypt hash is validated, a plain password hashed.
+func (b *BasicAuth) Compile(spec BindingSpec) (Binding, error) {
+	var errs []error
+	if spec.Username == "" {
+		errs = append(errs, errors.New("basic-auth binding needs a non-empty username"))
+	}
+	if strings.ContainsRune(spec.Username, ':') {
+		errs = append(errs, errors.New("basic-auth username must not contain ':'"))
+	}
+	if spec.Password == "" {
+		errs = append(errs, errors.New("basic-auth binding needs a non-empty password"))
+	}
+	bb := &basicBinding{username: spec.Username, id: b.cfg.Name + ":" + spec.Username}
+	if isBcryptHash(spec.Password) {
+		if _, err := bcrypt.Cost([]byte(spec.Password)); err != nil {
+			errs = append(errs, fmt.Errorf("basic-auth password looks like a bcrypt hash but is not valid: %w", err))
+		}
+		bb.bcryptHash = []byte(spec.Password)
+	} else {
+		bb.plainSum = sha256.Sum256([]byte(spec.Password))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return bb, nil
+}
+
+type basicState struct {
+	username string
+	password string
+}
+
+// isBasicScheme reports whether an Authorization value is of the Basic scheme.
+func isBasicScheme(v string) bool {
+	scheme, _, _ := strings.Cut(v, " ")
+	return strings.EqualFold(scheme, "Basic")
+}
+
+// parseBasic splits a Basic Authorization value; a non-empty reason says why it is malformed.
+func parseBasic(h string) (user, pass, reason string) {
+	_, rest, _ := strings.Cut(h, " ")
+	rest = strings.TrimSpace(rest)
+	if rest == "" {
+		return "", "", "Basic credentials are empty"
+	}
+	raw, err := base64.StdEncoding.DecodeString(rest)
+	if err != nil {
+		return "", "", "Basic credentials are not base64"
+	}
+	// RFC 7617: the user-id cannot contain a colon, the password may.
+	user, pass, found := strings.Cut(string(raw), ":")
+	if !found {
+		return "", "", "Basic credentials have no ':' separator"
+	}
+	if user == "" {
+		return "", "", "Basic credentials have an empty username"
+	}
+	return user, pass, ""
+}
+
+// Extract reads a Basic Authorization header. Another scheme is not this provider's.
+func (b *BasicAuth) Extract(_ context.Context, r *http.Request) (*Credential, error) {
+	h, ok := headerValue(r, "Authorization", isBasicScheme)
+	if !ok {
+		return nil, nil
+	}
+	user, pass, reason := parseBasic(h)
+	if reason != "" {
+		return nil, b.invalid.WithReason("%s", reason)
+	}
+	return &Credential{Lookup: user, State: &basicState{username: user, password: pass}}, nil
+}
+
+// Verify checks the password. Plain passwords compare as SHA-256 sums in constant time. bcrypt
+// checks are cached on success, collapsed when concurrent for the same pair, and bounded in
+// number: a valid cached pair never waits behind a flood of wrong passwords.
+func (b *BasicAuth) Verify(_ context.Context, _ *http.Request, cred *Credential, bd Binding) error {
+	st, ok := cred.State.(*basicState)
+	bb, ok2 := bd.(*basicBinding)
+	if !ok || !ok2 || st.username != bb.username {
+		return b.badUser.WithReason("credential does not match the binding")
+	}
+	if bb.bcryptHash == nil {
+		sum := sha256.Sum256([]byte(st.password))
+		if subtle.ConstantTimeCompare(sum[:], bb.plainSum[:]) != 1 {
+			return b.badUser.WithReason("password does not match")
+		}
+		return nil
+	}
+
+	key := b.checkKey(st.username, st.password, bb.bcryptHash)
+	if b.cache != nil {
+		if _, hit := b.cache.get(key, b.cfg.Now()); hit {
+			return nil
+		}
+	}
+	_, err, _ := b.flight.Do(string(key[:]), func() (any, error) {
+		// A flight that just ended may have cached this pair after the check above.
+		if b.cache != nil {
+			if _, hit := b.cache.get(key, b.cfg.Now()); hit {
+				return nil, nil
+			}
+		}
+		return nil, b.bcryptCheck(key, bb.bcryptHash, st.password)
+	})
+	return err
+}
+
+// bcryptCheck runs one bounded bcrypt comparison and caches its success.
+func (b *BasicAuth) bcryptCheck(key [sha256.Size]byte, hash []byte, password string) error {
+	select {
+	case b.slots <- struct{}{}:
+	default:
+		b.logger.Debug("refusing password check: bcrypt slots exhausted", "provider", b.cfg.Name)
+		return fmt.Errorf("checking basic-auth password: %w", ErrPasswordChecksBusy)
+	}
+	defer func() { <-b.slots }()
+	if err := b.cfg.CompareHash(hash, []byte(password)); err != nil {
+		if errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
+			return b.badUser.WithReason("password does not match")
+		}
+		return b.badUser.WithReason("password hash comparison failed: %v", err)
+	}
+	if b.cache != nil {
+		now := b.cfg.Now()
+		b.cache.put(key, struct{}{}, now.Add(b.cfg.CacheTTL), now)
+	}
+	return nil
+}
+
+// checkKey names a (user, password, stored hash) triple by a keyed hash. Including the stored
+// hash makes a changed password invalidate its cache entries.
+func (b *BasicAuth) checkKey(user, password string, hash []byte) [sha256.Size]byte {
+	m := hmac.New(sha256.New, b.cacheKey[:])
+	var n [4]byte
+	for _, part := range [][]byte{[]byte(user), []byte(password), hash} {
+		l := len(part)
+		n[0], n[1], n[2], n[3] = byte(l>>24), byte(l>>16), byte(l>>8), byte(l)
+		m.Write(n[:])
+		m.Write(part)
+	}
+	var out [sha256.Size]byte
+	m.Sum(out[:0])
+	return out
+}
+
+func (b *BasicAuth) Missing() *Denial { return b.missing }
+func (b *BasicAuth) Unknown() *Denial { return b.badUser.WithReason("no consumer has this username") }
+
+// HideCredentials removes the Authorization header when it carries Basic credentials and the
+// provider is configured to hide them.
+func (b *BasicAuth) HideCredentials(r *http.Request) {
+	if !b.cfg.HideCredentials {
+		return
+	}
+	deleteHeaderValues(r, "Authorization", isBasicScheme)
+}

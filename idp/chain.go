@@ -1,0 +1,209 @@
+package idp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// Index resolves credentials to consumers. The consumers package implements it.
+type Index interface {
+	// Resolve returns the consumer and the binding that claim lookup for the named provider,
+	// or ok=false when no consumer does.
+	Resolve(provider, lookup string) (consumer string, b Binding, ok bool)
+	// Chain returns the consumer's bindings in their policy order; nil for an unknown consumer.
+	Chain(consumer string) []Bound
+}
+
+// Bound is one entry of a consumer's chain.
+type Bound struct {
+	Provider Provider
+	Binding  Binding
+}
+
+// Chain evaluates the chain rule over a fixed, ordered set of providers.
+type Chain struct {
+	providers []Provider
+	index     Index
+}
+
+// NewChain builds the evaluator. providers is every provider of the policy, in policy order.
+func NewChain(providers []Provider, index Index) *Chain {
+	return &Chain{providers: providers, index: index}
+}
+
+// Result is a granted chain.
+type Result struct {
+	// Consumer is the identified consumer's username.
+	Consumer string
+	// Anonymous is true when no credential was present and the route's anonymous consumer was used.
+	Anonymous bool
+	// Identifier is the X-Credential-Identifier: the first binding of the chain.
+	Identifier string
+	// Credentials are the verified credentials, in chain order.
+	Credentials []*Credential
+}
+
+// Claims returns the verified claims of the first token credential in the chain, or nil.
+func (r *Result) Claims() map[string]any {
+	for _, c := range r.Credentials {
+		if c.Claims != nil {
+			return c.Claims
+		}
+	}
+	return nil
+}
+
+// Trace records each step of an evaluation for explain. A nil *Trace records nothing.
+type Trace struct {
+	Steps []Step
+}
+
+// Step is one line of a trace.
+type Step struct {
+	// Provider is the provider name, or "" for chain-level steps.
+	Provider string
+	// What is the kind of step: "credential", "binding", "chain".
+	What string
+	// OK is the step's verdict.
+	OK bool
+	// Detail explains the verdict.
+	Detail string
+}
+
+func (t *Trace) add(provider, what string, ok bool, format string, args ...any) {
+	if t == nil {
+		return
+	}
+	t.Steps = append(t.Steps, Step{Provider: provider, What: what, OK: ok, Detail: fmt.Sprintf(format, args...)})
+}
+
+// ErrDifferentConsumers is the Reason-bearing sentinel of the "credentials belong to different
+// consumers" denial.
+var ErrDifferentConsumers = errors.New("credentials belong to different consumers")
+
+// maxInline is the number of providers whose credentials are kept without a heap allocation.
+const maxInline = 8
+
+// Evaluate applies the chain rule to r. anonymous is the route's anonymous consumer ("" for none).
+// It returns the granted result, a *Denial, or another error when a provider cannot decide.
+func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string, trace *Trace) (*Result, error) {
+	type found struct {
+		cred     *Credential
+		consumer string
+		binding  Binding
+	}
+	var inline [maxInline]found
+	creds := inline[:0]
+
+	// 1. Every credential in the request, each resolved to its consumer. A present but invalid
+	// credential fails the request even when no chain would need it.
+	consumer := ""
+	for _, p := range c.providers {
+		cred, err := p.Extract(ctx, r)
+		if err != nil {
+			var d *Denial
+			if errors.As(err, &d) {
+				trace.add(p.Name(), "credential", false, "%s", d.Error())
+				return nil, d
+			}
+			trace.add(p.Name(), "credential", false, "cannot decide: %v", err)
+			return nil, fmt.Errorf("extracting %s credential: %w", p.Name(), err)
+		}
+		if cred == nil {
+			continue
+		}
+		cred.Provider = p
+		owner, b, ok := c.index.Resolve(p.Name(), cred.Lookup)
+		if !ok {
+			d := p.Unknown()
+			trace.add(p.Name(), "credential", false, "present, names no consumer: %s", d.Error())
+			return nil, d
+		}
+		trace.add(p.Name(), "credential", true, "present, names consumer %q (%s)", owner, b.Identifier())
+		if consumer != "" && owner != consumer {
+			trace.add("", "chain", false, "consumer %q and consumer %q", consumer, owner)
+			return nil, &Denial{Status: http.StatusUnauthorized, Message: ErrDifferentConsumers.Error(),
+				Reason: fmt.Sprintf("%s names %q, an earlier credential names %q", p.Name(), owner, consumer),
+				Challenge: p.Missing().Challenge}
+		}
+		consumer = owner
+		creds = append(creds, found{cred: cred, consumer: owner, binding: b})
+	}
+
+	if consumer == "" {
+		if anonymous != "" {
+			trace.add("", "chain", true, "no credential: anonymous consumer %q", anonymous)
+			return &Result{Consumer: anonymous, Anonymous: true, Identifier: "anonymous"}, nil
+		}
+		d := c.missing()
+		trace.add("", "chain", false, "no credential in request")
+		return nil, d
+	}
+
+	// 2. The consumer's bindings in order: each must be present and verify.
+	chain := c.index.Chain(consumer)
+	res := &Result{Consumer: consumer, Credentials: make([]*Credential, 0, len(chain))}
+	for i, bd := range chain {
+		var f *found
+		for j := range creds {
+			if creds[j].cred.Provider == bd.Provider {
+				f = &creds[j]
+				break
+			}
+		}
+		name := bd.Provider.Name()
+		if f == nil {
+			d := bd.Provider.Missing().WithReason("consumer %q requires %s and the request carries none", consumer, name)
+			trace.add(name, "binding", false, "missing: %s", d.Message)
+			return nil, d
+		}
+		if err := bd.Provider.Verify(ctx, r, f.cred, f.binding); err != nil {
+			var d *Denial
+			if errors.As(err, &d) {
+				trace.add(name, "binding", false, "%s", d.Error())
+				return nil, d
+			}
+			trace.add(name, "binding", false, "cannot decide: %v", err)
+			return nil, fmt.Errorf("verifying %s credential: %w", name, err)
+		}
+		trace.add(name, "binding", true, "granted (%s)", f.binding.Identifier())
+		if i == 0 {
+			res.Identifier = f.binding.Identifier()
+		}
+		res.Credentials = append(res.Credentials, f.cred)
+	}
+	return res, nil
+}
+
+// missing is the denial for a request without any credential: the first provider's message,
+// with every provider's challenge.
+func (c *Chain) missing() *Denial {
+	if len(c.providers) == 0 {
+		return &Denial{Status: http.StatusUnauthorized, Message: "Missing credentials in request", Reason: "no identity provider configured"}
+	}
+	d := *c.providers[0].Missing()
+	if len(c.providers) > 1 {
+		challenges := make([]string, 0, len(c.providers))
+		for _, p := range c.providers {
+			if ch := p.Missing().Challenge; ch != "" {
+				challenges = append(challenges, ch)
+			}
+		}
+		d.Challenge = strings.Join(challenges, ", ")
+	}
+	d.Reason = "no credential in request"
+	return &d
+}
+
+// HideCredentials lets every provider of the chain remove its credential from r.
+func (c *Chain) HideCredentials(r *http.Request) {
+	for _, p := range c.providers {
+		p.HideCredentials(r)
+	}
+}
+
+// Providers returns the providers in policy order.
+func (c *Chain) Providers() []Provider { return c.providers }

@@ -1,0 +1,475 @@
+package idp
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
+)
+
+// JWTAuthConfig configures a jwt-auth provider (APISIX jwt-auth).
+type JWTAuthConfig struct {
+	Name string
+	// Header, Query and Cookie name where the token is read, in that order. Defaults:
+	// "Authorization", "jwt", "jwt". The header value may carry a "Bearer " prefix.
+	Header string
+	Query  string
+	Cookie string
+	// HideCredentials removes the token from where it was found before the request goes upstream.
+	HideCredentials bool
+	// Realm is the WWW-Authenticate realm; defaults to the provider name.
+	Realm string
+	// KeyClaim is the claim naming the consumer's binding (default "key").
+	KeyClaim string
+	// Leeway tolerates clock differences when checking exp and nbf.
+	Leeway time.Duration
+	// ForeignIssuers are the issuers of the policy's OIDC and Keycloak providers: a token issued
+	// by one of them belongs to that provider and is not this provider's credential.
+	ForeignIssuers []string
+
+	// CacheSize bounds the verified tokens remembered (default 10000; negative disables);
+	// CacheMaxTTL caps how long one is remembered (default 5m), also for tokens without exp.
+	CacheSize   int
+	CacheMaxTTL time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// JWTAuth authenticates a request by a JWS-signed JWT whose key claim names the consumer; the
+// consumer's binding pins the algorithm and the secret or public key.
+type JWTAuth struct {
+	cfg     JWTAuthConfig
+	logger  *slog.Logger
+	foreign map[string]struct{}
+
+	missing   *Denial
+	malformed *Denial
+	noKey     *Denial
+	unknown   *Denial
+	failed    *Denial
+
+	cache *expiringMap[[sha256.Size]byte, jwtVerified]
+}
+
+var _ Provider = (*JWTAuth)(nil)
+
+// NewJWTAuth builds a jwt-auth provider. It does no I/O; an error names an invalid setting.
+func NewJWTAuth(cfg JWTAuthConfig, logger *slog.Logger) (*JWTAuth, error) {
+	var errs []error
+	if cfg.Leeway < 0 {
+		errs = append(errs, errors.New("jwt-auth leeway must not be negative"))
+	}
+	if cfg.CacheMaxTTL < 0 {
+		errs = append(errs, errors.New("jwt-auth cache TTL must not be negative"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.Header == "" {
+		cfg.Header = "Authorization"
+	}
+	if cfg.Query == "" {
+		cfg.Query = "jwt"
+	}
+	if cfg.Cookie == "" {
+		cfg.Cookie = "jwt"
+	}
+	if cfg.Realm == "" {
+		cfg.Realm = cfg.Name
+	}
+	if cfg.KeyClaim == "" {
+		cfg.KeyClaim = "key"
+	}
+	if cfg.CacheSize == 0 {
+		cfg.CacheSize = 10000
+	}
+	if cfg.CacheMaxTTL == 0 {
+		cfg.CacheMaxTTL = 5 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	challenge := `Bearer realm="` + cfg.Realm + `"`
+	j := &JWTAuth{
+		cfg:       cfg,
+		logger:    logger,
+		foreign:   make(map[string]struct{}, len(cfg.ForeignIssuers)),
+		missing:   Unauthorized("Missing JWT token in request", challenge),
+		malformed: Unauthorized("JWT token invalid", challenge),
+		noKey:     Unauthorized("missing user key in JWT token", challenge),
+		unknown:   Unauthorized("Invalid user key in JWT token", challenge),
+		failed:    Unauthorized("failed to verify jwt", challenge),
+	}
+	for _, iss := range cfg.ForeignIssuers {
+		j.foreign[iss] = struct{}{}
+	}
+	if cfg.CacheSize > 0 {
+		j.cache = newExpiringMap[[sha256.Size]byte, jwtVerified](cfg.CacheSize)
+	}
+	return j, nil
+}
+
+func (j *JWTAuth) Name() string { return j.cfg.Name }
+func (j *JWTAuth) Type() string { return "jwt-auth" }
+
+type jwtBinding struct {
+	key      string
+	id       string
+	alg      jwa.SignatureAlgorithm
+	verifier jws.Verifier
+	// verifyKey is the HMAC secret ([]byte) or the raw public key.
+	verifyKey any
+}
+
+func (b *jwtBinding) Lookup() string     { return b.key }
+func (b *jwtBinding) Identifier() string { return b.id }
+
+// Compile pins the binding's algorithm and parses its key; a key that does not fit the algorithm
+// is a policy error, so algorithm confusion is impossible at request time.
+func (j *JWTAuth) Compile(spec BindingSpec) (Binding, error) {
+	var errs []error
+	if spec.Key == "" {
+		errs = append(errs, errors.New("jwt-auth binding needs a non-empty key"))
+	}
+	alg := spec.Algorithm
+	if alg == "" {
+		alg = "HS256"
+	}
+	b := &jwtBinding{key: spec.Key, id: j.cfg.Name + ":" + spec.Key, alg: jwa.SignatureAlgorithm(alg)}
+	switch alg {
+	case "HS256", "HS384", "HS512":
+		if spec.Secret == "" {
+			errs = append(errs, fmt.Errorf("jwt-auth algorithm %s needs a secret", alg))
+		}
+		if spec.PublicKey != "" {
+			errs = append(errs, fmt.Errorf("jwt-auth algorithm %s takes a secret, not a public_key", alg))
+		}
+		b.verifyKey = []byte(spec.Secret)
+	case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA":
+		if spec.Secret != "" {
+			errs = append(errs, fmt.Errorf("jwt-auth algorithm %s takes a public_key, not a secret", alg))
+		}
+		if spec.PublicKey == "" {
+			errs = append(errs, fmt.Errorf("jwt-auth algorithm %s needs a public_key", alg))
+			break
+		}
+		raw, err := parseJWTPublicKey(alg, spec.PublicKey)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("jwt-auth public_key: %w", err))
+		}
+		b.verifyKey = raw
+	default:
+		errs = append(errs, fmt.Errorf("jwt-auth algorithm %q is not supported", alg))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	v, err := jws.NewVerifier(b.alg)
+	if err != nil {
+		return nil, fmt.Errorf("creating %s verifier: %w", alg, err)
+	}
+	b.verifier = v
+	return b, nil
+}
+
+// parseJWTPublicKey parses a PEM public key and checks that its type fits alg.
+func parseJWTPublicKey(alg, pemText string) (any, error) {
+	k, err := jwk.ParseKey([]byte(pemText), jwk.WithPEM(true))
+	if err != nil {
+		return nil, fmt.Errorf("parsing PEM: %w", err)
+	}
+	if private, err := jwk.IsPrivateKey(k); err != nil {
+		return nil, fmt.Errorf("checking key: %w", err)
+	} else if private {
+		return nil, errors.New("is a private key; configure the public key only")
+	}
+	want := jwa.RSA
+	crv := ""
+	switch alg {
+	case "ES256":
+		want, crv = jwa.EC, "P-256"
+	case "ES384":
+		want, crv = jwa.EC, "P-384"
+	case "ES512":
+		want, crv = jwa.EC, "P-521"
+	case "EdDSA":
+		want, crv = jwa.OKP, "Ed25519"
+	}
+	if k.KeyType() != want {
+		return nil, fmt.Errorf("is a %s key, algorithm %s needs %s", k.KeyType(), alg, want)
+	}
+	switch kk := k.(type) {
+	case jwk.ECDSAPublicKey:
+		if got := kk.Crv().String(); got != crv {
+			return nil, fmt.Errorf("is on curve %s, algorithm %s needs %s", got, alg, crv)
+		}
+	case jwk.OKPPublicKey:
+		if got := kk.Crv().String(); got != crv {
+			return nil, fmt.Errorf("is on curve %s, algorithm %s needs %s", got, alg, crv)
+		}
+	}
+	var raw any
+	if err := k.Raw(&raw); err != nil {
+		return nil, fmt.Errorf("exporting key: %w", err)
+	}
+	return raw, nil
+}
+
+// jwtVerified is a token that verified against a binding, remembered until it expires.
+type jwtVerified struct {
+	lookup  string
+	binding Binding
+}
+
+type jwtState struct {
+	sum [sha256.Size]byte
+	// cached is set when the token was found verified in the cache: Verify needs nothing else.
+	cached *jwtVerified
+
+	alg          string
+	crit         bool
+	signingInput string
+	signature    []byte
+	exp, nbf     *float64
+}
+
+// isJWS reports whether s has the shape of a compact JWS: three base64url parts, the first two
+// non-empty (the signature is empty for alg "none", which is still ours to refuse).
+func isJWS(s string) bool {
+	dots := 0
+	partLen := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '.':
+			if dots < 2 && partLen == 0 {
+				return false
+			}
+			dots++
+			partLen = 0
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
+			partLen++
+		default:
+			return false
+		}
+	}
+	return dots == 2
+}
+
+// stripBearer removes an optional case-insensitive "Bearer " prefix.
+func stripBearer(v string) string {
+	if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+		return strings.TrimLeft(v[7:], " ")
+	}
+	return v
+}
+
+// source is where a token was found.
+type jwtSource int
+
+const (
+	fromNone jwtSource = iota
+	fromHeader
+	fromQuery
+	fromCookie
+)
+
+// find returns the first token of this provider's in the header, the query, then the cookie:
+// JWS-shaped and not issued by a foreign issuer. Values of another shape are skipped.
+func (j *JWTAuth) find(r *http.Request) (string, jwtSource) {
+	if v, ok := headerValue(r, j.cfg.Header, func(v string) bool { return j.ours(stripBearer(v)) }); ok {
+		return stripBearer(v), fromHeader
+	}
+	if r.URL != nil && r.URL.RawQuery != "" {
+		if v := r.URL.Query().Get(j.cfg.Query); j.ours(v) {
+			return v, fromQuery
+		}
+	}
+	if c, err := r.Cookie(j.cfg.Cookie); err == nil && j.ours(c.Value) {
+		return c.Value, fromCookie
+	}
+	return "", fromNone
+}
+
+// ours reports whether tok is a JWS that is not a foreign issuer's.
+func (j *JWTAuth) ours(tok string) bool {
+	if !isJWS(tok) {
+		return false
+	}
+	if len(j.foreign) == 0 {
+		return true
+	}
+	_, claims, reason := parseJWS(tok)
+	if reason != "" {
+		// A malformed token is claimed so that it is refused, not passed on.
+		return true
+	}
+	iss, _ := claims["iss"].(string)
+	_, foreign := j.foreign[iss]
+	return !foreign
+}
+
+// Extract finds the token and reads, without verifying it, the key claim that names its binding.
+// A token issued by a foreign (OIDC) issuer is not this provider's.
+func (j *JWTAuth) Extract(_ context.Context, r *http.Request) (*Credential, error) {
+	tok, src := j.find(r)
+	if src == fromNone {
+		return nil, nil
+	}
+	sum := sha256.Sum256([]byte(tok))
+	if j.cache != nil {
+		if v, ok := j.cache.get(sum, j.cfg.Now()); ok {
+			return &Credential{Lookup: v.lookup, State: &jwtState{sum: sum, cached: &v}}, nil
+		}
+	}
+	st, claims, d := parseJWS(tok)
+	if d != "" {
+		return nil, j.malformed.WithReason("%s", d)
+	}
+	st.sum = sum
+	raw, ok := claims[j.cfg.KeyClaim]
+	if !ok {
+		return nil, j.noKey.WithReason("token has no %q claim", j.cfg.KeyClaim)
+	}
+	key, ok := raw.(string)
+	if !ok || key == "" {
+		return nil, j.noKey.WithReason("claim %q is not a non-empty string", j.cfg.KeyClaim)
+	}
+	for _, name := range [...]string{"exp", "nbf"} {
+		v, present := claims[name]
+		if !present {
+			continue
+		}
+		f, isNum := v.(float64)
+		if !isNum {
+			return nil, j.malformed.WithReason("claim %q is not a number", name)
+		}
+		if name == "exp" {
+			st.exp = &f
+		} else {
+			st.nbf = &f
+		}
+	}
+	return &Credential{Lookup: key, State: st}, nil
+}
+
+// parseJWS decodes a compact JWS's header and claims without verifying it. A non-empty reason
+// says why the token is malformed.
+func parseJWS(tok string) (*jwtState, map[string]any, string) {
+	h64, rest, _ := strings.Cut(tok, ".")
+	p64, s64, _ := strings.Cut(rest, ".")
+	hdrJSON, err := base64.RawURLEncoding.DecodeString(h64)
+	if err != nil {
+		return nil, nil, "header is not base64url"
+	}
+	var hdr struct {
+		Alg  string          `json:"alg"`
+		Crit json.RawMessage `json:"crit"`
+	}
+	if err := json.Unmarshal(hdrJSON, &hdr); err != nil {
+		return nil, nil, "header is not a JSON object"
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(p64)
+	if err != nil {
+		return nil, nil, "payload is not base64url"
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(payload, &claims); err != nil || claims == nil {
+		return nil, nil, "payload is not a JSON object"
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(s64)
+	if err != nil {
+		return nil, nil, "signature is not base64url"
+	}
+	return &jwtState{
+		alg:          hdr.Alg,
+		crit:         len(hdr.Crit) > 0,
+		signingInput: tok[:len(h64)+1+len(p64)],
+		signature:    sig,
+	}, claims, ""
+}
+
+// Verify checks the token against the binding: the pinned algorithm, the signature, then exp and
+// nbf with the leeway. A verified token is remembered until it expires.
+func (j *JWTAuth) Verify(_ context.Context, _ *http.Request, cred *Credential, bd Binding) error {
+	st, ok := cred.State.(*jwtState)
+	b, ok2 := bd.(*jwtBinding)
+	if !ok || !ok2 {
+		return j.failed.WithReason("credential does not match the binding")
+	}
+	if st.cached != nil {
+		if st.cached.binding == bd {
+			return nil
+		}
+		return j.failed.WithReason("token was verified for another binding")
+	}
+	if st.alg != string(b.alg) {
+		return j.failed.WithReason("token algorithm %q, binding requires %s", st.alg, b.alg)
+	}
+	if st.crit {
+		return j.failed.WithReason("token has critical header extensions, none is supported")
+	}
+	if err := b.verifier.Verify([]byte(st.signingInput), st.signature, b.verifyKey); err != nil {
+		return j.failed.WithReason("signature does not verify with the %s binding key", b.alg)
+	}
+	now := j.cfg.Now()
+	nowSec := float64(now.UnixNano()) / 1e9
+	leeway := j.cfg.Leeway.Seconds()
+	if st.exp != nil && nowSec > *st.exp+leeway {
+		return j.failed.WithReason("token expired %.0fs ago", nowSec-*st.exp)
+	}
+	if st.nbf != nil && nowSec+leeway < *st.nbf {
+		return j.failed.WithReason("token not valid for another %.0fs (nbf)", *st.nbf-nowSec)
+	}
+	if j.cache != nil {
+		until := now.Add(j.cfg.CacheMaxTTL)
+		// Comparing in seconds first keeps a huge exp from overflowing the conversion.
+		if st.exp != nil {
+			if e := *st.exp + leeway; e < float64(until.UnixNano())/1e9 {
+				until = time.Unix(0, int64(e*1e9))
+			}
+		}
+		j.cache.put(st.sum, jwtVerified{lookup: b.key, binding: bd}, until, now)
+	}
+	return nil
+}
+
+func (j *JWTAuth) Missing() *Denial { return j.missing }
+func (j *JWTAuth) Unknown() *Denial { return j.unknown.WithReason("no consumer has this key") }
+
+// HideCredentials removes the token from where it was found, when configured.
+func (j *JWTAuth) HideCredentials(r *http.Request) {
+	if !j.cfg.HideCredentials {
+		return
+	}
+	_, src := j.find(r)
+	switch src {
+	case fromHeader:
+		deleteHeaderValues(r, j.cfg.Header, func(v string) bool { return j.ours(stripBearer(v)) })
+	case fromQuery:
+		q := r.URL.Query()
+		q.Del(j.cfg.Query)
+		r.URL.RawQuery = q.Encode()
+	case fromCookie:
+		cookies := r.Cookies()
+		r.Header.Del("Cookie")
+		for _, c := range cookies {
+			if c.Name != j.cfg.Cookie {
+				r.AddCookie(c)
+			}
+		}
+	}
+}

@@ -1,0 +1,160 @@
+// Package idp defines what an identity provider is to Portcullis, implements the local
+// providers (key-auth, basic-auth, jwt-auth, hmac-auth) and the generic OIDC provider, and
+// evaluates a consumer's provider chain (all must grant, all must name the same consumer).
+package idp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Provider is one configured identity provider: a named instance of a provider type.
+//
+// A request is judged in two phases so that every credential can be matched to its consumer
+// before any consumer-specific secret is used:
+//
+//  1. Extract finds this provider's credential in the request and says which index entry
+//     (Credential.Lookup) it claims. It uses only provider-wide settings.
+//  2. Verify checks that credential against the Binding the credential index resolved it to:
+//     the consumer's secret, key or conditions.
+//
+// Errors carry the meaning of the answer:
+//   - a *Denial is a negative answer: the credential is malformed, invalid or not allowed.
+//     Its Status (401 or 403), Message and Challenge go to the client; its Reason only to the
+//     log and to explain.
+//   - any other error means the provider could not decide (an IdP or cache unreachable). The
+//     gateway fails closed with 503. Such errors should wrap ErrUnavailable.
+//
+// Implementations are built once at load time, are safe for concurrent use, and never parse
+// configuration on the request path.
+type Provider interface {
+	// Name is the provider's policy name ("keys", "corp").
+	Name() string
+	// Type is the provider type ("key-auth", "basic-auth", "jwt-auth", "hmac-auth", "oidc", "keycloak").
+	Type() string
+
+	// Compile turns one consumer's binding to this provider into its verified, load-time form.
+	// It runs at load time only; an error is a policy error and names the offending field.
+	Compile(spec BindingSpec) (Binding, error)
+
+	// Extract finds this provider's credential in r.
+	//   (nil, nil):      r carries nothing of this provider's scheme ("not mine").
+	//   (cred, nil):     a credential is present; cred.Lookup names the index entry it claims.
+	//   (nil, *Denial):  a credential of this scheme is present but invalid in itself.
+	//   (nil, err):      the provider cannot decide; fail closed.
+	// Extract may read and must then restore r.Body.
+	Extract(ctx context.Context, r *http.Request) (*Credential, error)
+
+	// Verify checks a present credential against the binding the index resolved it to.
+	// nil grants; a *Denial refuses; any other error means the provider cannot decide.
+	Verify(ctx context.Context, r *http.Request, cred *Credential, b Binding) error
+
+	// Missing is the denial when a consumer's chain needs this provider and the request carries
+	// none of its credentials.
+	Missing() *Denial
+	// Unknown is the denial when a present credential names no consumer.
+	Unknown() *Denial
+
+	// HideCredentials removes this provider's credential from r before it goes upstream, when
+	// the provider is configured to hide it; otherwise it does nothing.
+	HideCredentials(r *http.Request)
+}
+
+// Readier is implemented by providers that depend on something remote (an OIDC issuer).
+// Ready returns nil when the provider can currently verify credentials.
+type Readier interface {
+	Ready(ctx context.Context) error
+}
+
+// ErrUnavailable marks errors of a provider that cannot be asked right now. The gateway answers
+// 503 and never forwards the request.
+var ErrUnavailable = errors.New("identity provider unavailable")
+
+// Credential is one credential found in a request.
+type Credential struct {
+	// Provider is the provider that extracted it.
+	Provider Provider
+	// Lookup is the credential index key this credential claims (a key hash, a username, a
+	// JWT key claim, an HMAC keyId, a token subject). It is never a plain secret.
+	Lookup string
+	// Claims are the verified claims of a token credential, sent upstream as X-Userinfo by
+	// providers that set them (OIDC, Keycloak). Nil for the others.
+	Claims map[string]any
+	// State is the provider's private state between Extract and Verify.
+	State any
+}
+
+// Binding is one consumer's binding to one provider, compiled at load time.
+type Binding interface {
+	// Lookup is the credential index key this binding claims; unique per provider.
+	Lookup() string
+	// Identifier names the credential without revealing it ("keys", "basic:alice"). It is sent
+	// upstream as X-Credential-Identifier and written to logs.
+	Identifier() string
+}
+
+// BindingSpec is a consumer's binding as written in the policy, with secrets already
+// substituted. Each provider type reads only its own fields.
+type BindingSpec struct {
+	// IdP is the provider name; Consumer the consumer's username (for error messages).
+	IdP      string
+	Consumer string
+
+	// key-auth: Key. jwt-auth: Key (the value of the key claim).
+	Key string
+	// basic-auth.
+	Username string
+	Password string
+	// jwt-auth: Secret (HS*) or PublicKey (PEM, RS*/PS*/ES*/EdDSA), and the pinned Algorithm.
+	// hmac-auth: KeyID and Secret.
+	Secret    string
+	PublicKey string
+	Algorithm string
+	KeyID     string
+	// oidc and keycloak.
+	Subject     string
+	Claims      map[string][]string
+	Scopes      []string
+	RealmRoles  []string
+	ClientRoles map[string][]string
+	Groups      []string
+	Permissions []string
+}
+
+// Denial is a provider's negative answer.
+type Denial struct {
+	// Status is 401 (missing or invalid credentials) or 403 (known but not allowed).
+	Status int
+	// Message goes to the client in {"message": ...}. It is generic and never holds a secret.
+	Message string
+	// Reason is the precise cause, for the log and for explain. Never a secret.
+	Reason string
+	// Challenge is the WWW-Authenticate value sent with a 401.
+	Challenge string
+}
+
+func (d *Denial) Error() string {
+	if d.Reason != "" && d.Reason != d.Message {
+		return fmt.Sprintf("%s (%s)", d.Message, d.Reason)
+	}
+	return d.Message
+}
+
+// WithReason returns a copy of d with a precise reason.
+func (d *Denial) WithReason(format string, args ...any) *Denial {
+	c := *d
+	c.Reason = fmt.Sprintf(format, args...)
+	return &c
+}
+
+// Unauthorized builds a 401 denial.
+func Unauthorized(message, challenge string) *Denial {
+	return &Denial{Status: http.StatusUnauthorized, Message: message, Challenge: challenge}
+}
+
+// Forbidden builds a 403 denial.
+func Forbidden(message string) *Denial {
+	return &Denial{Status: http.StatusForbidden, Message: message}
+}

@@ -1,0 +1,338 @@
+package policies
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strconv"
+	"unicode/utf8"
+)
+
+// Error is one problem of a policy, located in its source file. Load and Validate return
+// every problem at once as an errors.Join of *Error values; use errors.As to get one, or
+// Errors to get them all.
+type Error struct {
+	// File is the policy file; Line and Col (1-based, Col counts characters) point at the
+	// offending value, or at the key for an unknown field. Line is 0 when the problem concerns
+	// the file as a whole (unreadable, empty folder).
+	File      string
+	Line, Col int
+	// Path is the JSON path of the offending value within File, like $.consumers[1].idps[0].idp.
+	Path string
+	// Msg says what is wrong. It never holds a secret value.
+	Msg string
+}
+
+func (e *Error) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc = fmt.Sprintf("%s:%d:%d", e.File, e.Line, e.Col)
+	}
+	if e.Path != "" {
+		return fmt.Sprintf("%s: %s: %s", loc, e.Path, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", loc, e.Msg)
+}
+
+// Errors returns the *Error values inside err (as returned by Load or Validate), in order.
+func Errors(err error) []*Error {
+	var out []*Error
+	var walk func(error)
+	walk = func(err error) {
+		if err == nil {
+			return
+		}
+		if e, ok := err.(*Error); ok {
+			out = append(out, e)
+			return
+		}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, c := range j.Unwrap() {
+				walk(c)
+			}
+			return
+		}
+		walk(errors.Unwrap(err))
+	}
+	walk(err)
+	return out
+}
+
+// errorList collects problems; its err joins them sorted by file and position.
+type errorList []*Error
+
+func (l *errorList) add(e *Error) { *l = append(*l, e) }
+
+func (l errorList) err() error {
+	if len(l) == 0 {
+		return nil
+	}
+	sorted := make([]*Error, len(l))
+	copy(sorted, l)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		a, b := sorted[i], sorted[j]
+		if a.File != b.File {
+			return a.File < b.File
+		}
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return a.Col < b.Col
+	})
+	errs := make([]error, 0, len(sorted))
+	seen := make(map[string]bool, len(sorted))
+	for _, e := range sorted {
+		// The schema may report one problem through two keywords; say it once.
+		if s := e.Error(); !seen[s] {
+			seen[s] = true
+			errs = append(errs, e)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// jsonPath is a JSON path in the $.a.b[0]["x-y"] notation.
+type jsonPath string
+
+const rootPath jsonPath = "$"
+
+func (p jsonPath) key(k string) jsonPath {
+	if identRE.MatchString(k) {
+		return p + "." + jsonPath(k)
+	}
+	q, _ := json.Marshal(k)
+	return p + "[" + jsonPath(q) + "]"
+}
+
+func (p jsonPath) index(i int) jsonPath { return p + "[" + jsonPath(strconv.Itoa(i)) + "]" }
+
+// positions maps the JSON paths of one file to the byte offsets of their values and, for
+// object members, of their keys.
+type positions struct {
+	values map[jsonPath]int
+	keys   map[jsonPath]int
+}
+
+// source is one policy file: its content, the positions of its values, and its decoded
+// generic tree (json.Number for numbers).
+type source struct {
+	name string
+	data []byte
+	pos  positions
+	tree any
+}
+
+// lineCol converts a byte offset to a 1-based line and character column.
+func (s *source) lineCol(off int) (int, int) {
+	if off > len(s.data) {
+		off = len(s.data)
+	}
+	if off < 0 {
+		off = 0
+	}
+	line, lineStart := 1, 0
+	for i := 0; i < off; i++ {
+		if s.data[i] == '\n' {
+			line++
+			lineStart = i + 1
+		}
+	}
+	return line, utf8.RuneCount(s.data[lineStart:off]) + 1
+}
+
+// errAt builds an error at the value of path (or the nearest enclosing value that has a
+// position).
+func (s *source) errAt(path jsonPath, format string, args ...any) *Error {
+	return s.errAtOffset(s.valueOffset(path), path, format, args...)
+}
+
+// errAtKey builds an error at the key of the member path (for unknown fields).
+func (s *source) errAtKey(path jsonPath, format string, args ...any) *Error {
+	if off, ok := s.pos.keys[path]; ok {
+		return s.errAtOffset(off, path, format, args...)
+	}
+	return s.errAt(path, format, args...)
+}
+
+func (s *source) errAtOffset(off int, path jsonPath, format string, args ...any) *Error {
+	line, col := s.lineCol(off)
+	return &Error{File: s.name, Line: line, Col: col, Path: string(path), Msg: fmt.Sprintf(format, args...)}
+}
+
+// where is "file:line:col" of path's value, for messages that point at another place.
+func (s *source) where(path jsonPath) string {
+	line, col := s.lineCol(s.valueOffset(path))
+	return fmt.Sprintf("%s:%d:%d", s.name, line, col)
+}
+
+func (s *source) valueOffset(path jsonPath) int {
+	for p := path; ; {
+		if off, ok := s.pos.values[p]; ok {
+			return off
+		}
+		parent, ok := parentPath(p)
+		if !ok {
+			return 0
+		}
+		p = parent
+	}
+}
+
+// parentPath strips the last segment of p.
+func parentPath(p jsonPath) (jsonPath, bool) {
+	if p == rootPath {
+		return "", false
+	}
+	s := string(p)
+	if s[len(s)-1] == ']' {
+		// Either [n] or ["key"]; a quoted key may itself contain '[' so scan from the right
+		// honouring quotes.
+		inQuote := false
+		for i := len(s) - 2; i >= 0; i-- {
+			switch {
+			case s[i] == '"' && (i == 0 || s[i-1] != '\\'):
+				inQuote = !inQuote
+			case s[i] == '[' && !inQuote:
+				return jsonPath(s[:i]), true
+			}
+		}
+		return rootPath, true
+	}
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '.' {
+			return jsonPath(s[:i]), true
+		}
+	}
+	return rootPath, true
+}
+
+// parseSource tokenizes data, recording the position of every value and key, and decodes it
+// into a generic tree. A syntax error or a duplicate key is returned as an *Error.
+func parseSource(name string, data []byte) (*source, []*Error) {
+	s := &source{name: name, data: data, pos: positions{values: map[jsonPath]int{}, keys: map[jsonPath]int{}}}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	p := &parser{src: s, dec: dec}
+	tree, err := p.value(rootPath)
+	if err == nil {
+		off := skipSpace(data, int(dec.InputOffset()))
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = s.errAtOffset(off, rootPath, "invalid JSON: unexpected data after the top-level value")
+		}
+	}
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, append([]*Error{e}, p.dups...)
+		}
+		return nil, append([]*Error{{File: name, Msg: err.Error()}}, p.dups...)
+	}
+	s.tree = tree
+	if len(p.dups) > 0 {
+		return nil, p.dups
+	}
+	return s, nil
+}
+
+type parser struct {
+	src  *source
+	dec  *json.Decoder
+	dups []*Error
+}
+
+func (p *parser) syntax(err error, path jsonPath) error {
+	data := p.src.data
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &se):
+		// A Decoder's Token reports the offset of the offending byte (unlike Unmarshal's, which
+		// is just past it).
+		off := int(se.Offset)
+		return p.src.errAtOffset(off, path, "invalid JSON: %s", se.Error())
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return p.src.errAtOffset(len(data), path, "invalid JSON: unexpected end of file")
+	default:
+		return p.src.errAtOffset(int(p.dec.InputOffset()), path, "invalid JSON: %s", err.Error())
+	}
+}
+
+func (p *parser) value(path jsonPath) (any, error) {
+	start := skipSpace(p.src.data, int(p.dec.InputOffset()))
+	tok, err := p.dec.Token()
+	if err != nil {
+		return nil, p.syntax(err, path)
+	}
+	p.src.pos.values[path] = start
+	switch t := tok.(type) {
+	case json.Delim:
+		switch t {
+		case '{':
+			obj := map[string]any{}
+			for p.dec.More() {
+				keyStart := skipSpace(p.src.data, int(p.dec.InputOffset()))
+				kt, err := p.dec.Token()
+				if err != nil {
+					return nil, p.syntax(err, path)
+				}
+				k, ok := kt.(string)
+				if !ok {
+					return nil, p.src.errAtOffset(keyStart, path, "invalid JSON: object key must be a string")
+				}
+				child := path.key(k)
+				if _, dup := obj[k]; dup {
+					first := p.src.pos.keys[child]
+					line, col := p.src.lineCol(first)
+					p.dups = append(p.dups, p.src.errAtOffset(keyStart, child, "duplicate key %q (first at line %d, column %d)", k, line, col))
+				} else {
+					p.src.pos.keys[child] = keyStart
+				}
+				v, err := p.value(child)
+				if err != nil {
+					return nil, err
+				}
+				obj[k] = v
+			}
+			if _, err := p.dec.Token(); err != nil {
+				return nil, p.syntax(err, path)
+			}
+			return obj, nil
+		case '[':
+			arr := []any{}
+			for i := 0; p.dec.More(); i++ {
+				v, err := p.value(path.index(i))
+				if err != nil {
+					return nil, err
+				}
+				arr = append(arr, v)
+			}
+			if _, err := p.dec.Token(); err != nil {
+				return nil, p.syntax(err, path)
+			}
+			return arr, nil
+		default:
+			return nil, p.src.errAtOffset(start, path, "invalid JSON: unexpected %q", string(t))
+		}
+	default:
+		return tok, nil
+	}
+}
+
+// skipSpace advances off past whitespace and the ':' and ',' separators that the decoder
+// consumes silently before the next token.
+func skipSpace(data []byte, off int) int {
+	for off < len(data) {
+		switch data[off] {
+		case ' ', '\t', '\r', '\n', ':', ',':
+			off++
+		default:
+			return off
+		}
+	}
+	return off
+}

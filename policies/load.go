@@ -1,0 +1,720 @@
+package policies
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/portcullis/portcullis/consumers"
+	"github.com/portcullis/portcullis/idp"
+)
+
+// Defaults filled into a loaded policy.
+const (
+	DefaultListen          = "127.0.0.1:9080"
+	DefaultAdminListen     = "127.0.0.1:9091"
+	DefaultRejectedCode    = http.StatusTooManyRequests
+	DefaultUpstreamTimeout = 30 * time.Second
+	DefaultClockSkew       = 300
+)
+
+// Load reads the policy at path (a file, or a folder whose *.json files are merged),
+// validates it, substitutes secrets, builds its providers and compiles it into a Snapshot.
+// On failure the error is an errors.Join of *Error values, one per problem found; see Errors.
+func Load(path string, opts Options) (*Snapshot, error) {
+	return load(path, opts.withDefaults(), false)
+}
+
+// Validate runs every check of Load without side effects: providers are built (their
+// constructors do no I/O), used to compile the bindings, and closed again; nothing is started.
+func Validate(path string, opts Options) error {
+	snap, err := load(path, opts.withDefaults(), true)
+	if err != nil {
+		return err
+	}
+	return snap.Close()
+}
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.LookupEnv == nil {
+		o.LookupEnv = os.LookupEnv
+	}
+	if o.ReadFile == nil {
+		o.ReadFile = os.ReadFile
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if o.Context == nil {
+		o.Context = context.Background()
+	}
+	return o
+}
+
+func load(path string, opts Options, validateOnly bool) (*Snapshot, error) {
+	var errs errorList
+	srcs, err := readSources(path)
+	if err != nil {
+		return nil, err
+	}
+
+	// Stage 1, per file: syntax, schema, secrets. Later stages would only restate these
+	// problems in confusing ways, so they stop here.
+	res := &resolver{lookupEnv: opts.LookupEnv, readFile: opts.ReadFile}
+	parsed := make([]*source, 0, len(srcs))
+	for _, f := range srcs {
+		src, perrs := parseSource(f.name, f.data)
+		if len(perrs) > 0 {
+			errs = append(errs, perrs...)
+			continue
+		}
+		serrs, err := validateSchema(src)
+		if err != nil {
+			return nil, err
+		}
+		errs = append(errs, serrs...)
+		res.resolveTree(src, &errs)
+		parsed = append(parsed, src)
+	}
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+
+	// Stage 2: merge, semantic checks, building and compiling.
+	m := &merged{}
+	for _, src := range parsed {
+		if err := m.add(src); err != nil {
+			errs.add(err)
+		}
+	}
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	m.policy.applyDefaults()
+	m.check(&errs)
+	snap := m.compile(&errs, buildEnv{
+		ctx:          opts.Context,
+		logger:       opts.Logger,
+		httpClient:   opts.HTTPClient,
+		issuers:      issuersOf(m.policy.IdPs),
+		validateOnly: validateOnly,
+	})
+	if err := errs.err(); err != nil {
+		if cerr := snap.Close(); cerr != nil {
+			opts.Logger.Warn("closing providers of a rejected policy", "error", cerr)
+		}
+		return nil, err
+	}
+	snap.Version = version(srcs)
+	snap.Source = path
+	snap.LoadedAt = time.Now()
+	return snap, nil
+}
+
+type rawFile struct {
+	name string // as reported in errors
+	base string // as hashed into the version
+	data []byte
+}
+
+// readSources reads a file, or the non-hidden *.json files of a folder sorted by name.
+func readSources(path string) ([]rawFile, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, errors.Join(&Error{File: path, Msg: "cannot read policy: " + fileErrReason(err)})
+	}
+	if !fi.IsDir() {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, errors.Join(&Error{File: path, Msg: "cannot read policy: " + fileErrReason(err)})
+		}
+		return []rawFile{{name: path, base: filepath.Base(path), data: data}}, nil
+	}
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return nil, errors.Join(&Error{File: path, Msg: "cannot read policy folder: " + fileErrReason(err)})
+	}
+	var files []rawFile
+	var errs errorList
+	for _, e := range entries {
+		if !isPolicyFileName(e.Name()) {
+			continue
+		}
+		full := filepath.Join(path, e.Name())
+		// Follow symlinks (ConfigMap volumes link every file into ..data/).
+		st, err := os.Stat(full)
+		if err != nil {
+			errs.add(&Error{File: full, Msg: "cannot read policy: " + fileErrReason(err)})
+			continue
+		}
+		if !st.Mode().IsRegular() {
+			continue
+		}
+		data, err := os.ReadFile(full)
+		if err != nil {
+			errs.add(&Error{File: full, Msg: "cannot read policy: " + fileErrReason(err)})
+			continue
+		}
+		files = append(files, rawFile{name: full, base: e.Name(), data: data})
+	}
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, errors.Join(&Error{File: path, Msg: "the folder holds no *.json policy file"})
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].base < files[j].base })
+	return files, nil
+}
+
+// isPolicyFileName reports whether a folder entry is one of the policy's files.
+func isPolicyFileName(name string) bool {
+	return !strings.HasPrefix(name, ".") && strings.HasSuffix(name, ".json")
+}
+
+// version hashes the (file name, content) pairs.
+func version(files []rawFile) string {
+	h := sha256.New()
+	var n [8]byte
+	for _, f := range files {
+		for _, b := range [][]byte{[]byte(f.base), f.data} {
+			binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+			h.Write(n[:])
+			h.Write(b)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+// origin is where a merged element was written.
+type origin struct {
+	src  *source
+	path jsonPath
+	node map[string]any
+}
+
+func (o origin) at(sub jsonPath) jsonPath { return o.path + sub[len(rootPath):] }
+
+func (o origin) errAt(sub jsonPath, format string, args ...any) *Error {
+	return o.src.errAt(o.at(sub), format, args...)
+}
+
+func (o origin) errAtKey(sub jsonPath, format string, args ...any) *Error {
+	return o.src.errAtKey(o.at(sub), format, args...)
+}
+
+// merged is the policy of all files with where each part came from.
+type merged struct {
+	policy                          Policy
+	listen, adminListen, redis      *origin
+	idps, groups, consumers, routes []origin
+	// conflicts are top-level values set by two files.
+	conflicts []*Error
+	checker   *checker
+}
+
+// add decodes one file and merges it: arrays are concatenated, a top-level value may be set
+// by one file only.
+func (m *merged) add(src *source) *Error {
+	root, _ := src.tree.(map[string]any)
+	delete(root, "$schema")
+	raw, err := json.Marshal(root)
+	if err != nil {
+		return &Error{File: src.name, Msg: "re-encoding the policy: " + err.Error()}
+	}
+	var p Policy
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		// The schema admits only what decodes; this is a schema gap.
+		return &Error{File: src.name, Msg: "decoding the policy: " + err.Error()}
+	}
+
+	top := func(key string, set bool, dst **origin, apply func()) {
+		if !set {
+			return
+		}
+		here := origin{src: src, path: rootPath.key(key)}
+		if *dst != nil {
+			prev := *dst
+			// Reported through the join below; merge stays on the first value.
+			m.conflicts = append(m.conflicts, src.errAt(here.path, "%q is already set in %s", key, prev.src.where(prev.path)))
+			return
+		}
+		*dst = &here
+		apply()
+	}
+	top("listen", p.Listen != "", &m.listen, func() { m.policy.Listen = p.Listen })
+	top("admin_listen", p.AdminListen != "", &m.adminListen, func() { m.policy.AdminListen = p.AdminListen })
+	top("redis", p.Redis != nil, &m.redis, func() { m.policy.Redis = p.Redis })
+
+	list := func(key string, n int, dst *[]origin) {
+		arr, _ := root[key].([]any)
+		for i := 0; i < n; i++ {
+			node, _ := arr[i].(map[string]any)
+			*dst = append(*dst, origin{src: src, path: rootPath.key(key).index(i), node: node})
+		}
+	}
+	list("idps", len(p.IdPs), &m.idps)
+	list("consumer_groups", len(p.ConsumerGroups), &m.groups)
+	list("consumers", len(p.Consumers), &m.consumers)
+	list("routes", len(p.Routes), &m.routes)
+	m.policy.IdPs = append(m.policy.IdPs, p.IdPs...)
+	m.policy.ConsumerGroups = append(m.policy.ConsumerGroups, p.ConsumerGroups...)
+	m.policy.Consumers = append(m.policy.Consumers, p.Consumers...)
+	m.policy.Routes = append(m.policy.Routes, p.Routes...)
+	return nil
+}
+
+// applyDefaults fills what the policy leaves out.
+func (p *Policy) applyDefaults() {
+	if p.Listen == "" {
+		p.Listen = DefaultListen
+	}
+	if p.AdminListen == "" {
+		p.AdminListen = DefaultAdminListen
+	}
+	for i := range p.IdPs {
+		if p.IdPs[i].Type == "hmac-auth" && p.IdPs[i].ClockSkew == nil {
+			v := DefaultClockSkew
+			p.IdPs[i].ClockSkew = &v
+		}
+	}
+	for i := range p.ConsumerGroups {
+		p.ConsumerGroups[i].Plugins.applyDefaults("consumer")
+	}
+	for i := range p.Consumers {
+		p.Consumers[i].Plugins.applyDefaults("consumer")
+	}
+	for i := range p.Routes {
+		r := &p.Routes[i]
+		r.Plugins.applyDefaults("route")
+		if r.Upstream.Timeout == 0 {
+			r.Upstream.Timeout = Duration(DefaultUpstreamTimeout)
+		}
+		for j := range r.Upstream.Targets {
+			if r.Upstream.Targets[j].Weight == 0 {
+				r.Upstream.Targets[j].Weight = 1
+			}
+		}
+	}
+}
+
+func (pl *Plugins) applyDefaults(key string) {
+	if lc := pl.LimitCount; lc != nil {
+		if lc.Key == "" {
+			lc.Key = key
+		}
+		if lc.Policy == "" {
+			lc.Policy = "local"
+		}
+		if lc.WindowType == "" {
+			lc.WindowType = "fixed"
+		}
+		if lc.RejectedCode == 0 {
+			lc.RejectedCode = DefaultRejectedCode
+		}
+	}
+	if lr := pl.LimitReq; lr != nil {
+		if lr.Key == "" {
+			lr.Key = key
+		}
+		if lr.Policy == "" {
+			lr.Policy = "local"
+		}
+		if lr.RejectedCode == 0 {
+			lr.RejectedCode = DefaultRejectedCode
+		}
+	}
+}
+
+// bindingFields are the binding fields each provider type reads, and which it requires.
+var bindingFields = map[string]struct {
+	allowed  []string
+	required []string
+}{
+	"key-auth":   {allowed: []string{"key"}, required: []string{"key"}},
+	"basic-auth": {allowed: []string{"username", "password"}, required: []string{"username", "password"}},
+	"jwt-auth":   {allowed: []string{"key", "secret", "public_key", "algorithm"}, required: []string{"key"}},
+	"hmac-auth":  {allowed: []string{"key_id", "secret"}, required: []string{"key_id", "secret"}},
+	"oidc":       {allowed: tokenBindingFields, required: []string{"subject"}},
+	"keycloak":   {allowed: tokenBindingFields, required: []string{"subject"}},
+}
+
+var tokenBindingFields = []string{"subject", "claims", "scopes", "realm_roles", "client_roles", "groups", "permissions"}
+
+// checker holds the name indexes of the semantic pass.
+type checker struct {
+	idpByName      map[string]int
+	groupByName    map[string]int
+	consumerByName map[string]int
+	// bindingOK[i][j] tells that consumer i's binding j names a known idp with valid fields.
+	bindingOK [][]bool
+	// skipConsumer marks consumers not to compile (duplicates).
+	skipConsumer []bool
+}
+
+// check runs the semantic checks that need no provider.
+func (m *merged) check(errs *errorList) {
+	for _, e := range m.conflicts {
+		errs.add(e)
+	}
+	p := &m.policy
+	if m.listen != nil {
+		checkAddress(*m.listen, p.Listen, errs)
+	}
+	if m.adminListen != nil {
+		checkAddress(*m.adminListen, p.AdminListen, errs)
+	}
+	if m.redis != nil && (p.Redis.Addr == "") == (len(p.Redis.Addrs) == 0) {
+		errs.add(m.redis.src.errAt(m.redis.path, "redis needs exactly one of addr (one server) or addrs (a cluster)"))
+	}
+
+	c := &checker{}
+	c.idpByName = uniqueNames(len(p.IdPs), func(i int) string { return p.IdPs[i].Name }, m.idps, "name", "idp", errs)
+	c.groupByName = uniqueNames(len(p.ConsumerGroups), func(i int) string { return p.ConsumerGroups[i].Name }, m.groups, "name", "consumer group", errs)
+	c.consumerByName = uniqueNames(len(p.Consumers), func(i int) string { return p.Consumers[i].Username }, m.consumers, "username", "consumer", errs)
+	uniqueNames(len(p.Routes), func(i int) string { return p.Routes[i].Name }, m.routes, "name", "route", errs)
+
+	anonymous := map[string]bool{}
+	for _, r := range p.Routes {
+		if r.Anonymous != "" {
+			anonymous[r.Anonymous] = true
+		}
+	}
+
+	for i, g := range p.ConsumerGroups {
+		m.checkPlugins(m.groups[i], g.Plugins, errs)
+	}
+
+	c.bindingOK = make([][]bool, len(p.Consumers))
+	c.skipConsumer = make([]bool, len(p.Consumers))
+	for i, cons := range p.Consumers {
+		o := m.consumers[i]
+		if c.consumerByName[cons.Username] != i {
+			c.skipConsumer[i] = true
+		}
+		if cons.Group != "" {
+			if _, ok := c.groupByName[cons.Group]; !ok {
+				errs.add(o.errAt("$.group", "unknown consumer group %q", cons.Group))
+			}
+		}
+		if len(cons.IdPs) == 0 && !anonymous[cons.Username] {
+			sub := jsonPath("$.username")
+			if _, ok := o.node["idps"]; ok {
+				sub = "$.idps"
+			}
+			errs.add(o.errAt(sub, "consumer %q has no idps: a consumer needs at least one binding (only a route's anonymous_consumer may have none)", cons.Username))
+		}
+		c.bindingOK[i] = make([]bool, len(cons.IdPs))
+		seen := map[string]int{}
+		bnodes, _ := o.node["idps"].([]any)
+		for j, b := range cons.IdPs {
+			bp := rootPath.key("idps").index(j)
+			k, known := c.idpByName[b.IdP]
+			if !known {
+				errs.add(o.errAt(bp.key("idp"), "unknown idp %q", b.IdP))
+				continue
+			}
+			if first, dup := seen[b.IdP]; dup {
+				errs.add(o.errAt(bp.key("idp"), "consumer %q binds idp %q twice (first at %s)", cons.Username, b.IdP, o.src.where(o.at(rootPath.key("idps").index(first)))))
+				continue
+			}
+			seen[b.IdP] = j
+			bnode, _ := bnodes[j].(map[string]any)
+			c.bindingOK[i][j] = checkBindingFields(o, bp, bnode, p.IdPs[k].Type, b.IdP, errs)
+		}
+		m.checkPlugins(o, cons.Plugins, errs)
+	}
+
+	for i, r := range p.Routes {
+		m.checkRoute(m.routes[i], r, c, errs)
+	}
+	m.checker = c
+}
+
+func checkAddress(o origin, addr string, errs *errorList) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		errs.add(o.src.errAt(o.path, "invalid address %q: want host:port", addr))
+	}
+}
+
+// uniqueNames indexes names and reports each repetition at the later one.
+func uniqueNames(n int, name func(int) string, origins []origin, field, what string, errs *errorList) map[string]int {
+	idx := make(map[string]int, n)
+	for i := 0; i < n; i++ {
+		nm := name(i)
+		if first, dup := idx[nm]; dup {
+			f := origins[first]
+			errs.add(origins[i].errAt(rootPath.key(field), "%s %q is already defined at %s", what, nm, f.src.where(f.at(rootPath.key(field)))))
+			continue
+		}
+		idx[nm] = i
+	}
+	return idx
+}
+
+// checkBindingFields checks a binding's fields against its idp's type.
+func checkBindingFields(o origin, bp jsonPath, node map[string]any, typ, idpName string, errs *errorList) bool {
+	rules, ok := bindingFields[typ]
+	if !ok {
+		return false
+	}
+	allowed := map[string]bool{"idp": true}
+	for _, f := range rules.allowed {
+		allowed[f] = true
+	}
+	good := true
+	keys := make([]string, 0, len(node))
+	for k := range node {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !allowed[k] {
+			errs.add(o.errAtKey(bp.key(k), "field %q is not valid in a binding to idp %q of type %q", k, idpName, typ))
+			good = false
+		}
+	}
+	for _, f := range rules.required {
+		if _, ok := node[f]; !ok {
+			errs.add(o.errAt(bp, "a binding to idp %q of type %q needs %q", idpName, typ, f))
+			good = false
+		}
+	}
+	if typ == "jwt-auth" {
+		_, hasSecret := node["secret"]
+		_, hasPub := node["public_key"]
+		if hasSecret == hasPub {
+			errs.add(o.errAt(bp, "a binding to idp %q of type %q needs exactly one of \"secret\" or \"public_key\"", idpName, typ))
+			good = false
+		}
+	}
+	return good
+}
+
+func (m *merged) checkPlugins(o origin, pl Plugins, errs *errorList) {
+	if m.redis != nil {
+		return
+	}
+	if pl.LimitCount != nil && pl.LimitCount.Policy == "redis" {
+		errs.add(o.errAt(rootPath.key("plugins").key("limit-count").key("policy"), "policy \"redis\" needs a top-level \"redis\" block"))
+	}
+	if pl.LimitReq != nil && pl.LimitReq.Policy == "redis" {
+		errs.add(o.errAt(rootPath.key("plugins").key("limit-req").key("policy"), "policy \"redis\" needs a top-level \"redis\" block"))
+	}
+}
+
+func (m *merged) checkRoute(o origin, r Route, c *checker, errs *errorList) {
+	for i, p := range r.Paths {
+		at := rootPath.key("paths").index(i)
+		if err := checkPathTemplate(p); err != nil {
+			errs.add(o.errAt(at, "%v", err))
+		}
+	}
+	if r.StripPrefix != "" && !strings.HasPrefix(r.StripPrefix, "/") {
+		errs.add(o.errAt(rootPath.key("strip_prefix"), "strip_prefix %q must start with \"/\"", r.StripPrefix))
+	}
+	for i, t := range r.Upstream.Targets {
+		at := rootPath.key("upstream").key("targets").index(i).key("url")
+		u, err := url.Parse(t.URL)
+		switch {
+		case err != nil:
+			errs.add(o.errAt(at, "invalid upstream URL: %v", errors.Unwrap(err)))
+		case u.Scheme != "http" && u.Scheme != "https":
+			errs.add(o.errAt(at, "upstream URL %q must be absolute http or https", t.URL))
+		case u.Host == "":
+			errs.add(o.errAt(at, "upstream URL %q has no host", t.URL))
+		}
+	}
+	names := func(field string, list *AccessList, index map[string]int, what string) {
+		if list == nil {
+			return
+		}
+		for kind, l := range map[string][]string{"allow": list.Allow, "deny": list.Deny} {
+			for i, n := range l {
+				if _, ok := index[n]; !ok {
+					errs.add(o.errAt(rootPath.key(field).key(kind).index(i), "unknown %s %q", what, n))
+				}
+			}
+		}
+	}
+	names("consumers", r.Consumers, c.consumerByName, "consumer")
+	names("consumer_groups", r.Groups, c.groupByName, "consumer group")
+	if r.Anonymous != "" {
+		if _, ok := c.consumerByName[r.Anonymous]; !ok {
+			errs.add(o.errAt(rootPath.key("anonymous_consumer"), "unknown consumer %q", r.Anonymous))
+		}
+	}
+	m.checkPlugins(o, r.Plugins, errs)
+}
+
+// checkPathTemplate checks a gorilla/mux path template the way the gateway's router reads it.
+func checkPathTemplate(p string) error {
+	if !strings.HasPrefix(p, "/") {
+		return fmt.Errorf("path %q must start with \"/\"", p)
+	}
+	level := 0
+	for _, ch := range p {
+		switch ch {
+		case '{':
+			level++
+		case '}':
+			level--
+			if level < 0 {
+				return fmt.Errorf("path %q has unbalanced braces", p)
+			}
+		}
+	}
+	if level != 0 {
+		return fmt.Errorf("path %q has unbalanced braces", p)
+	}
+	if err := mux.NewRouter().NewRoute().Path(p).GetError(); err != nil {
+		return fmt.Errorf("invalid path template %q: %w", p, err)
+	}
+	return nil
+}
+
+// issuersOf lists the token issuers of the oidc and keycloak providers.
+func issuersOf(idps []IdP) []string {
+	var out []string
+	for _, c := range idps {
+		switch c.Type {
+		case "oidc":
+			out = append(out, c.Issuer)
+		case "keycloak":
+			out = append(out, keycloakIssuer(c.URL, c.Realm))
+		}
+	}
+	return out
+}
+
+func keycloakIssuer(base, realm string) string {
+	return strings.TrimRight(base, "/") + "/realms/" + realm
+}
+
+// compile builds the providers and the consumer set. It returns a snapshot even on errors so
+// that the caller can close what was built.
+func (m *merged) compile(errs *errorList, env buildEnv) *Snapshot {
+	p := &m.policy
+	c := m.checker
+	snap := &Snapshot{
+		Policy:          p,
+		ProviderByName:  make(map[string]idp.Provider, len(p.IdPs)),
+		ConsumerPlugins: make(map[string]Plugins, len(p.Consumers)),
+		GroupPlugins:    make(map[string]Plugins, len(p.ConsumerGroups)),
+	}
+	for i, cfg := range p.IdPs {
+		if c.idpByName[cfg.Name] != i {
+			continue // a duplicate, already reported
+		}
+		prov, err := buildProvider(cfg, env)
+		if err != nil {
+			errs.add(m.idps[i].errAt(rootPath.key("type"), "building idp %q: %v", cfg.Name, err))
+			continue
+		}
+		snap.Providers = append(snap.Providers, prov)
+		snap.ProviderByName[cfg.Name] = prov
+	}
+
+	b := consumers.NewBuilder(len(p.Consumers))
+	for i, g := range p.ConsumerGroups {
+		if c.groupByName[g.Name] != i {
+			continue
+		}
+		if err := b.AddGroup(&consumers.Group{Name: g.Name}); err != nil {
+			errs.add(m.groups[i].errAt(rootPath.key("name"), "%v", err))
+		}
+		snap.GroupPlugins[g.Name] = g.Plugins
+	}
+	for i, cons := range p.Consumers {
+		if c.skipConsumer[i] {
+			continue
+		}
+		o := m.consumers[i]
+		cc := &consumers.Consumer{Username: cons.Username, Group: cons.Group}
+		bindingAt := make(map[string]jsonPath, len(cons.IdPs))
+		for j, bd := range cons.IdPs {
+			if !c.bindingOK[i][j] {
+				continue
+			}
+			prov, ok := snap.ProviderByName[bd.IdP]
+			if !ok {
+				continue // the provider failed to build, already reported
+			}
+			bp := rootPath.key("idps").index(j)
+			compiled, err := prov.Compile(bindingSpec(bd, cons.Username))
+			if err != nil {
+				errs.add(o.errAt(bp, "idp %q rejects the binding: %v", bd.IdP, err))
+				continue
+			}
+			bindingAt[bd.IdP] = bp
+			cc.Chain = append(cc.Chain, idp.Bound{Provider: prov, Binding: compiled})
+		}
+		if err := b.AddConsumer(cc); err != nil {
+			var ce *consumers.ConflictError
+			if errors.As(err, &ce) {
+				// Never the credential itself: only who holds it.
+				at, ok := bindingAt[ce.Provider]
+				if !ok {
+					at = rootPath.key("idps")
+				}
+				errs.add(o.errAt(at, "credential for idp %q is already bound to consumer %q", ce.Provider, ce.Other))
+			} else {
+				errs.add(o.errAt(rootPath.key("username"), "%v", err))
+			}
+			continue
+		}
+		snap.ConsumerPlugins[cons.Username] = cons.Plugins
+	}
+	snap.Consumers = b.Build()
+	snap.Chain = idp.NewChain(snap.Providers, snap.Consumers)
+	return snap
+}
+
+func bindingSpec(b Binding, consumer string) idp.BindingSpec {
+	var claims map[string][]string
+	if b.Claims != nil {
+		claims = make(map[string][]string, len(b.Claims))
+		for k, v := range b.Claims {
+			claims[k] = []string(v)
+		}
+	}
+	return idp.BindingSpec{
+		IdP:         b.IdP,
+		Consumer:    consumer,
+		Key:         b.Key,
+		Username:    b.Username,
+		Password:    b.Password,
+		Secret:      b.Secret,
+		PublicKey:   b.PublicKey,
+		Algorithm:   b.Algorithm,
+		KeyID:       b.KeyID,
+		Subject:     b.Subject,
+		Claims:      claims,
+		Scopes:      b.Scopes,
+		RealmRoles:  b.RealmRoles,
+		ClientRoles: b.ClientRoles,
+		Groups:      b.Groups,
+		Permissions: b.Permissions,
+	}
+}

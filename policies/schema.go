@@ -1,0 +1,170 @@
+package policies
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+)
+
+//go:embed policy.schema.json
+var schemaJSON []byte
+
+// Schema returns the published JSON Schema (draft 2020-12) of a policy file, for editors and
+// for the CLI to print. The caller owns the returned copy.
+func Schema() []byte { return bytes.Clone(schemaJSON) }
+
+// SchemaURL is the schema's $id.
+const SchemaURL = "https://raw.githubusercontent.com/portcullis/portcullis/main/policies/policy.schema.json"
+
+// compiledSchema compiles the embedded schema once; the result is immutable.
+var compiledSchema = sync.OnceValues(func() (*jsonschema.Schema, error) {
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(schemaJSON))
+	if err != nil {
+		return nil, fmt.Errorf("parsing the policy schema: %w", err)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource(SchemaURL, doc); err != nil {
+		return nil, fmt.Errorf("adding the policy schema: %w", err)
+	}
+	s, err := c.Compile(SchemaURL)
+	if err != nil {
+		return nil, fmt.Errorf("compiling the policy schema: %w", err)
+	}
+	return s, nil
+})
+
+var printer = message.NewPrinter(language.English)
+
+// validateSchema checks one file's tree against the schema and returns every leaf problem.
+func validateSchema(src *source) ([]*Error, error) {
+	sch, err := compiledSchema()
+	if err != nil {
+		return nil, err
+	}
+	err = sch.Validate(src.tree)
+	if err == nil {
+		return nil, nil
+	}
+	var ve *jsonschema.ValidationError
+	if !errors.As(err, &ve) {
+		return nil, fmt.Errorf("validating %s against the schema: %w", src.name, err)
+	}
+	var all []*Error
+	unknown := map[string]bool{}
+	collectSchemaErrors(src, ve, nil, &all, unknown)
+	// An unknown field also fails the per-type propertyNames rule; say it once, as unknown.
+	out := all[:0]
+	for _, e := range all {
+		if unknown[e.Path] && !strings.HasPrefix(e.Msg, "unknown field") {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func collectSchemaErrors(src *source, ve *jsonschema.ValidationError, parentLoc []string, out *[]*Error, unknown map[string]bool) {
+	// propertyNames' causes only restate the enum; the kind itself names the field.
+	_, isPropNames := ve.ErrorKind.(*kind.PropertyNames)
+	if !isPropNames && len(ve.Causes) > 0 {
+		for _, c := range ve.Causes {
+			collectSchemaErrors(src, c, ve.InstanceLocation, out, unknown)
+		}
+		return
+	}
+	loc := ve.InstanceLocation
+	if isPropNames {
+		// jsonschema v6.0.3 reuses the slice of a propertyNames error's location, so it may
+		// hold another value's; the enclosing error is at the same object.
+		loc = parentLoc
+	}
+	path, node := instancePath(src.tree, loc)
+	switch k := ve.ErrorKind.(type) {
+	case *kind.AdditionalProperties:
+		for _, p := range k.Properties {
+			unknown[string(path.key(p))] = true
+			*out = append(*out, src.errAtKey(path.key(p), "unknown field %q", p))
+		}
+	case *kind.PropertyNames:
+		msg := fmt.Sprintf("field %q is not allowed here", k.Property)
+		if obj, ok := node.(map[string]any); ok {
+			if t, ok := obj["type"].(string); ok {
+				msg = fmt.Sprintf("field %q is not valid for an idp of type %q", k.Property, t)
+			}
+		}
+		*out = append(*out, src.errAtKey(path.key(k.Property), "%s", msg))
+	case *kind.Required:
+		for _, p := range k.Missing {
+			*out = append(*out, src.errAt(path, "missing required field %q", p))
+		}
+	case *kind.FalseSchema:
+		*out = append(*out, src.errAt(path, "value not allowed here"))
+	default:
+		*out = append(*out, src.errAt(path, "%s", schemaMessage(ve)))
+	}
+}
+
+// schemaMessage words the common schema failures for people writing policies.
+func schemaMessage(ve *jsonschema.ValidationError) string {
+	switch k := ve.ErrorKind.(type) {
+	case *kind.Pattern:
+		if strings.HasSuffix(ve.SchemaURL, "#/$defs/duration") {
+			return fmt.Sprintf("invalid duration %q: want a Go duration like \"30s\" or \"1m30s\"", k.Got)
+		}
+		return fmt.Sprintf("%q does not match %q", k.Got, k.Want)
+	case *kind.Enum:
+		want := make([]string, len(k.Want))
+		for i, w := range k.Want {
+			b, _ := json.Marshal(w)
+			want[i] = string(b)
+		}
+		got, _ := json.Marshal(k.Got)
+		return fmt.Sprintf("got %s, want one of %s", got, strings.Join(want, ", "))
+	case *kind.Type:
+		return fmt.Sprintf("got %s, want %s", k.Got, strings.Join(k.Want, " or "))
+	case *kind.Minimum:
+		return fmt.Sprintf("must be at least %s, got %s", k.Want.RatString(), k.Got.RatString())
+	case *kind.Maximum:
+		return fmt.Sprintf("must be at most %s, got %s", k.Want.RatString(), k.Got.RatString())
+	case *kind.ExclusiveMinimum:
+		return fmt.Sprintf("must be greater than %s, got %s", k.Want.RatString(), k.Got.RatString())
+	case *kind.MinItems:
+		return fmt.Sprintf("needs at least %d item(s), got %d", k.Want, k.Got)
+	case *kind.MinLength:
+		return "must not be empty"
+	case *kind.UniqueItems:
+		return fmt.Sprintf("items %d and %d are equal", k.Duplicates[0], k.Duplicates[1])
+	}
+	return ve.ErrorKind.LocalizedString(printer)
+}
+
+// instancePath converts a schema instance location to a JSON path, using the tree to tell
+// array indices from object keys, and returns the value at that location.
+func instancePath(tree any, loc []string) (jsonPath, any) {
+	p, node := rootPath, tree
+	for _, seg := range loc {
+		switch n := node.(type) {
+		case []any:
+			i, err := strconv.Atoi(seg)
+			if err != nil || i < 0 || i >= len(n) {
+				return p.key(seg), nil
+			}
+			p, node = p.index(i), n[i]
+		case map[string]any:
+			p, node = p.key(seg), n[seg]
+		default:
+			return p.key(seg), nil
+		}
+	}
+	return p, node
+}

@@ -1,0 +1,108 @@
+package policies
+
+import (
+	"errors"
+	"io/fs"
+	"strings"
+)
+
+// resolver substitutes ${env:NAME} and ${file:PATH} references in string values.
+type resolver struct {
+	lookupEnv func(string) (string, bool)
+	readFile  func(string) ([]byte, error)
+}
+
+// resolveTree substitutes references in every string value of src's tree, in place. Problems
+// are reported at the string's position and never quote a resolved value.
+func (r *resolver) resolveTree(src *source, errs *errorList) {
+	var walk func(v any, path jsonPath) any
+	walk = func(v any, path jsonPath) any {
+		switch n := v.(type) {
+		case map[string]any:
+			for k, c := range n {
+				n[k] = walk(c, path.key(k))
+			}
+		case []any:
+			for i, c := range n {
+				n[i] = walk(c, path.index(i))
+			}
+		case string:
+			out, problems := r.resolve(n)
+			for _, p := range problems {
+				errs.add(src.errAt(path, "%s", p))
+			}
+			return out
+		}
+		return v
+	}
+	src.tree = walk(src.tree, rootPath)
+}
+
+// resolve substitutes the references of s. "$${" stands for a literal "${". The problems name
+// the variable or file, never a value.
+func (r *resolver) resolve(s string) (string, []string) {
+	if !strings.Contains(s, "${") {
+		return s, nil
+	}
+	var b strings.Builder
+	var problems []string
+	for {
+		i := strings.Index(s, "${")
+		if i < 0 {
+			b.WriteString(s)
+			break
+		}
+		if i > 0 && s[i-1] == '$' {
+			// "$${": the first '$' escapes; keep one literal "${".
+			b.WriteString(s[:i-1])
+			b.WriteString("${")
+			s = s[i+2:]
+			continue
+		}
+		b.WriteString(s[:i])
+		end := strings.IndexByte(s[i:], '}')
+		if end < 0 {
+			problems = append(problems, `unterminated "${" reference (write "$${" for a literal "${")`)
+			b.WriteString(s[i:])
+			break
+		}
+		ref := s[i+2 : i+end]
+		s = s[i+end+1:]
+		kindName, arg, ok := strings.Cut(ref, ":")
+		switch {
+		case ok && kindName == "env" && arg != "":
+			v, found := r.lookupEnv(arg)
+			if !found {
+				problems = append(problems, "environment variable "+arg+" is not set")
+				continue
+			}
+			b.WriteString(v)
+		case ok && kindName == "file" && arg != "":
+			data, err := r.readFile(arg)
+			if err != nil {
+				// The error of reading names the file and the cause, not the content.
+				problems = append(problems, "cannot read secret file "+arg+": "+fileErrReason(err))
+				continue
+			}
+			v := string(data)
+			if strings.HasSuffix(v, "\r\n") {
+				v = v[:len(v)-2]
+			} else {
+				v = strings.TrimSuffix(v, "\n")
+			}
+			b.WriteString(v)
+		default:
+			problems = append(problems, `unsupported reference "${`+ref+`}": use ${env:NAME} or ${file:PATH} (write "$${" for a literal "${")`)
+		}
+	}
+	return b.String(), problems
+}
+
+// fileErrReason is the cause of a read error without the path (the message names it already).
+func fileErrReason(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}

@@ -1,0 +1,73 @@
+package policies
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/portcullis/portcullis/consumers"
+	"github.com/portcullis/portcullis/idp"
+)
+
+// Snapshot is a loaded, validated and compiled policy. It is immutable: a reload builds a new
+// Snapshot and the gateway swaps it in atomically; requests in flight finish on the old one.
+type Snapshot struct {
+	// Version identifies the policy content (a hash of the merged source).
+	Version string
+	// Source is the file or folder it was loaded from; LoadedAt when.
+	Source   string
+	LoadedAt time.Time
+
+	// Policy is the decoded document with secrets substituted. Never log it whole.
+	Policy *Policy
+
+	// Providers are every identity provider, in policy order; ProviderByName indexes them.
+	Providers      []idp.Provider
+	ProviderByName map[string]idp.Provider
+	// Consumers holds the consumers, groups and the credential index.
+	Consumers *consumers.Set
+	// Chain evaluates the chain rule over Providers and Consumers.
+	Chain *idp.Chain
+	// ConsumerPlugins and GroupPlugins are the plugins by consumer username and group name.
+	ConsumerPlugins map[string]Plugins
+	GroupPlugins    map[string]Plugins
+}
+
+// Options are the dependencies of loading and compiling.
+type Options struct {
+	// Logger receives provider logs. Defaults to a discarding logger.
+	Logger *slog.Logger
+	// LookupEnv resolves ${env:NAME}. Defaults to os.LookupEnv.
+	LookupEnv func(string) (string, bool)
+	// ReadFile resolves ${file:PATH}. Defaults to os.ReadFile.
+	ReadFile func(string) ([]byte, error)
+	// HTTPClient is used by providers that call an IdP. Defaults to a client with timeouts.
+	HTTPClient *http.Client
+	// Context bounds start-up work of providers (OIDC discovery). Providers must not fail to
+	// build because an IdP is unreachable: they report it through idp.Readier instead.
+	Context context.Context
+	// Hooks receive provider metrics; nil hooks are skipped.
+	Hooks Hooks
+}
+
+// Hooks are the metric callbacks handed to providers, so that idp needs no metrics library.
+type Hooks struct {
+	// IdPCall records a call to an IdP (op: discovery, jwks, introspection, uma).
+	IdPCall func(provider, op string, d time.Duration, err error)
+	// IdPCache records a provider cache lookup (cache: token, introspection, uma, bcrypt).
+	IdPCache func(provider, cache string, hit bool)
+}
+
+// Close releases what the snapshot's providers hold (background refreshes, connections).
+func (s *Snapshot) Close() error {
+	var errs []error
+	for _, p := range s.Providers {
+		if c, ok := p.(io.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,209 @@
+// Package policies owns the JSON policy format: its types and JSON Schema, loading a file or a
+// folder, ${env:…}/${file:…} secrets, validation errors with file:line:col and JSON path, and
+// compiling a policy into an immutable Snapshot that the gateway serves from.
+package policies
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Policy is the policy document as written (after merging the files of a folder).
+type Policy struct {
+	Listen         string          `json:"listen,omitempty"`
+	AdminListen    string          `json:"admin_listen,omitempty"`
+	Redis          *Redis          `json:"redis,omitempty"`
+	IdPs           []IdP           `json:"idps,omitempty"`
+	ConsumerGroups []ConsumerGroup `json:"consumer_groups,omitempty"`
+	Consumers      []Consumer      `json:"consumers,omitempty"`
+	Routes         []Route         `json:"routes,omitempty"`
+}
+
+// Redis is the shared store of the redis rate-limit policy.
+type Redis struct {
+	Addr     string   `json:"addr,omitempty"`
+	Addrs    []string `json:"addrs,omitempty"`
+	Username string   `json:"username,omitempty"`
+	Password string   `json:"password,omitempty"`
+	DB       int      `json:"db,omitempty"`
+	TLS      bool     `json:"tls,omitempty"`
+	Timeout  Duration `json:"timeout,omitempty"`
+}
+
+// IdP is one identity provider. Fields apply by Type; the schema rejects the others.
+type IdP struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+
+	// Where the credential is read (key-auth, jwt-auth, oidc, keycloak).
+	Header          string `json:"header,omitempty"`
+	Query           string `json:"query,omitempty"`
+	Cookie          string `json:"cookie,omitempty"`
+	HideCredentials bool   `json:"hide_credentials,omitempty"`
+	Realm           string `json:"realm,omitempty"` // WWW-Authenticate realm; for keycloak, the Keycloak realm
+
+	// jwt-auth.
+	KeyClaim string `json:"key_claim,omitempty"`
+	Leeway   *int   `json:"leeway,omitempty"` // seconds, also oidc/keycloak
+
+	// hmac-auth.
+	ClockSkew           *int     `json:"clock_skew,omitempty"`
+	SignedHeaders       []string `json:"signed_headers,omitempty"`
+	AllowedAlgorithms   []string `json:"allowed_algorithms,omitempty"`
+	ValidateRequestBody bool     `json:"validate_request_body,omitempty"`
+	MaxReqBodySize      *int64   `json:"max_req_body_size,omitempty"`
+	NonceHeader         string   `json:"nonce_header,omitempty"`
+
+	// oidc and keycloak.
+	Issuer            string   `json:"issuer,omitempty"`
+	URL               string   `json:"url,omitempty"`
+	ClientID          string   `json:"client_id,omitempty"`
+	ClientSecret      string   `json:"client_secret,omitempty"`
+	Audience          string   `json:"audience,omitempty"`
+	CheckAZP          bool     `json:"check_azp,omitempty"`
+	SubjectClaim      string   `json:"subject_claim,omitempty"`
+	Algorithms        []string `json:"algorithms,omitempty"`
+	Introspection     bool     `json:"introspection,omitempty"`
+	IntrospectionTTL  Duration `json:"introspection_ttl,omitempty"`
+	Timeout           Duration `json:"timeout,omitempty"`
+	JWKSRefreshMinGap Duration `json:"jwks_refresh_min_interval,omitempty"`
+}
+
+// ConsumerGroup is a named set of consumers sharing plugins (a group's limit-count counter is
+// shared by its members).
+type ConsumerGroup struct {
+	Name    string  `json:"name"`
+	Desc    string  `json:"desc,omitempty"`
+	Plugins Plugins `json:"plugins,omitempty"`
+}
+
+// Consumer is one caller with its ordered bindings.
+type Consumer struct {
+	Username string    `json:"username"`
+	Desc     string    `json:"desc,omitempty"`
+	Group    string    `json:"group,omitempty"`
+	IdPs     []Binding `json:"idps"`
+	Plugins  Plugins   `json:"plugins,omitempty"`
+}
+
+// Binding is one consumer's binding to one provider.
+type Binding struct {
+	IdP string `json:"idp"`
+
+	Key       string `json:"key,omitempty"`
+	Username  string `json:"username,omitempty"`
+	Password  string `json:"password,omitempty"`
+	Secret    string `json:"secret,omitempty"`
+	PublicKey string `json:"public_key,omitempty"`
+	Algorithm string `json:"algorithm,omitempty"`
+	KeyID     string `json:"key_id,omitempty"`
+
+	Subject     string               `json:"subject,omitempty"`
+	Claims      map[string]OneOrMany `json:"claims,omitempty"`
+	Scopes      []string             `json:"scopes,omitempty"`
+	RealmRoles  []string             `json:"realm_roles,omitempty"`
+	ClientRoles map[string][]string  `json:"client_roles,omitempty"`
+	Groups      []string             `json:"groups,omitempty"`
+	Permissions []string             `json:"permissions,omitempty"`
+}
+
+// OneOrMany is a JSON string or a list of strings.
+type OneOrMany []string
+
+// UnmarshalJSON accepts "a" and ["a", "b"].
+func (o *OneOrMany) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*o = OneOrMany{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return err
+	}
+	*o = many
+	return nil
+}
+
+// Route is one routed path set in front of an upstream.
+type Route struct {
+	Name        string      `json:"name"`
+	Hosts       []string    `json:"hosts,omitempty"`
+	Paths       []string    `json:"paths"`
+	Methods     []string    `json:"methods,omitempty"`
+	StripPrefix string      `json:"strip_prefix,omitempty"`
+	Upstream    Upstream    `json:"upstream"`
+	Consumers   *AccessList `json:"consumers,omitempty"`
+	Groups      *AccessList `json:"consumer_groups,omitempty"`
+	Anonymous   string      `json:"anonymous_consumer,omitempty"`
+	Plugins     Plugins     `json:"plugins,omitempty"`
+}
+
+// AccessList allows or denies by name. An empty allow list allows everyone not denied.
+type AccessList struct {
+	Allow []string `json:"allow,omitempty"`
+	Deny  []string `json:"deny,omitempty"`
+}
+
+// Upstream is where a route forwards.
+type Upstream struct {
+	Targets []Target `json:"targets"`
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// Target is one upstream server.
+type Target struct {
+	URL    string `json:"url"`
+	Weight int    `json:"weight,omitempty"`
+}
+
+// Plugins are the plugins of a consumer, group or route.
+type Plugins struct {
+	LimitCount *LimitCount `json:"limit-count,omitempty"`
+	LimitReq   *LimitReq   `json:"limit-req,omitempty"`
+}
+
+// LimitCount is APISIX's limit-count: at most Count requests per TimeWindow seconds.
+type LimitCount struct {
+	Count            int      `json:"count"`
+	TimeWindow       int      `json:"time_window"`
+	Key              string   `json:"key,omitempty"`         // consumer | route | remote_addr
+	Policy           string   `json:"policy,omitempty"`      // local | redis
+	WindowType       string   `json:"window_type,omitempty"` // fixed | sliding
+	RejectedCode     int      `json:"rejected_code,omitempty"`
+	RejectedMsg      string   `json:"rejected_msg,omitempty"`
+	AllowDegradation bool     `json:"allow_degradation,omitempty"`
+	SyncInterval     Duration `json:"sync_interval,omitempty"`
+}
+
+// LimitReq is APISIX's limit-req: a leaky bucket of Rate requests per second with Burst.
+type LimitReq struct {
+	Rate             float64 `json:"rate"`
+	Burst            float64 `json:"burst,omitempty"`
+	NoDelay          bool    `json:"nodelay,omitempty"`
+	Key              string  `json:"key,omitempty"`
+	Policy           string  `json:"policy,omitempty"`
+	RejectedCode     int     `json:"rejected_code,omitempty"`
+	RejectedMsg      string  `json:"rejected_msg,omitempty"`
+	AllowDegradation bool    `json:"allow_degradation,omitempty"`
+}
+
+// Duration is a Go duration string in JSON ("30s", "1m").
+type Duration time.Duration
+
+// UnmarshalJSON parses a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes a duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
