@@ -78,6 +78,7 @@ const (
 type limit struct {
 	owner            string // "consumer:FetchBot", "group:bots", "route:petstore"
 	kind             string // "limit-count" or "limit-req"
+	desc             string // "2 per 5s", for explain
 	key              limitKeyKind
 	limiter          ratelimit.Limiter
 	rejectedCode     int
@@ -193,6 +194,7 @@ func (g *Gateway) limits(c *compiled, owner string, p policies.Plugins, defaultK
 		c.limiterIDs[id] = true
 		out = append(out, &limit{
 			owner: owner, kind: "limit-count", key: limitKey(lc.Key, defaultKey),
+			desc:         fmt.Sprintf("%d per %s", lc.Count, spec.Window),
 			limiter:      g.limiters.Limiter(id, spec),
 			rejectedCode: orDefault(lc.RejectedCode, http.StatusTooManyRequests), rejectedMsg: lc.RejectedMsg,
 			allowDegradation: lc.AllowDegradation,
@@ -204,6 +206,7 @@ func (g *Gateway) limits(c *compiled, owner string, p policies.Plugins, defaultK
 		c.limiterIDs[id] = true
 		out = append(out, &limit{
 			owner: owner, kind: "limit-req", key: limitKey(lr.Key, defaultKey),
+			desc:         fmt.Sprintf("%g/s, burst %g", lr.Rate, lr.Burst),
 			limiter:      g.limiters.Limiter(id, spec),
 			rejectedCode: orDefault(lr.RejectedCode, http.StatusServiceUnavailable), rejectedMsg: lr.RejectedMsg,
 			allowDegradation: lr.AllowDegradation,

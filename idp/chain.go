@@ -126,7 +126,7 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 		if consumer != "" && owner != consumer {
 			trace.add("", "chain", false, "consumer %q and consumer %q", consumer, owner)
 			return nil, &Denial{Status: http.StatusUnauthorized, Message: ErrDifferentConsumers.Error(),
-				Reason: fmt.Sprintf("%s names %q, an earlier credential names %q", p.Name(), owner, consumer),
+				Reason:    fmt.Sprintf("%s names %q, an earlier credential names %q", p.Name(), owner, consumer),
 				Challenge: p.Missing().Challenge}
 		}
 		consumer = owner

@@ -601,3 +601,27 @@ func TestSchemaIsPublishable(t *testing.T) {
 		t.Errorf("$schema: got %v", got)
 	}
 }
+
+func TestIssuersOf(t *testing.T) {
+	got := issuersOf([]IdP{
+		{Name: "keys", Type: "key-auth"},
+		{Name: "corp", Type: "keycloak", URL: "http://127.0.0.1:8080/", Realm: "corp"},
+		{Name: "partner", Type: "oidc", Issuer: "https://id.partner.example"},
+	})
+	want := []string{"http://127.0.0.1:8080/realms/corp", "https://id.partner.example"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestBindingSpecClaims(t *testing.T) {
+	var b Binding
+	if err := json.Unmarshal([]byte(`{"idp":"corp","subject":"s","claims":{"aud":"api","groups":["a","b"]}}`), &b); err != nil {
+		t.Fatal(err)
+	}
+	spec := bindingSpec(b, "alice")
+	want := map[string][]string{"aud": {"api"}, "groups": {"a", "b"}}
+	if !reflect.DeepEqual(spec.Claims, want) || spec.Consumer != "alice" || spec.Subject != "s" {
+		t.Errorf("got %+v, want claims %v", spec, want)
+	}
+}

@@ -2,11 +2,101 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/portcullis/portcullis/gateway"
+	"github.com/portcullis/portcullis/gateway/ratelimit"
+	"github.com/portcullis/portcullis/policies"
 )
 
+// headerFlags collects repeated -H "Name: value".
+type headerFlags []string
+
+func (h *headerFlags) String() string     { return strings.Join(*h, "; ") }
+func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
+
+// cmdExplain evaluates one request against a policy without proxying it and prints the trace.
+// It exits 0 when the request would be forwarded and 1 when it would be denied.
 func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fmt.Fprintln(stderr, "explain: not built yet")
-	return exitError(2)
+	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "", "policy file or folder")
+	var headers headerFlags
+	fs.Var(&headers, "H", `request header "Name: value" (repeatable)`)
+	body := fs.String("d", "", "request body")
+	remote := fs.String("remote-addr", "127.0.0.1:40000", "client address the request comes from")
+	if err := fs.Parse(args); err != nil {
+		return exitError(2)
+	}
+	if *path == "" || fs.NArg() != 2 {
+		fmt.Fprintln(stderr, `usage: portcullis explain -c PATH [-H "Name: value"]... [-d BODY] METHOD URL`)
+		return exitError(2)
+	}
+	req, err := explainRequest(ctx, fs.Arg(0), fs.Arg(1), headers, *body)
+	if err != nil {
+		return err
+	}
+	req.RemoteAddr = *remote
+
+	snap, err := policies.Load(*path, policies.Options{Context: ctx})
+	if err != nil {
+		return fmt.Errorf("loading policy %s:\n%w", *path, err)
+	}
+	limiters := ratelimit.NewRegistry(ratelimit.RegistryOptions{})
+	defer limiters.Close()
+	gw, err := gateway.New(snap, gateway.Options{Limiters: limiters, Metrics: gateway.NewMetrics()})
+	if err != nil {
+		_ = snap.Close()
+		return err
+	}
+	defer gw.Close()
+
+	e := gw.Explain(req)
+	fmt.Fprintf(stdout, "%s %s (policy %s)\n", req.Method, req.URL.RequestURI(), snap.Version)
+	for _, s := range e.Steps {
+		mark := "ok  "
+		if !s.OK {
+			mark = "FAIL"
+		}
+		fmt.Fprintf(stdout, "  %s %-12s %s\n", mark, s.Phase, s.Detail)
+	}
+	if e.Forwarded {
+		fmt.Fprintln(stdout, "=> forwarded")
+		return nil
+	}
+	fmt.Fprintf(stdout, "=> %d {\"message\":%q}\n", e.Status, e.Message)
+	return exitError(1)
+}
+
+// explainRequest builds the request to explain. target is a full URL or a path.
+func explainRequest(ctx context.Context, method, target string, headers []string, body string) (*http.Request, error) {
+	if strings.HasPrefix(target, "/") {
+		target = "http://localhost" + target
+	}
+	u, err := url.Parse(target)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("parsing URL %q: want http://host/path or /path", target)
+	}
+	req, err := http.NewRequestWithContext(ctx, strings.ToUpper(method), u.String(), strings.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("building request: %w", err)
+	}
+	for _, h := range headers {
+		name, value, ok := strings.Cut(h, ":")
+		if !ok || strings.TrimSpace(name) == "" {
+			return nil, fmt.Errorf("parsing header %q: want \"Name: value\"", h)
+		}
+		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+		if strings.EqualFold(name, "Host") {
+			req.Host = value
+			continue
+		}
+		req.Header.Add(name, value)
+	}
+	return req, nil
 }

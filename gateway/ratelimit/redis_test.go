@@ -302,4 +302,3 @@ func BenchmarkRedisCount(b *testing.B) {
 		}
 	})
 }
-

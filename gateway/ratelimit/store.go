@@ -88,3 +88,22 @@ func (s *store[T]) len() (n int) {
 	}
 	return n
 }
+
+// snapshot appends every key and entry held to dst, for a pass over all keys that must not
+// hold shard locks while it works.
+func (s *store[T]) snapshot(dst []keyed[T]) []keyed[T] {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.RLock()
+		for k, e := range sh.m {
+			dst = append(dst, keyed[T]{key: k, e: e})
+		}
+		sh.mu.RUnlock()
+	}
+	return dst
+}
+
+type keyed[T any] struct {
+	key string
+	e   *T
+}

@@ -1,0 +1,144 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/portcullis/portcullis/idp"
+)
+
+// Explanation is the trace of one request through the pipeline, without proxying it and without
+// consuming any rate-limit capacity.
+type Explanation struct {
+	Steps []ExplainStep
+	// Status and Message are the answer the gateway would give; Status 0 means forwarded.
+	Status  int
+	Message string
+	// Forwarded is true when the request would reach an upstream.
+	Forwarded bool
+}
+
+// ExplainStep is one line of an explanation.
+type ExplainStep struct {
+	Phase  string // match, sanitize, credential, binding, chain, authorize, limit, proxy
+	OK     bool
+	Detail string
+}
+
+func (e *Explanation) add(phase string, ok bool, format string, args ...any) {
+	e.Steps = append(e.Steps, ExplainStep{Phase: phase, OK: ok, Detail: fmt.Sprintf(format, args...)})
+}
+
+// deny records the final answer of a refused request.
+func (e *Explanation) deny(err error) *Explanation {
+	he := asHTTPError(err)
+	e.Status, e.Message = he.Status, he.Message
+	return e
+}
+
+// Explain evaluates r against the served policy as ServeHTTP would, and says why.
+func (g *Gateway) Explain(r *http.Request) *Explanation {
+	c := g.acquire()
+	defer c.inflight.RUnlock()
+	e := &Explanation{}
+
+	var m mux.RouteMatch
+	if !c.router.Match(r, &m) || m.Handler == nil {
+		e.add("match", false, "no route matches %s %s (host %q)", r.Method, r.URL.Path, r.Host)
+		return e.deny(errNoRoute)
+	}
+	rt := m.Handler.(*route)
+	e.add("match", true, "route %q", rt.name)
+
+	var dropped []string
+	for k := range r.Header {
+		if strings.HasPrefix(k, "X-Consumer-") {
+			dropped = append(dropped, k)
+		}
+	}
+	for _, k := range identityHeaders {
+		if _, ok := r.Header[k]; ok {
+			dropped = append(dropped, k)
+		}
+	}
+	sanitize(r.Header)
+	if len(dropped) > 0 {
+		e.add("sanitize", true, "dropped client-sent identity headers %s", strings.Join(dropped, ", "))
+	}
+
+	var trace idp.Trace
+	res, err := c.snap.Chain.Evaluate(r.Context(), r, rt.anonymous, &trace)
+	for _, s := range trace.Steps {
+		detail := s.Detail
+		if s.Provider != "" {
+			detail = s.Provider + ": " + detail
+		}
+		e.add(s.What, s.OK, "%s", detail)
+	}
+	if err != nil {
+		var d *idp.Denial
+		if !errors.As(err, &d) {
+			e.add("authenticate", false, "a provider cannot decide: %v", err)
+		}
+		return e.deny(err)
+	}
+	group := c.consumerGroups[res.Consumer]
+	who := fmt.Sprintf("consumer %q", res.Consumer)
+	if group != "" {
+		who += fmt.Sprintf(" (group %q)", group)
+	}
+	e.add("authenticate", true, "%s, credential identifier %q", who, res.Identifier)
+
+	if err := rt.authorize(res.Consumer, group); err != nil {
+		var he *HTTPError
+		if errors.As(err, &he) && he.Err != nil {
+			e.add("authorize", false, "%v", he.Err)
+		}
+		return e.deny(err)
+	}
+	e.add("authorize", true, "allowed on route %q", rt.name)
+
+	n := 0
+	for _, ls := range [3][]*limit{c.consumerLimits[res.Consumer], c.groupLimits[group], rt.limits} {
+		for _, l := range ls {
+			n++
+			e.add("limit", true, "%s %s of %s applies, counted by %s %q (rejects with %d; not consumed by explain)",
+				l.kind, l.desc, l.owner, l.keyName(), l.keyFor(r, res.Consumer, rt.name), l.rejectedCode)
+		}
+	}
+	if n == 0 {
+		e.add("limit", true, "no limit applies")
+	}
+	t := rt.balancer.targets[0]
+	if len(rt.balancer.targets) > 1 {
+		e.add("proxy", true, "forward to one of %d targets, e.g. %s (timeout %s)", len(rt.balancer.targets), t.url, timeoutText(rt.timeout))
+	} else {
+		e.add("proxy", true, "forward to %s (timeout %s)", t.url, timeoutText(rt.timeout))
+	}
+	e.Forwarded = true
+	return e
+}
+
+func timeoutText(d time.Duration) string {
+	if d <= 0 {
+		return "none"
+	}
+	return d.String()
+}
+
+func (l *limit) keyName() string {
+	switch l.key {
+	case keyConsumer:
+		return "consumer"
+	case keyRoute:
+		return "route"
+	case keyRemoteAddr:
+		return "remote address"
+	}
+	return "group"
+}

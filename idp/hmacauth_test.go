@@ -1,0 +1,504 @@
+package idp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+var hmacNow = time.Date(2024, 9, 6, 6, 41, 29, 0, time.UTC)
+
+func newTestHMAC(t testing.TB, cfg HMACAuthConfig) *HMACAuth {
+	t.Helper()
+	if cfg.Name == "" {
+		cfg.Name = "hmac"
+	}
+	if cfg.Now == nil {
+		cfg.Now = func() time.Time { return hmacNow }
+	}
+	p, err := NewHMACAuth(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// hmacCheck runs Extract then Verify against bd.
+func hmacCheck(p *HMACAuth, r *http.Request, bd Binding) error {
+	cred, err := p.Extract(context.Background(), r)
+	if err != nil {
+		return err
+	}
+	if cred == nil {
+		return errNotMine
+	}
+	if cred.Lookup != bd.Lookup() {
+		return p.Unknown()
+	}
+	return p.Verify(context.Background(), r, cred, bd)
+}
+
+// hmacRequest builds a request dated at date and signed by SignRequest with in.
+func hmacRequest(t testing.TB, method, target string, body []byte, date time.Time, in SignInput) *http.Request {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	r := httptest.NewRequest(method, target, rd)
+	r.Header.Set("Date", date.UTC().Format(http.TimeFormat))
+	in.Body = body
+	if err := SignRequest(r, in); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestHMACAuthAPISIXVectors checks the examples of the APISIX 3.11 hmac-auth documentation, so
+// that clients written for APISIX work unchanged.
+func TestHMACAuthAPISIXVectors(t *testing.T) {
+	tests := []struct {
+		name, method, path, date, digest, body, auth string
+		validateBody                                   bool
+	}{
+		{
+			name: "get", method: "GET", path: "/get", date: "Fri, 06 Sep 2024 06:41:29 GMT",
+			auth: `Signature keyId="john-key",algorithm="hmac-sha256",headers="@request-target date",signature="wWfKQvPDr0wHQ4IHdluB4IzeNZcj0bGJs2wvoCOT5rM="`,
+		},
+		{
+			name: "post with digest", method: "POST", path: "/post", date: "Fri, 06 Sep 2024 09:16:16 GMT",
+			digest: "SHA-256=78qzJuLwSpZ8HacsTdFCQJWxzPMOf8bYctRk2ySLpS8=", body: `{"name": "world"}`, validateBody: true,
+			auth: `Signature keyId="john-key",algorithm="hmac-sha256",headers="@request-target date",signature="rjS6NxOBKmzS8CZL05uLiAfE16hXdIpMD/L/HukOTYE="`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			date, err := http.ParseTime(tt.date)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := newTestHMAC(t, HMACAuthConfig{ValidateRequestBody: tt.validateBody, Now: func() time.Time { return date.Add(10 * time.Second) }})
+			bd, err := p.Compile(BindingSpec{KeyID: "john-key", Secret: "john-secret-key"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := httptest.NewRequest(tt.method, tt.path, strings.NewReader(tt.body))
+			r.Header.Set("Date", tt.date)
+			r.Header.Set("Authorization", tt.auth)
+			if tt.digest != "" {
+				r.Header.Set("Digest", tt.digest)
+			}
+			if err := hmacCheck(p, r, bd); err != nil {
+				t.Fatalf("got %v, want granted", err)
+			}
+			out, err := SignHMAC(SignInput{KeyID: "john-key", Secret: "john-secret-key", Method: tt.method, Target: tt.path,
+				Header: http.Header{"Date": {tt.date}}, Body: []byte(tt.body)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out.Authorization != tt.auth {
+				t.Errorf("got Authorization %q, want %q", out.Authorization, tt.auth)
+			}
+			if tt.digest != "" && out.Digest != tt.digest {
+				t.Errorf("got Digest %q, want %q", out.Digest, tt.digest)
+			}
+		})
+	}
+}
+
+func TestHMACAuth(t *testing.T) {
+	key := SignInput{KeyID: "partner", Secret: "partner-secret"}
+	withHeaders := func(in SignInput, headers ...string) SignInput { in.Headers = headers; return in }
+	withAlg := func(in SignInput, alg string) SignInput { in.Algorithm = alg; return in }
+	withSecret := func(in SignInput, s string) SignInput { in.Secret = s; return in }
+
+	tests := []struct {
+		name       string
+		cfg        HMACAuthConfig
+		build      func(t *testing.T) *http.Request
+		wantErr    error
+		wantStatus int
+		wantMsg    string
+		wantReason string
+	}{
+		{name: "no header", build: func(t *testing.T) *http.Request { return httptest.NewRequest("GET", "/x", nil) }, wantErr: errNotMine},
+		{name: "basic is not mine", build: func(t *testing.T) *http.Request { return basicRequest(basicHeader("a", "b")) }, wantErr: errNotMine},
+		{name: "bearer is not mine", build: func(t *testing.T) *http.Request { return jwtRequest("Bearer a.b.c") }, wantErr: errNotMine},
+		{name: "valid", build: func(t *testing.T) *http.Request { return hmacRequest(t, "GET", "/x?a=1&b=2", nil, hmacNow, key) }},
+		{name: "hmac-sha1", build: func(t *testing.T) *http.Request { return hmacRequest(t, "GET", "/x", nil, hmacNow, withAlg(key, "hmac-sha1")) }},
+		{name: "hmac-sha512", build: func(t *testing.T) *http.Request {
+			return hmacRequest(t, "DELETE", "/x", nil, hmacNow, withAlg(key, "hmac-sha512"))
+		}},
+		{name: "custom signed headers", cfg: HMACAuthConfig{SignedHeaders: []string{"date", "x-custom"}}, build: func(t *testing.T) *http.Request {
+			r := httptest.NewRequest("GET", "/x", nil)
+			r.Header.Set("Date", hmacNow.Format(http.TimeFormat))
+			r.Header.Set("X-Custom", "v")
+			if err := SignRequest(r, withHeaders(key, "@request-target", "date", "x-custom", "host")); err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}},
+		{name: "malformed parameters", build: func(t *testing.T) *http.Request { return jwtRequest(`Signature keyId=partner`) },
+			wantMsg: "client request can't be validated", wantReason: `malformed Signature parameters: parameter "keyId" is not a quoted string`},
+		{name: "no keyId", build: func(t *testing.T) *http.Request { return jwtRequest(`Signature algorithm="hmac-sha256",signature="AAAA"`) },
+			wantMsg: "client request can't be validated", wantReason: "keyId or signature missing"},
+		{name: "no algorithm", build: func(t *testing.T) *http.Request { return jwtRequest(`Signature keyId="partner",signature="AAAA"`) },
+			wantMsg: "client request can't be validated", wantReason: "algorithm missing"},
+		{name: "algorithm not allowed", cfg: HMACAuthConfig{AllowedAlgorithms: []string{"hmac-sha512"}},
+			build:   func(t *testing.T) *http.Request { return hmacRequest(t, "GET", "/x", nil, hmacNow, key) },
+			wantMsg: "client request can't be validated", wantReason: `algorithm "hmac-sha256" not allowed`},
+		{name: "signature not base64", build: func(t *testing.T) *http.Request {
+			return jwtRequest(`Signature keyId="partner",algorithm="hmac-sha256",signature="%%%"`)
+		}, wantMsg: "client request can't be validated", wantReason: "signature is not base64"},
+		{name: "clock skew", build: func(t *testing.T) *http.Request { return hmacRequest(t, "GET", "/x", nil, hmacNow.Add(-412*time.Second), key) },
+			wantMsg: "client request can't be validated", wantReason: "clock skew 412s > 300s"},
+		{name: "clock skew ahead", build: func(t *testing.T) *http.Request { return hmacRequest(t, "GET", "/x", nil, hmacNow.Add(301*time.Second), key) },
+			wantMsg: "client request can't be validated", wantReason: "clock skew 301s > 300s"},
+		{name: "within custom skew", cfg: HMACAuthConfig{ClockSkew: ptrTo(600)},
+			build: func(t *testing.T) *http.Request { return hmacRequest(t, "GET", "/x", nil, hmacNow.Add(-412*time.Second), key) }},
+		{name: "skew check disabled", cfg: HMACAuthConfig{ClockSkew: ptrTo(0)},
+			build: func(t *testing.T) *http.Request { return hmacRequest(t, "GET", "/x", nil, hmacNow.Add(-48*time.Hour), key) }},
+		{name: "no date", build: func(t *testing.T) *http.Request {
+			r := httptest.NewRequest("GET", "/x", nil)
+			if err := SignRequest(r, withHeaders(key, "@request-target")); err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}, wantMsg: "client request can't be validated", wantReason: "Date header missing: cannot check clock skew"},
+		{name: "x-date fallback", build: func(t *testing.T) *http.Request {
+			r := httptest.NewRequest("GET", "/x", nil)
+			r.Header.Set("X-Date", hmacNow.Format(http.TimeFormat))
+			if err := SignRequest(r, withHeaders(key, "@request-target", "x-date")); err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}},
+		{name: "date not signed", cfg: HMACAuthConfig{SignedHeaders: []string{"date"}},
+			build:   func(t *testing.T) *http.Request { return hmacRequest(t, "GET", "/x", nil, hmacNow, withHeaders(key, "@request-target")) },
+			wantMsg: "client request can't be validated", wantReason: `header "date" not signed`},
+		{name: "wrong secret", build: func(t *testing.T) *http.Request {
+			return hmacRequest(t, "GET", "/x", nil, hmacNow, withSecret(key, "other"))
+		}, wantMsg: "client request can't be validated", wantReason: "signature mismatch"},
+		{name: "tampered path", build: func(t *testing.T) *http.Request {
+			r := hmacRequest(t, "GET", "/x", nil, hmacNow, key)
+			r.RequestURI = "/admin"
+			return r
+		}, wantMsg: "client request can't be validated", wantReason: "signature mismatch"},
+		{name: "tampered method", build: func(t *testing.T) *http.Request {
+			r := hmacRequest(t, "GET", "/x", nil, hmacNow, key)
+			r.Method = "DELETE"
+			return r
+		}, wantMsg: "client request can't be validated", wantReason: "signature mismatch"},
+		{name: "tampered signed header", build: func(t *testing.T) *http.Request {
+			r := hmacRequest(t, "GET", "/x", nil, hmacNow, key)
+			r.Header.Set("Date", hmacNow.Add(time.Second).Format(http.TimeFormat))
+			return r
+		}, wantMsg: "client request can't be validated", wantReason: "signature mismatch"},
+		{name: "body valid", cfg: HMACAuthConfig{ValidateRequestBody: true},
+			build: func(t *testing.T) *http.Request { return hmacRequest(t, "POST", "/x", []byte(`{"a":1}`), hmacNow, key) }},
+		{name: "empty body valid", cfg: HMACAuthConfig{ValidateRequestBody: true},
+			build: func(t *testing.T) *http.Request { return hmacRequest(t, "GET", "/x", []byte{}, hmacNow, key) }},
+		{name: "digest missing", cfg: HMACAuthConfig{ValidateRequestBody: true},
+			build:   func(t *testing.T) *http.Request { return hmacRequest(t, "POST", "/x", nil, hmacNow, key) },
+			wantMsg: "client request can't be validated", wantReason: "digest header missing"},
+		{name: "digest mismatch", cfg: HMACAuthConfig{ValidateRequestBody: true}, build: func(t *testing.T) *http.Request {
+			r := hmacRequest(t, "POST", "/x", []byte(`{"a":1}`), hmacNow, key)
+			r.Body = io.NopCloser(strings.NewReader(`{"a":2}`))
+			return r
+		}, wantMsg: "client request can't be validated", wantReason: "digest mismatch"},
+		{name: "oversized by content length", cfg: HMACAuthConfig{ValidateRequestBody: true, MaxReqBodySize: 4},
+			build:      func(t *testing.T) *http.Request { return hmacRequest(t, "POST", "/x", []byte("12345"), hmacNow, key) },
+			wantStatus: http.StatusRequestEntityTooLarge, wantMsg: "client request can't be validated", wantReason: "body of 5 bytes exceeds max_req_body_size 4"},
+		{name: "oversized without content length", cfg: HMACAuthConfig{ValidateRequestBody: true, MaxReqBodySize: 4}, build: func(t *testing.T) *http.Request {
+			r := hmacRequest(t, "POST", "/x", []byte("12345"), hmacNow, key)
+			r.ContentLength = -1
+			return r
+		}, wantStatus: http.StatusRequestEntityTooLarge, wantMsg: "client request can't be validated", wantReason: "body exceeds max_req_body_size 4"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newTestHMAC(t, tt.cfg)
+			bd, err := p.Compile(BindingSpec{KeyID: "partner", Secret: "partner-secret"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = hmacCheck(p, tt.build(t), bd)
+			switch {
+			case tt.wantMsg != "":
+				status := tt.wantStatus
+				if status == 0 {
+					status = http.StatusUnauthorized
+				}
+				d := localDenial(t, err, status, tt.wantMsg)
+				if d.Reason != tt.wantReason {
+					t.Errorf("got reason %q, want %q", d.Reason, tt.wantReason)
+				}
+			case !errors.Is(err, tt.wantErr):
+				t.Fatalf("got %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+func TestHMACAuthBodyRestored(t *testing.T) {
+	p := newTestHMAC(t, HMACAuthConfig{ValidateRequestBody: true})
+	bd, err := p.Compile(BindingSpec{KeyID: "partner", Secret: "partner-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"name":"world"}`)
+	r := hmacRequest(t, "POST", "/x", body, hmacNow, SignInput{KeyID: "partner", Secret: "partner-secret"})
+	if err := hmacCheck(p, r, bd); err != nil {
+		t.Fatalf("got %v, want granted", err)
+	}
+	got, err := io.ReadAll(r.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, body) {
+		t.Fatalf("got body %q after verification, want %q", got, body)
+	}
+}
+
+func TestHMACAuthNonce(t *testing.T) {
+	clock := &localClock{now: hmacNow}
+	p := newTestHMAC(t, HMACAuthConfig{NonceHeader: "X-Nonce", ClockSkew: ptrTo(60), MaxNonces: 2, Now: clock.Now})
+	bd, err := p.Compile(BindingSpec{KeyID: "partner", Secret: "partner-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed := func(nonce string, covered bool) *http.Request {
+		r := httptest.NewRequest("GET", "/x", nil)
+		r.Header.Set("Date", clock.Now().Format(http.TimeFormat))
+		r.Header.Set("X-Nonce", nonce)
+		headers := []string{"@request-target", "date"}
+		if covered {
+			headers = append(headers, "x-nonce")
+		}
+		if err := SignRequest(r, SignInput{KeyID: "partner", Secret: "partner-secret", Headers: headers}); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	steps := []struct {
+		name       string
+		nonce      string
+		covered    bool
+		advance    time.Duration
+		wantReason string
+		wantErr    error
+	}{
+		{name: "first use", nonce: "n1", covered: true},
+		{name: "replay", nonce: "n1", covered: true, wantReason: "nonce replayed"},
+		{name: "uncovered nonce is not checked", nonce: "n1", covered: false},
+		{name: "second nonce", nonce: "n2", covered: true},
+		{name: "store full fails closed", nonce: "n3", covered: true, wantErr: ErrUnavailable},
+		{name: "replay after the window is a new use", nonce: "n1", covered: true, advance: 121 * time.Second},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			clock.Advance(s.advance)
+			err := hmacCheck(p, signed(s.nonce, s.covered), bd)
+			switch {
+			case s.wantReason != "":
+				d := localDenial(t, err, http.StatusUnauthorized, "client request can't be validated")
+				if d.Reason != s.wantReason {
+					t.Errorf("got reason %q, want %q", d.Reason, s.wantReason)
+				}
+			case s.wantErr != nil:
+				if !errors.Is(err, s.wantErr) {
+					t.Fatalf("got %v, want %v", err, s.wantErr)
+				}
+			case err != nil:
+				t.Fatalf("got %v, want granted", err)
+			}
+		})
+	}
+}
+
+func TestHMACAuthDenials(t *testing.T) {
+	p := newTestHMAC(t, HMACAuthConfig{})
+	localDenial(t, p.Missing(), http.StatusUnauthorized, "client request can't be validated: missing Authorization header")
+	d := localDenial(t, p.Unknown(), http.StatusUnauthorized, "client request can't be validated")
+	if d.Challenge != `Signature realm="hmac"` {
+		t.Errorf("got challenge %q, want %q", d.Challenge, `Signature realm="hmac"`)
+	}
+}
+
+func TestNewHMACAuthInvalid(t *testing.T) {
+	_, err := NewHMACAuth(HMACAuthConfig{Name: "hmac", AllowedAlgorithms: []string{"hmac-md5"}, ClockSkew: ptrTo(-1), MaxReqBodySize: -1}, nil)
+	if err == nil {
+		t.Fatal("got no error, want one")
+	}
+	for _, want := range []string{"hmac-md5", "clock_skew", "max_req_body_size"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("got %q, want it to mention %q", err, want)
+		}
+	}
+}
+
+func TestHMACAuthCompile(t *testing.T) {
+	p := newTestHMAC(t, HMACAuthConfig{})
+	tests := []struct {
+		name    string
+		spec    BindingSpec
+		wantErr bool
+	}{
+		{name: "ok", spec: BindingSpec{KeyID: "k", Secret: "s"}},
+		{name: "no key id", spec: BindingSpec{Secret: "s"}, wantErr: true},
+		{name: "quote in key id", spec: BindingSpec{KeyID: `a"b`, Secret: "s"}, wantErr: true},
+		{name: "no secret", spec: BindingSpec{KeyID: "k"}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := p.Compile(tt.spec)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("got error %v, want error %v", err, tt.wantErr)
+			}
+			if err == nil && b.Identifier() != "hmac:k" {
+				t.Errorf("got identifier %q, want %q", b.Identifier(), "hmac:k")
+			}
+		})
+	}
+}
+
+func TestHMACAuthHideCredentials(t *testing.T) {
+	p := newTestHMAC(t, HMACAuthConfig{HideCredentials: true})
+	r := hmacRequest(t, "GET", "/x", nil, hmacNow, SignInput{KeyID: "partner", Secret: "partner-secret"})
+	r.Header.Add("Authorization", basicHeader("a", "b"))
+	p.HideCredentials(r)
+	if got := r.Header.Values("Authorization"); len(got) != 1 || got[0] != basicHeader("a", "b") {
+		t.Fatalf("got Authorization %q, want only the Basic value kept", got)
+	}
+}
+
+func TestParseSignatureParams(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    signatureParams
+		wantErr bool
+	}{
+		{in: `keyId="k",algorithm="hmac-sha256",headers="@request-target date",signature="c2ln"`,
+			want: signatureParams{keyID: "k", algorithm: "hmac-sha256", headers: []string{"@request-target", "date"}, signature: "c2ln"}},
+		{in: ` keyId = "k" , signature="a,b", created="1" `, want: signatureParams{keyID: "k", signature: "a,b"}},
+		{in: `keyId="k",`, want: signatureParams{keyID: "k"}},
+		{in: `keyId="k`, wantErr: true},
+		{in: `keyId=k`, wantErr: true},
+		{in: `keyId="a",keyId="b"`, wantErr: true},
+		{in: `keyId="a" signature="b"`, wantErr: true},
+		{in: `="a"`, wantErr: true},
+		{in: `k y="a"`, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := parseSignatureParams(tt.in)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("got error %v, want error %v", err, tt.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if got.keyID != tt.want.keyID || got.algorithm != tt.want.algorithm || got.signature != tt.want.signature ||
+				strings.Join(got.headers, "|") != strings.Join(tt.want.headers, "|") {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSignHMACErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		in   SignInput
+	}{
+		{name: "no key id", in: SignInput{Secret: "s", Method: "GET", Headers: []string{"@request-target"}}},
+		{name: "no secret", in: SignInput{KeyID: "k", Method: "GET", Headers: []string{"@request-target"}}},
+		{name: "bad algorithm", in: SignInput{KeyID: "k", Secret: "s", Algorithm: "md5", Method: "GET", Headers: []string{"@request-target"}}},
+		{name: "listed header absent", in: SignInput{KeyID: "k", Secret: "s", Method: "GET"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := SignHMAC(tt.in); err == nil {
+				t.Fatal("got no error, want one")
+			}
+		})
+	}
+}
+
+func FuzzParseSignature(f *testing.F) {
+	for _, s := range []string{
+		`keyId="k",algorithm="hmac-sha256",headers="@request-target date",signature="c2ln"`,
+		``, `,,,`, `keyId="`, `keyId=""`, `="`, `a="b",`, `a="b"c`, "keyId=\"\x00\"", `headers="   "`,
+	} {
+		f.Add(s)
+	}
+	p := newTestHMAC(f, HMACAuthConfig{ClockSkew: ptrTo(0)})
+	bd, err := p.Compile(BindingSpec{KeyID: "k", Secret: "s"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, params string) {
+		got, err := parseSignatureParams(params)
+		if err == nil && strings.Contains(got.keyID, `"`) {
+			t.Fatalf("got keyId %q with a quote", got.keyID)
+		}
+		r := httptest.NewRequest("GET", "/x", nil)
+		r.Header["Authorization"] = []string{"Signature " + params}
+		cred, err := p.Extract(context.Background(), r)
+		if err != nil {
+			var d *Denial
+			if !errors.As(err, &d) {
+				t.Fatalf("got non-denial error %v", err)
+			}
+			return
+		}
+		if cred != nil && cred.Lookup == bd.Lookup() {
+			if err := p.Verify(context.Background(), r, cred, bd); err != nil {
+				var d *Denial
+				if !errors.As(err, &d) {
+					t.Fatalf("got non-denial error %v", err)
+				}
+			}
+		}
+	})
+}
+
+func BenchmarkHMAC(b *testing.B) {
+	p := newTestHMAC(b, HMACAuthConfig{})
+	bd, err := p.Compile(BindingSpec{KeyID: "partner", Secret: "partner-secret"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := hmacRequest(b, "GET", "/petstore/pets?limit=10", nil, hmacNow, SignInput{KeyID: "partner", Secret: "partner-secret"})
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := hmacCheck(p, r, bd); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkHMACBody(b *testing.B) {
+	p := newTestHMAC(b, HMACAuthConfig{ValidateRequestBody: true})
+	bd, err := p.Compile(BindingSpec{KeyID: "partner", Secret: "partner-secret"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := bytes.Repeat([]byte("x"), 4096)
+	r := hmacRequest(b, "POST", "/petstore/pets", body, hmacNow, SignInput{KeyID: "partner", Secret: "partner-secret"})
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if err := hmacCheck(p, r, bd); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
