@@ -274,3 +274,41 @@ func BenchmarkPipelineInProcess(b *testing.B) {
 		}
 	}
 }
+
+func TestRoutingByHostAndMethod(t *testing.T) {
+	gw, _ := newTestGateway(t, `{
+  "idps": [ { "name": "keys", "type": "key-auth" } ],
+  "consumers": [ { "username": "alice", "idps": [ { "idp": "keys", "key": "ka" } ] } ],
+  "routes": [
+    { "name": "api", "hosts": ["api.example.com", "api.example.org"], "paths": ["/v1/{rest:.*}"], "methods": ["GET"],
+      "upstream": { "targets": [ { "url": "%[1]s" } ] } },
+    { "name": "any", "paths": ["/pets/{id:[0-9]+}"], "upstream": { "targets": [ { "url": "%[1]s" } ] } }
+  ]
+}`, nil)
+	tests := []struct {
+		name   string
+		method string
+		host   string
+		path   string
+		status int
+	}{
+		{"first host", "GET", "api.example.com", "/v1/x", 200},
+		{"second host", "GET", "api.example.org", "/v1/x", 200},
+		{"host with port", "GET", "api.example.com:8080", "/v1/x", 200},
+		{"other host", "GET", "evil.example.com", "/v1/x", 404},
+		{"method not routed", "POST", "api.example.com", "/v1/x", 404},
+		{"path variable pattern", "DELETE", "any.host", "/pets/12", 200},
+		{"path variable mismatch", "GET", "any.host", "/pets/rex", 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(tt.method, "http://"+tt.host+tt.path, nil)
+			req.Header.Set("apikey", "ka")
+			rec := httptest.NewRecorder()
+			gw.ServeHTTP(rec, req)
+			if rec.Code != tt.status {
+				t.Fatalf("got %d (%s), want %d", rec.Code, rec.Body, tt.status)
+			}
+		})
+	}
+}

@@ -62,7 +62,7 @@ func (l *localFixed) Allow(_ context.Context, key string) (Decision, error) {
 	w := uint64(uint32(idx))
 	reset := l.window - elapsed
 	for {
-		e := l.keys.get(key, nil)
+		e := l.keys.get(key)
 		for {
 			old := e.state.Load()
 			c := uint32(old)
@@ -119,7 +119,7 @@ func newLocalSliding(s Spec, now func() time.Time) *localSliding {
 func (l *localSliding) Allow(_ context.Context, key string) (Decision, error) {
 	idx, elapsed := windowAt(l.now(), l.window)
 	for {
-		e := l.keys.get(key, nil)
+		e := l.keys.get(key)
 		e.mu.Lock()
 		if e.dead {
 			e.mu.Unlock()
@@ -261,7 +261,7 @@ func newLocalReq(s Spec, now func() time.Time) *localReq {
 func (l *localReq) Allow(_ context.Context, key string) (Decision, error) {
 	now := l.now().UnixNano()
 	for {
-		e := l.keys.get(key, nil)
+		e := l.keys.get(key)
 		for {
 			old := e.tat.Load()
 			if old == deadTAT {

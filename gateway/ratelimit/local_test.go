@@ -229,6 +229,7 @@ func TestSpecValidate(t *testing.T) {
 			want: []string{"count 0 out of range", "window 1µs shorter", "sync interval needs the redis policy"}},
 		{name: "req problems", spec: Spec{Kind: KindReq, Rate: 0, Burst: -1},
 			want: []string{"rate 0 out of range", "burst -1 out of range"}},
+		{name: "req draining too long", spec: Spec{Kind: KindReq, Rate: 1e-6, Burst: 100}, want: []string{"to drain"}},
 		{name: "sync sliding", spec: Spec{Kind: KindCount, Count: 1, Window: time.Second, Sliding: true, Redis: true, SyncInterval: time.Second},
 			want: []string{"fixed windows only"}},
 	}

@@ -50,6 +50,7 @@ type Registry struct {
 
 	mu       sync.Mutex
 	limiters map[string]regEntry
+	closed   bool
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -131,6 +132,9 @@ func (r *Registry) Limiter(id string, spec Spec) Limiter {
 		e.lim.close()
 	}
 	lim := r.build(id, spec)
+	if r.closed {
+		lim.close() // a late caller still gets a working limiter, without goroutines
+	}
 	r.limiters[id] = regEntry{spec: spec, lim: lim}
 	return lim
 }
@@ -258,6 +262,7 @@ func (r *Registry) Close() error {
 		for _, e := range r.limiters {
 			e.lim.close()
 		}
+		r.closed = true
 	})
 	return nil
 }

@@ -26,6 +26,9 @@ const (
 	MaxCount  = math.MaxInt32
 	MinWindow = time.Millisecond
 	MaxRate   = 1e6
+	// MaxDrain bounds limit-req's (Burst+1)/Rate, the time a full bucket takes to drain, so
+	// that arrival times stay far from int64 nanosecond overflow.
+	MaxDrain = 365 * 24 * time.Hour
 )
 
 // Spec is one configured limit, fully defaulted by the caller.
@@ -80,6 +83,9 @@ func (s Spec) Validate() error {
 		}
 		if !(s.Burst >= 0 && s.Burst <= MaxCount) {
 			errs = append(errs, fmt.Errorf("burst %g out of range [0, %d]", s.Burst, MaxCount))
+		}
+		if s.Rate > 0 && s.Burst >= 0 && (s.Burst+1)/s.Rate > MaxDrain.Seconds() {
+			errs = append(errs, fmt.Errorf("burst %g at rate %g takes longer than %s to drain", s.Burst, s.Rate, MaxDrain))
 		}
 		if s.SyncInterval != 0 {
 			errs = append(errs, errors.New("sync interval applies to limit-count only"))

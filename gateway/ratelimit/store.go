@@ -38,8 +38,8 @@ func newStore[T any]() *store[T] {
 	return s
 }
 
-// get returns key's entry, creating it with init when absent.
-func (s *store[T]) get(key string, init func(*T)) *T {
+// get returns key's entry, creating a zero one when absent.
+func (s *store[T]) get(key string) *T {
 	sh := &s.shards[maphash.String(s.seed, key)&(shardCount-1)]
 	sh.mu.RLock()
 	e := sh.m[key]
@@ -51,9 +51,6 @@ func (s *store[T]) get(key string, init func(*T)) *T {
 	defer sh.mu.Unlock()
 	if e = sh.m[key]; e == nil {
 		e = new(T)
-		if init != nil {
-			init(e)
-		}
 		// The caller's key may be a slice of a large request buffer: don't pin it.
 		sh.m[strings.Clone(key)] = e
 	}

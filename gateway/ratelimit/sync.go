@@ -74,7 +74,7 @@ func (l *syncCount) Allow(_ context.Context, key string) (Decision, error) {
 	idx, elapsed := windowAt(l.r.now(), l.window)
 	reset := l.window - elapsed
 	for {
-		e := l.keys.get(key, nil)
+		e := l.keys.get(key)
 		e.mu.Lock()
 		if e.dead {
 			e.mu.Unlock()

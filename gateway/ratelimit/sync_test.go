@@ -119,4 +119,10 @@ func TestSyncCountTicks(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond) // readiness poll
 	}
+	r.Retain(nil)
+	select {
+	case <-l.done:
+	default:
+		t.Fatal("sync goroutine still running after Retain dropped its limiter")
+	}
 }
