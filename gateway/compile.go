@@ -101,10 +101,18 @@ func (g *Gateway) compile(snap *policies.Snapshot) (*compiled, error) {
 		}
 	}
 	for name, p := range snap.ConsumerPlugins {
-		c.consumerLimits[name] = g.limits(c, "consumer:"+name, p, keyConsumer)
+		ls, err := g.limits(c, "consumer:"+name, p, keyConsumer)
+		if err != nil {
+			return nil, err
+		}
+		c.consumerLimits[name] = ls
 	}
 	for name, p := range snap.GroupPlugins {
-		c.groupLimits[name] = g.limits(c, "group:"+name, p, keyGroup)
+		ls, err := g.limits(c, "group:"+name, p, keyGroup)
+		if err != nil {
+			return nil, err
+		}
+		c.groupLimits[name] = ls
 	}
 	for i := range snap.Policy.Routes {
 		pr := &snap.Policy.Routes[i]
@@ -174,12 +182,16 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 		ModifyResponse: nil,
 		ErrorLog:       nil,
 	}
-	rt.limits = g.limits(c, "route:"+pr.Name, pr.Plugins, keyRoute)
+	ls, err := g.limits(c, "route:"+pr.Name, pr.Plugins, keyRoute)
+	if err != nil {
+		return nil, err
+	}
+	rt.limits = ls
 	return rt, nil
 }
 
 // limits builds the limiters of one owner's plugins. defaultKey applies when the limit sets no key.
-func (g *Gateway) limits(c *compiled, owner string, p policies.Plugins, defaultKey limitKeyKind) []*limit {
+func (g *Gateway) limits(c *compiled, owner string, p policies.Plugins, defaultKey limitKeyKind) ([]*limit, error) {
 	var out []*limit
 	if lc := p.LimitCount; lc != nil {
 		spec := ratelimit.Spec{
@@ -189,6 +201,9 @@ func (g *Gateway) limits(c *compiled, owner string, p policies.Plugins, defaultK
 			Sliding:      lc.WindowType == "sliding",
 			Redis:        lc.Policy == "redis",
 			SyncInterval: time.Duration(lc.SyncInterval),
+		}
+		if err := spec.Validate(); err != nil {
+			return nil, fmt.Errorf("limit-count of %s: %w", owner, err)
 		}
 		id := owner + "/limit-count"
 		c.limiterIDs[id] = true
@@ -202,6 +217,9 @@ func (g *Gateway) limits(c *compiled, owner string, p policies.Plugins, defaultK
 	}
 	if lr := p.LimitReq; lr != nil {
 		spec := ratelimit.Spec{Kind: "req", Rate: lr.Rate, Burst: lr.Burst, Redis: lr.Policy == "redis"}
+		if err := spec.Validate(); err != nil {
+			return nil, fmt.Errorf("limit-req of %s: %w", owner, err)
+		}
 		id := owner + "/limit-req"
 		c.limiterIDs[id] = true
 		out = append(out, &limit{
@@ -212,7 +230,7 @@ func (g *Gateway) limits(c *compiled, owner string, p policies.Plugins, defaultK
 			allowDegradation: lr.AllowDegradation,
 		})
 	}
-	return out
+	return out, nil
 }
 
 func limitKey(key string, def limitKeyKind) limitKeyKind {

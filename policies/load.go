@@ -342,7 +342,8 @@ func (pl *Plugins) applyDefaults(key string) {
 			lr.Policy = "local"
 		}
 		if lr.RejectedCode == 0 {
-			lr.RejectedCode = DefaultRejectedCode
+			// APISIX's limit-req answers 503 by default, limit-count 429.
+			lr.RejectedCode = http.StatusServiceUnavailable
 		}
 	}
 }

@@ -162,7 +162,10 @@ func newRedisClient(r *policies.Redis) redis.UniversalClient {
 		ReadTimeout:  redisTimeout(r),
 		WriteTimeout: redisTimeout(r),
 		MaxRetries:   -1, // the breaker decides; a retry doubles the cost of a dead Redis
-		PoolSize:     64,
+		// Without it go-redis ignores the per-call deadline on reads and a hung Redis holds each
+		// request for the read timeout instead of the limiter's timeout.
+		ContextTimeoutEnabled: true,
+		PoolSize:              64,
 	}
 	if r.TLS {
 		o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}

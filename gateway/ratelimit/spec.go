@@ -50,9 +50,11 @@ type Spec struct {
 	Burst float64
 	// Redis selects the shared store (policy redis); false keeps counters in this process.
 	Redis bool
-	// SyncInterval, for a Redis limit-count only, counts locally and reconciles with Redis
-	// every interval instead of one Redis round trip per request (Kong's sync_rate). Zero is
-	// exact counting. See the package documentation of syncLimiter for the error bound.
+	// SyncInterval, for a Redis limit-count with fixed windows only, counts locally and
+	// reconciles with Redis every interval instead of one Redis round trip per request (Kong's
+	// sync_rate); requests then never wait for Redis, and a window may admit about
+	// (replicas-1) × per-replica rate × SyncInterval more than Count (see syncCount). Zero is
+	// exact counting.
 	SyncInterval time.Duration
 }
 

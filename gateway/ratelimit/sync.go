@@ -30,8 +30,8 @@ return tonumber(redis.call('GET', KEYS[1]) or '0')
 // Each replica admits while the last total it read from Redis plus what it admitted since
 // stays below Count. Between two syncs the other replicas' admissions are unknown, so a window
 // admits at most Count plus what the other replicas admit in one interval: with R replicas
-// each admitting at rate q, the overshoot is at most × q × SyncInterval (and never more
-// than × Count). While Redis is unreachable each replica counts alone, i.e. up to R ×
+// each admitting at rate q, the overshoot is at most × q × (SyncInterval plus one sync
+// round trip), and never more than × Count. While Redis is unreachable each replica counts alone, i.e. up to R ×
 // Count per window. The counters share the exact mode's Redis keys.
 type syncCount struct {
 	r        *Registry
