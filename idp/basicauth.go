@@ -100,6 +100,7 @@ func NewBasicAuth(cfg BasicAuthConfig, logger *slog.Logger) *BasicAuth {
 	if cfg.CacheSize > 0 {
 		b.cache = newExpiringMap[[sha256.Size]byte, struct{}](cfg.CacheSize)
 	}
+	// crypto/rand.Read never fails (it aborts the process instead).
 	rand.Read(b.cacheKey[:])
 	return b
 }

@@ -36,7 +36,7 @@ func hmacCheck(p *HMACAuth, r *http.Request, bd Binding) error {
 		return err
 	}
 	if cred == nil {
-		return errNotMine
+		return errLocalNotMine
 	}
 	if cred.Lookup != bd.Lookup() {
 		return p.Unknown()
@@ -151,9 +151,9 @@ func TestHMACAuth(t *testing.T) {
 		wantMsg    string
 		wantReason string
 	}{
-		{name: "no header", build: func(t *testing.T) *http.Request { return httptest.NewRequest("GET", "/x", nil) }, wantErr: errNotMine},
-		{name: "basic is not mine", build: func(t *testing.T) *http.Request { return basicRequest(basicHeader("a", "b")) }, wantErr: errNotMine},
-		{name: "bearer is not mine", build: func(t *testing.T) *http.Request { return jwtRequest("Bearer a.b.c") }, wantErr: errNotMine},
+		{name: "no header", build: func(t *testing.T) *http.Request { return httptest.NewRequest("GET", "/x", nil) }, wantErr: errLocalNotMine},
+		{name: "basic is not mine", build: func(t *testing.T) *http.Request { return basicRequest(basicHeader("a", "b")) }, wantErr: errLocalNotMine},
+		{name: "bearer is not mine", build: func(t *testing.T) *http.Request { return jwtRequest("Bearer a.b.c") }, wantErr: errLocalNotMine},
 		{name: "valid", build: func(t *testing.T) *http.Request { return hmacRequest(t, "GET", "/x?a=1&b=2", nil, hmacNow, key) }},
 		{name: "hmac-sha1", build: func(t *testing.T) *http.Request {
 			return hmacRequest(t, "GET", "/x", nil, hmacNow, withAlg(key, "hmac-sha1"))
@@ -192,11 +192,11 @@ func TestHMACAuth(t *testing.T) {
 			return hmacRequest(t, "GET", "/x", nil, hmacNow.Add(301*time.Second), key)
 		},
 			wantMsg: "client request can't be validated", wantReason: "clock skew 301s > 300s"},
-		{name: "within custom skew", cfg: HMACAuthConfig{ClockSkew: ptrTo(600)},
+		{name: "within custom skew", cfg: HMACAuthConfig{ClockSkew: localPtr(600)},
 			build: func(t *testing.T) *http.Request {
 				return hmacRequest(t, "GET", "/x", nil, hmacNow.Add(-412*time.Second), key)
 			}},
-		{name: "skew check disabled", cfg: HMACAuthConfig{ClockSkew: ptrTo(0)},
+		{name: "skew check disabled", cfg: HMACAuthConfig{ClockSkew: localPtr(0)},
 			build: func(t *testing.T) *http.Request {
 				return hmacRequest(t, "GET", "/x", nil, hmacNow.Add(-48*time.Hour), key)
 			}},
@@ -284,7 +284,7 @@ func TestHMACAuth(t *testing.T) {
 	}
 }
 
-func ptrTo[T any](v T) *T { return &v }
+func localPtr[T any](v T) *T { return &v }
 
 func TestHMACAuthBodyRestored(t *testing.T) {
 	p := newTestHMAC(t, HMACAuthConfig{ValidateRequestBody: true})
@@ -308,7 +308,7 @@ func TestHMACAuthBodyRestored(t *testing.T) {
 
 func TestHMACAuthNonce(t *testing.T) {
 	clock := &localClock{now: hmacNow}
-	p := newTestHMAC(t, HMACAuthConfig{NonceHeader: "X-Nonce", ClockSkew: ptrTo(60), MaxNonces: 2, Now: clock.Now})
+	p := newTestHMAC(t, HMACAuthConfig{NonceHeader: "X-Nonce", ClockSkew: localPtr(60), MaxNonces: 2, Now: clock.Now})
 	bd, err := p.Compile(BindingSpec{KeyID: "partner", Secret: "partner-secret"})
 	if err != nil {
 		t.Fatal(err)
@@ -372,7 +372,7 @@ func TestHMACAuthDenials(t *testing.T) {
 }
 
 func TestNewHMACAuthInvalid(t *testing.T) {
-	_, err := NewHMACAuth(HMACAuthConfig{Name: "hmac", AllowedAlgorithms: []string{"hmac-md5"}, ClockSkew: ptrTo(-1), MaxReqBodySize: -1}, nil)
+	_, err := NewHMACAuth(HMACAuthConfig{Name: "hmac", AllowedAlgorithms: []string{"hmac-md5"}, ClockSkew: localPtr(-1), MaxReqBodySize: -1}, nil)
 	if err == nil {
 		t.Fatal("got no error, want one")
 	}
@@ -478,7 +478,7 @@ func FuzzParseSignature(f *testing.F) {
 	} {
 		f.Add(s)
 	}
-	p := newTestHMAC(f, HMACAuthConfig{ClockSkew: ptrTo(0)})
+	p := newTestHMAC(f, HMACAuthConfig{ClockSkew: localPtr(0)})
 	bd, err := p.Compile(BindingSpec{KeyID: "k", Secret: "s"})
 	if err != nil {
 		f.Fatal(err)

@@ -76,10 +76,12 @@ func requestHeaderLookup(r *http.Request) func(string) (string, bool) {
 	}
 }
 
-// requestTarget is the request URI as the client sent it (nginx's $request_uri).
+// requestTarget is the request URI as the client sent it, path and query (nginx's $request_uri).
+// An absolute-form request line ("GET http://host/path") signs its path and query only, as nginx
+// does.
 func requestTarget(r *http.Request) string {
 	t := r.RequestURI
-	if t == "" && r.URL != nil {
+	if (t == "" || !strings.HasPrefix(t, "/")) && r.URL != nil {
 		t = r.URL.RequestURI()
 	}
 	if t == "" {

@@ -246,9 +246,9 @@ type jwtState struct {
 	exp, nbf     *float64
 }
 
-// isJWS reports whether s has the shape of a compact JWS: three base64url parts, the first two
+// jwtIsCompact reports whether s has the shape of a compact JWS: three base64url parts, the first two
 // non-empty (the signature is empty for alg "none", which is still ours to refuse).
-func isJWS(s string) bool {
+func jwtIsCompact(s string) bool {
 	dots := 0
 	partLen := 0
 	for i := 0; i < len(s); i++ {
@@ -269,8 +269,8 @@ func isJWS(s string) bool {
 	return dots == 2
 }
 
-// stripBearer removes an optional case-insensitive "Bearer " prefix.
-func stripBearer(v string) string {
+// jwtStripBearer removes an optional case-insensitive "Bearer " prefix.
+func jwtStripBearer(v string) string {
 	if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
 		return strings.TrimLeft(v[7:], " ")
 	}
@@ -281,32 +281,32 @@ func stripBearer(v string) string {
 type jwtSource int
 
 const (
-	fromNone jwtSource = iota
-	fromHeader
-	fromQuery
-	fromCookie
+	jwtFromNone jwtSource = iota
+	jwtFromHeader
+	jwtFromQuery
+	jwtFromCookie
 )
 
 // find returns the first token of this provider's in the header, the query, then the cookie:
 // JWS-shaped and not issued by a foreign issuer. Values of another shape are skipped.
 func (j *JWTAuth) find(r *http.Request) (string, jwtSource) {
-	if v, ok := headerValue(r, j.cfg.Header, func(v string) bool { return j.ours(stripBearer(v)) }); ok {
-		return stripBearer(v), fromHeader
+	if v, ok := headerValue(r, j.cfg.Header, func(v string) bool { return j.ours(jwtStripBearer(v)) }); ok {
+		return jwtStripBearer(v), jwtFromHeader
 	}
 	if r.URL != nil && r.URL.RawQuery != "" {
 		if v := r.URL.Query().Get(j.cfg.Query); j.ours(v) {
-			return v, fromQuery
+			return v, jwtFromQuery
 		}
 	}
 	if c, err := r.Cookie(j.cfg.Cookie); err == nil && j.ours(c.Value) {
-		return c.Value, fromCookie
+		return c.Value, jwtFromCookie
 	}
-	return "", fromNone
+	return "", jwtFromNone
 }
 
 // ours reports whether tok is a JWS that is not a foreign issuer's.
 func (j *JWTAuth) ours(tok string) bool {
-	if !isJWS(tok) {
+	if !jwtIsCompact(tok) {
 		return false
 	}
 	if len(j.foreign) == 0 {
@@ -326,7 +326,7 @@ func (j *JWTAuth) ours(tok string) bool {
 // A token issued by a foreign (OIDC) issuer is not this provider's.
 func (j *JWTAuth) Extract(_ context.Context, r *http.Request) (*Credential, error) {
 	tok, src := j.find(r)
-	if src == fromNone {
+	if src == jwtFromNone {
 		return nil, nil
 	}
 	sum := sha256.Sum256([]byte(tok))
@@ -457,13 +457,13 @@ func (j *JWTAuth) HideCredentials(r *http.Request) {
 	}
 	_, src := j.find(r)
 	switch src {
-	case fromHeader:
-		deleteHeaderValues(r, j.cfg.Header, func(v string) bool { return j.ours(stripBearer(v)) })
-	case fromQuery:
+	case jwtFromHeader:
+		deleteHeaderValues(r, j.cfg.Header, func(v string) bool { return j.ours(jwtStripBearer(v)) })
+	case jwtFromQuery:
 		q := r.URL.Query()
 		q.Del(j.cfg.Query)
 		r.URL.RawQuery = q.Encode()
-	case fromCookie:
+	case jwtFromCookie:
 		cookies := r.Cookies()
 		r.Header.Del("Cookie")
 		for _, c := range cookies {

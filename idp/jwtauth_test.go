@@ -95,8 +95,8 @@ func jwtRequest(header string) *http.Request {
 	return r
 }
 
-// errNotMine marks a credential the provider did not claim.
-var errNotMine = errors.New("not mine")
+// errLocalNotMine marks a credential the provider did not claim.
+var errLocalNotMine = errors.New("not mine")
 
 // jwtCheck runs Extract then Verify against bd.
 func jwtCheck(p *JWTAuth, r *http.Request, bd Binding) error {
@@ -105,7 +105,7 @@ func jwtCheck(p *JWTAuth, r *http.Request, bd Binding) error {
 		return err
 	}
 	if cred == nil {
-		return errNotMine
+		return errLocalNotMine
 	}
 	if cred.Lookup != bd.Lookup() {
 		return p.Unknown()
@@ -207,11 +207,11 @@ func TestJWTAuthExtractAndVerify(t *testing.T) {
 		wantDenial string
 		wantReason string
 	}{
-		{name: "no token", header: "", binding: hs, wantErr: errNotMine},
-		{name: "basic is not mine", header: basicHeader("a", "b"), binding: hs, wantErr: errNotMine},
-		{name: "signature is not mine", header: `Signature keyId="k",signature="x"`, binding: hs, wantErr: errNotMine},
-		{name: "two parts is not mine", header: "Bearer abc.def", binding: hs, wantErr: errNotMine},
-		{name: "opaque bearer is not mine", header: "Bearer opaque-token", binding: hs, wantErr: errNotMine},
+		{name: "no token", header: "", binding: hs, wantErr: errLocalNotMine},
+		{name: "basic is not mine", header: basicHeader("a", "b"), binding: hs, wantErr: errLocalNotMine},
+		{name: "signature is not mine", header: `Signature keyId="k",signature="x"`, binding: hs, wantErr: errLocalNotMine},
+		{name: "two parts is not mine", header: "Bearer abc.def", binding: hs, wantErr: errLocalNotMine},
+		{name: "opaque bearer is not mine", header: "Bearer opaque-token", binding: hs, wantErr: errLocalNotMine},
 		{name: "bearer", header: "Bearer " + valid, binding: hs},
 		{name: "bearer lowercase", header: "bearer " + valid, binding: hs},
 		{name: "without bearer", header: valid, binding: hs},
@@ -220,7 +220,7 @@ func TestJWTAuthExtractAndVerify(t *testing.T) {
 		{name: "exp not a number", header: "Bearer " + jwtSign(t, "HS256", secret, map[string]any{"key": "user-key", "exp": "soon"}), binding: hs, wantDenial: "JWT token invalid"},
 		{name: "no key claim", header: "Bearer " + jwtSign(t, "HS256", secret, map[string]any{"sub": "x"}), binding: hs, wantDenial: "missing user key in JWT token"},
 		{name: "key claim not a string", header: "Bearer " + jwtSign(t, "HS256", secret, map[string]any{"key": 42}), binding: hs, wantDenial: "missing user key in JWT token"},
-		{name: "foreign issuer is not mine", header: "Bearer " + jwtSign(t, "RS256", keys["RSA"], map[string]any{"iss": "https://idp.example", "sub": "x"}), binding: hs, wantErr: errNotMine},
+		{name: "foreign issuer is not mine", header: "Bearer " + jwtSign(t, "RS256", keys["RSA"], map[string]any{"iss": "https://idp.example", "sub": "x"}), binding: hs, wantErr: errLocalNotMine},
 		{name: "other issuer is mine", header: "Bearer " + jwtSign(t, "HS256", secret, map[string]any{"iss": "https://other.example", "key": "user-key"}), binding: hs},
 		{name: "unknown key", header: "Bearer " + jwtSign(t, "HS256", secret, map[string]any{"key": "nobody"}), binding: hs, wantDenial: "Invalid user key in JWT token"},
 		{name: "wrong secret", header: "Bearer " + jwtSign(t, "HS256", []byte("other"), map[string]any{"key": "user-key"}), binding: hs,

@@ -117,6 +117,7 @@ func load(path string, opts Options, validateOnly bool) (*Snapshot, error) {
 		httpClient:   opts.HTTPClient,
 		issuers:      issuersOf(m.policy.IdPs),
 		validateOnly: validateOnly,
+		hooks:        opts.Hooks,
 	})
 	if err := errs.err(); err != nil {
 		if cerr := snap.Close(); cerr != nil {

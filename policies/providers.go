@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/portcullis/portcullis/idp"
 )
@@ -21,6 +22,8 @@ type buildEnv struct {
 	// validateOnly is set by Validate: the provider is built only to compile bindings and is
 	// closed right after; it must start nothing (no goroutines, no network I/O).
 	validateOnly bool
+	// hooks receive provider metrics.
+	hooks Hooks
 }
 
 // buildProvider builds one identity provider from its policy configuration. Defaults are
@@ -37,9 +40,28 @@ func buildProvider(cfg IdP, env buildEnv) (idp.Provider, error) {
 			Realm:           cfg.Realm,
 		}), nil
 
-	// Other provider types are added here as their packages land: "basic-auth", "jwt-auth"
-	// (pass env.issuers), "hmac-auth", "oidc" and "keycloak" (pass env.ctx, env.logger,
-	// env.httpClient; honour env.validateOnly).
+	case "basic-auth":
+		return idp.NewBasicAuth(idp.BasicAuthConfig{Name: cfg.Name, HideCredentials: cfg.HideCredentials, Realm: cfg.Realm}, env.logger), nil
+
+	case "jwt-auth":
+		c := idp.JWTAuthConfig{Name: cfg.Name, Header: cfg.Header, Query: cfg.Query, Cookie: cfg.Cookie,
+			HideCredentials: cfg.HideCredentials, Realm: cfg.Realm, KeyClaim: cfg.KeyClaim, ForeignIssuers: env.issuers}
+		if cfg.Leeway != nil {
+			c.Leeway = time.Duration(*cfg.Leeway) * time.Second
+		}
+		return idp.NewJWTAuth(c, env.logger)
+
+	case "hmac-auth":
+		c := idp.HMACAuthConfig{Name: cfg.Name, HideCredentials: cfg.HideCredentials, Realm: cfg.Realm,
+			AllowedAlgorithms: cfg.AllowedAlgorithms, ClockSkew: cfg.ClockSkew,
+			SignedHeaders: cfg.SignedHeaders, ValidateRequestBody: cfg.ValidateRequestBody, NonceHeader: cfg.NonceHeader}
+		if cfg.MaxReqBodySize != nil {
+			c.MaxReqBodySize = *cfg.MaxReqBodySize
+		}
+		return idp.NewHMACAuth(c, env.logger)
+
+	// "oidc" and "keycloak" are added here as their packages land (pass env.ctx, env.logger,
+	// env.httpClient, env.hooks; honour env.validateOnly).
 
 	default:
 		return nil, fmt.Errorf("provider type %q is not built yet", cfg.Type)

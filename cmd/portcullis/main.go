@@ -63,6 +63,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdExplain(ctx, rest, stdout, stderr)
 	case "demo":
 		return cmdDemo(ctx, rest, stdout, stderr)
+	case "sign":
+		return cmdSign(rest, stdout, stderr)
+	case "token":
+		return cmdToken(rest, stdout, stderr)
+	case "hash-password":
+		return cmdHashPassword(stdin, stdout)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "portcullis", version)
 		return nil
