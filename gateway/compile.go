@@ -174,13 +174,12 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 	}
 	rt.balancer = newBalancer(targets)
 	rt.proxy = &httputil.ReverseProxy{
-		Rewrite:        rt.rewrite,
-		Transport:      g.transport,
-		BufferPool:     g.buffers,
-		FlushInterval:  -1, // stream: an auth gateway must not hold back server-sent events
-		ErrorHandler:   g.proxyError,
-		ModifyResponse: nil,
-		ErrorLog:       nil,
+		Rewrite:       rt.rewrite,
+		Transport:     g.transport,
+		BufferPool:    g.buffers,
+		FlushInterval: -1, // stream: an auth gateway must not hold back server-sent events
+		ErrorHandler:  g.proxyError,
+		ErrorLog:      g.proxyLog,
 	}
 	ls, err := g.limits(c, "route:"+pr.Name, pr.Plugins, keyRoute)
 	if err != nil {

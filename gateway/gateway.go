@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,7 +21,6 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/idp"
@@ -48,6 +48,8 @@ type Gateway struct {
 	metrics   *Metrics
 	transport http.RoundTripper
 	buffers   *bufferPool
+	// proxyLog receives the reverse proxy's own complaints (a body copy cut short).
+	proxyLog *log.Logger
 
 	current atomic.Pointer[compiled]
 
@@ -73,6 +75,7 @@ func New(snap *policies.Snapshot, opts Options) (*Gateway, error) {
 		metrics:   opts.Metrics,
 		transport: timeoutTransport{next: newTransport()},
 		buffers:   newBufferPool(),
+		proxyLog:  slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
 	}
 	c, err := g.compile(snap)
 	if err != nil {
@@ -120,7 +123,9 @@ func (g *Gateway) acquire() *compiled {
 	for {
 		c := g.current.Load()
 		c.inflight.RLock()
-		if !c.closed {
+		if !c.closed || g.current.Load() == c {
+			// Closed but still current only after Close, when nothing should be serving: answer
+			// from it rather than spin.
 			return c
 		}
 		// Lost a race with a reload: the snapshot was retired between Load and RLock.
@@ -356,7 +361,6 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	sw := &statusWriter{ResponseWriter: w}
 	rt.proxy.ServeHTTP(sw, r.WithContext(ctx))
 	g.metrics.upstreamLatency(rt.name, time.Since(start))
-	ps.target.requests.Add(1)
 	if ps.err != nil {
 		return upstreamError(ps.err)
 	}
@@ -442,6 +446,3 @@ func (g *Gateway) record(r *http.Request, x *exchange, d time.Duration) {
 	}
 	g.access.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 }
-
-// Registerer is what Metrics needs from a Prometheus registry.
-type Registerer = prometheus.Registerer

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -92,8 +91,6 @@ type target struct {
 	url     *url.URL
 	weight  int
 	current int
-	// requests counts what was sent to this target (for tests and /status).
-	requests atomic.Int64
 }
 
 func newBalancer(targets []*target) *balancer {
