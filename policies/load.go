@@ -23,6 +23,7 @@ import (
 
 	"github.com/portcullis/portcullis/consumers"
 	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/keycloak"
 )
 
 // Defaults filled into a loaded policy.
@@ -604,14 +605,10 @@ func issuersOf(idps []IdP) []string {
 		case "oidc":
 			out = append(out, c.Issuer)
 		case "keycloak":
-			out = append(out, keycloakIssuer(c.URL, c.Realm))
+			out = append(out, keycloak.Issuer(c.URL, c.Realm))
 		}
 	}
 	return out
-}
-
-func keycloakIssuer(base, realm string) string {
-	return strings.TrimRight(base, "/") + "/realms/" + realm
 }
 
 // compile builds the providers and the consumer set. It returns a snapshot even on errors so

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/keycloak"
 )
 
 // buildEnv is what provider constructors may use besides their own configuration.
@@ -60,10 +61,47 @@ func buildProvider(cfg IdP, env buildEnv) (idp.Provider, error) {
 		}
 		return idp.NewHMACAuth(c, env.logger)
 
-	// "oidc" and "keycloak" are added here as their packages land (pass env.ctx, env.logger,
-	// env.httpClient, env.hooks; honour env.validateOnly).
+	case "oidc":
+		return idp.NewOIDC(oidcConfig(cfg, env), env.logger)
+
+	case "keycloak":
+		oc := oidcConfig(cfg, env)
+		// In a keycloak provider, realm names the Keycloak realm; the issuer derives from it and
+		// the WWW-Authenticate realm is the provider's name.
+		oc.Realm, oc.Issuer = "", ""
+		return keycloak.New(keycloak.Config{OIDCConfig: oc, URL: cfg.URL, Realm: cfg.Realm}, env.logger)
 
 	default:
-		return nil, fmt.Errorf("provider type %q is not built yet", cfg.Type)
+		return nil, fmt.Errorf("unknown provider type %q", cfg.Type)
 	}
+}
+
+// oidcConfig maps the fields shared by the oidc and keycloak types.
+func oidcConfig(cfg IdP, env buildEnv) idp.OIDCConfig {
+	c := idp.OIDCConfig{
+		Name:                   cfg.Name,
+		Issuer:                 cfg.Issuer,
+		Audience:               cfg.Audience,
+		CheckAZP:               cfg.CheckAZP,
+		SubjectClaim:           cfg.SubjectClaim,
+		Algorithms:             cfg.Algorithms,
+		Header:                 cfg.Header,
+		Query:                  cfg.Query,
+		Cookie:                 cfg.Cookie,
+		HideCredentials:        cfg.HideCredentials,
+		Realm:                  cfg.Realm,
+		ClientID:               cfg.ClientID,
+		ClientSecret:           cfg.ClientSecret,
+		Introspection:          cfg.Introspection,
+		IntrospectionTTL:       time.Duration(cfg.IntrospectionTTL),
+		Timeout:                time.Duration(cfg.Timeout),
+		JWKSRefreshMinInterval: time.Duration(cfg.JWKSRefreshMinGap),
+		HTTPClient:             env.httpClient,
+		OnIdPCall:              env.hooks.IdPCall,
+		OnCache:                env.hooks.IdPCache,
+	}
+	if cfg.Leeway != nil {
+		c.Leeway = time.Duration(*cfg.Leeway) * time.Second
+	}
+	return c
 }

@@ -57,6 +57,14 @@ command -v unzip >/dev/null || {
 }
 
 mkdir -p "${cache}"
+# Test binaries running in parallel may all find the installation missing: one installs, the
+# others wait and reuse it.
+exec 9>"${cache}/.fetch-keycloak.lock"
+flock 9
+if [[ -f "${marker}" ]]; then
+	echo "${dest}"
+	exit 0
+fi
 work="$(mktemp -d "${cache}/.fetch-keycloak.XXXXXX")"
 pid=""
 cleanup() {
@@ -90,14 +98,18 @@ java_home="$(pick_java)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18089)"
 mport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 19089)"
 log "pre-building (start-dev once on 127.0.0.1:${port}, java: ${java_home:-default})"
+# Job control gives the background job its own process group, so the whole tree (kc.sh and its
+# java) can be stopped through the group id.
+set -m
 (
 	cd "${home}"
 	if [[ -n "${java_home}" ]]; then export JAVA_HOME="${java_home}"; fi
 	export KC_BOOTSTRAP_ADMIN_USERNAME=admin KC_BOOTSTRAP_ADMIN_PASSWORD=admin
-	exec setsid bin/kc.sh start-dev --http-host=127.0.0.1 "--http-port=${port}" "--http-management-port=${mport}" \
+	exec bin/kc.sh start-dev --http-host=127.0.0.1 "--http-port=${port}" "--http-management-port=${mport}" \
 		>"${work}/prebuild.log" 2>&1
 ) &
 pid=$!
+set +m
 ready=""
 for _ in $(seq 1 300); do
 	if curl -sf "http://127.0.0.1:${port}/realms/master/.well-known/openid-configuration" >/dev/null 2>&1; then

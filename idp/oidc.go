@@ -1,0 +1,756 @@
+package idp
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+)
+
+// OIDCConfig configures an oidc provider: bearer tokens of one OpenID Connect issuer, verified
+// locally against the issuer's JWKS and optionally introspected (RFC 7662).
+type OIDCConfig struct {
+	Name string
+	// Issuer is the issuer URL; its /.well-known/openid-configuration is fetched lazily.
+	Issuer string
+	// Audience, when set, must be in the token's aud claim. With CheckAZP a token whose azp
+	// (authorized party) equals Audience is accepted as well: Keycloak puts the requesting
+	// client in azp and may leave it out of aud.
+	Audience string
+	CheckAZP bool
+	// SubjectClaim names the claim that maps a token to a consumer (the binding's subject).
+	// Default "sub"; "azp" or "preferred_username" are common with Keycloak.
+	SubjectClaim string
+	// Algorithms are the accepted signature algorithms. Default RS256. Only asymmetric
+	// algorithms are allowed: a JWKS holds public keys, and accepting HS* would let a public key
+	// be used as an HMAC secret.
+	Algorithms []string
+	// Leeway is the clock skew tolerated on exp and nbf.
+	Leeway time.Duration
+
+	// Header is where the token is read first. Default "Authorization", where the "Bearer"
+	// scheme is required; any other header may hold the raw token or "Bearer <token>".
+	Header string
+	// Query and Cookie, when set, are read when the header carries no token.
+	Query  string
+	Cookie string
+	// HideCredentials removes the token from the request before it goes upstream.
+	HideCredentials bool
+	// Realm is the WWW-Authenticate realm; defaults to Name.
+	Realm string
+
+	// ClientID and ClientSecret authenticate the gateway at the issuer (introspection, and
+	// Keycloak's Authorization Services). They are never logged.
+	ClientID     string
+	ClientSecret string
+	// Introspection asks the issuer's RFC 7662 introspection endpoint about every token (after
+	// local verification of JWTs), so that revoked tokens and opaque tokens are judged by the
+	// issuer. Answers are cached by token hash until the earlier of the token's expiry and
+	// IntrospectionTTL (default 30s).
+	Introspection    bool
+	IntrospectionTTL time.Duration
+
+	// Timeout bounds each call to the issuer. Default 5s.
+	Timeout time.Duration
+	// JWKSRefreshMinInterval is the least time between two fetches of the JWKS (and between two
+	// attempts at discovery), so that tokens with random kids cannot make the gateway hammer the
+	// issuer. Default 10s.
+	JWKSRefreshMinInterval time.Duration
+	// JWKSMaxAge is how long fetched keys are used before they are refreshed on the next use, so
+	// that keys the issuer retired stop verifying. A failed refresh keeps the old keys.
+	// Default 15m.
+	JWKSMaxAge time.Duration
+	// CacheSize bounds the verified-token and introspection caches (entries each). Default 10000.
+	CacheSize int
+
+	// HTTPClient calls the issuer. Default: a client with Timeout.
+	HTTPClient *http.Client
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// OnIdPCall, when set, records every call to the issuer (op: "discovery", "jwks",
+	// "introspection", and "uma" for Keycloak). err is nil on success.
+	OnIdPCall func(provider, op string, d time.Duration, err error)
+	// OnCache, when set, records cache lookups (cache: "token", "jwks", "introspection", "uma").
+	OnCache func(provider, cache string, hit bool)
+}
+
+// Defaults of OIDCConfig.
+const (
+	DefaultOIDCTimeout            = 5 * time.Second
+	DefaultJWKSRefreshMinInterval = 10 * time.Second
+	DefaultJWKSMaxAge             = 15 * time.Minute
+	DefaultIntrospectionTTL       = 30 * time.Second
+	defaultOIDCCacheSize          = 10000
+)
+
+// oidcAlgorithms are the signature algorithms an oidc provider may accept.
+var oidcAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+// OIDC is the generic OpenID Connect provider. It is safe for concurrent use, does no network
+// I/O when built and starts no goroutines: discovery and the JWKS are fetched on first use (or by
+// Ready), and failed fetches are retried on later uses, rate-limited.
+type OIDC struct {
+	cfg    OIDCConfig
+	logger *slog.Logger
+	client *http.Client
+	now    func() time.Time
+
+	authHeader bool // cfg.Header is Authorization: the Bearer scheme is required
+	algs       map[string]bool
+
+	missing   *Denial
+	invalid   *Denial
+	forbidden *Denial
+
+	keys *oidcKeys
+
+	tokenCache *expiringMap[[sha256.Size]byte, map[string]any]
+	introCache *expiringMap[[sha256.Size]byte, *introspection]
+	introSF    singleflight.Group
+}
+
+var (
+	_ Provider = (*OIDC)(nil)
+	_ Readier  = (*OIDC)(nil)
+)
+
+// NewOIDC validates cfg and builds the provider. It does no network I/O.
+func NewOIDC(cfg OIDCConfig, logger *slog.Logger) (*OIDC, error) {
+	var errs []error
+	if cfg.Name == "" {
+		errs = append(errs, errors.New("oidc provider needs a name"))
+	}
+	if cfg.Issuer == "" {
+		errs = append(errs, errors.New("oidc provider needs an issuer"))
+	} else if u, err := url.Parse(cfg.Issuer); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("issuer %q is not an http(s) URL", cfg.Issuer))
+	}
+	if cfg.CheckAZP && cfg.Audience == "" {
+		errs = append(errs, errors.New("check_azp needs an audience"))
+	}
+	if len(cfg.Algorithms) == 0 {
+		cfg.Algorithms = []string{"RS256"}
+	}
+	algs := make(map[string]bool, len(cfg.Algorithms))
+	for _, a := range cfg.Algorithms {
+		if !slices.Contains(oidcAlgorithms, a) {
+			errs = append(errs, fmt.Errorf("algorithm %q is not accepted (one of %s)", a, strings.Join(oidcAlgorithms, ", ")))
+			continue
+		}
+		algs[a] = true
+	}
+	if cfg.Introspection && (cfg.ClientID == "" || cfg.ClientSecret == "") {
+		errs = append(errs, errors.New("introspection needs client_id and client_secret"))
+	}
+	if cfg.Leeway < 0 || cfg.Timeout < 0 || cfg.JWKSRefreshMinInterval < 0 || cfg.IntrospectionTTL < 0 || cfg.JWKSMaxAge < 0 {
+		errs = append(errs, errors.New("leeway, timeout, jwks_refresh_min_interval and introspection_ttl must not be negative"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("configuring oidc provider %q: %w", cfg.Name, err)
+	}
+
+	cfg.Issuer = strings.TrimRight(cfg.Issuer, "/")
+	if cfg.SubjectClaim == "" {
+		cfg.SubjectClaim = "sub"
+	}
+	if cfg.Header == "" {
+		cfg.Header = "Authorization"
+	}
+	if cfg.Realm == "" {
+		cfg.Realm = cfg.Name
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultOIDCTimeout
+	}
+	if cfg.JWKSRefreshMinInterval == 0 {
+		cfg.JWKSRefreshMinInterval = DefaultJWKSRefreshMinInterval
+	}
+	if cfg.JWKSMaxAge == 0 {
+		cfg.JWKSMaxAge = DefaultJWKSMaxAge
+	}
+	if cfg.IntrospectionTTL == 0 {
+		cfg.IntrospectionTTL = DefaultIntrospectionTTL
+	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = defaultOIDCCacheSize
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	client := cfg.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: cfg.Timeout}
+	}
+
+	challenge := `Bearer realm="` + cfg.Realm + `"`
+	o := &OIDC{
+		cfg:        cfg,
+		logger:     logger.With("provider", cfg.Name),
+		client:     client,
+		now:        cfg.Now,
+		authHeader: strings.EqualFold(cfg.Header, "Authorization"),
+		algs:       algs,
+		missing:    Unauthorized("Missing bearer token in request", challenge),
+		invalid:    Unauthorized("Invalid token", challenge+`, error="invalid_token"`),
+		forbidden:  Forbidden("Token does not grant access to this resource"),
+		tokenCache: newExpiringMap[[sha256.Size]byte, map[string]any](cfg.CacheSize),
+		introCache: newExpiringMap[[sha256.Size]byte, *introspection](cfg.CacheSize),
+	}
+	o.keys = &oidcKeys{o: o}
+	return o, nil
+}
+
+func (o *OIDC) Name() string { return o.cfg.Name }
+func (o *OIDC) Type() string { return "oidc" }
+
+// Issuer is the configured issuer without a trailing slash.
+func (o *OIDC) Issuer() string { return o.cfg.Issuer }
+
+// Config returns the configuration with defaults applied.
+func (o *OIDC) Config() OIDCConfig { return o.cfg }
+
+// HTTPClient is the client used to call the issuer.
+func (o *OIDC) HTTPClient() *http.Client { return o.client }
+
+// Logger is the provider's logger.
+func (o *OIDC) Logger() *slog.Logger { return o.logger }
+
+// Now reads the provider's clock.
+func (o *OIDC) Now() time.Time { return o.now() }
+
+// Missing is the 401 answer when the chain needs this provider and the request has no token.
+func (o *OIDC) Missing() *Denial { return o.missing }
+
+// Unknown is the 401 answer for a valid token whose subject no consumer is bound to.
+func (o *OIDC) Unknown() *Denial {
+	return o.invalid.WithReason("no consumer is bound to this token's %s", o.cfg.SubjectClaim)
+}
+
+// Invalid returns the 401 invalid_token denial with a reason.
+func (o *OIDC) Invalid(format string, args ...any) *Denial {
+	return o.invalid.WithReason(format, args...)
+}
+
+// Forbidden returns the 403 denial with a reason.
+func (o *OIDC) Forbidden(format string, args ...any) *Denial {
+	return o.forbidden.WithReason(format, args...)
+}
+
+// ObserveCall reports an IdP call to the OnIdPCall hook.
+func (o *OIDC) ObserveCall(op string, start time.Time, err error) {
+	if o.cfg.OnIdPCall != nil {
+		o.cfg.OnIdPCall(o.cfg.Name, op, time.Since(start), err)
+	}
+}
+
+// ObserveCache reports a cache lookup to the OnCache hook.
+func (o *OIDC) ObserveCache(cache string, hit bool) {
+	if o.cfg.OnCache != nil {
+		o.cfg.OnCache(o.cfg.Name, cache, hit)
+	}
+}
+
+// OIDCBinding is a consumer's binding to an oidc provider: the token subject that names the
+// consumer, and conditions the token must meet.
+type OIDCBinding struct {
+	// Subject is the value of the provider's subject claim.
+	Subject string
+	// Claims maps a claim name to its accepted values: the claim (or, for a list claim, one of
+	// its elements) must equal one of them.
+	Claims map[string][]string
+	// Scopes must all be in the token's scope claim.
+	Scopes []string
+	id     string
+}
+
+func (b *OIDCBinding) Lookup() string     { return b.Subject }
+func (b *OIDCBinding) Identifier() string { return b.id }
+
+// CompileOIDCBinding compiles the subject, claims and scopes of spec for provider name. It
+// ignores the Keycloak-only fields (the keycloak provider reads those).
+func CompileOIDCBinding(name string, spec BindingSpec) (*OIDCBinding, error) {
+	var errs []error
+	if spec.Subject == "" {
+		errs = append(errs, errors.New("binding needs a non-empty subject"))
+	}
+	claims := make(map[string][]string, len(spec.Claims))
+	for k, vs := range spec.Claims {
+		if k == "" || len(vs) == 0 {
+			errs = append(errs, fmt.Errorf("claims: %q needs a claim name and at least one value", k))
+			continue
+		}
+		claims[k] = slices.Clone(vs)
+	}
+	for _, s := range spec.Scopes {
+		if s == "" || strings.ContainsAny(s, " \t") {
+			errs = append(errs, fmt.Errorf("scopes: %q is not a scope", s))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &OIDCBinding{Subject: spec.Subject, Claims: claims, Scopes: slices.Clone(spec.Scopes), id: name + ":" + spec.Subject}, nil
+}
+
+// Compile compiles a binding. The Keycloak-only conditions are refused here.
+func (o *OIDC) Compile(spec BindingSpec) (Binding, error) {
+	var errs []error
+	if len(spec.RealmRoles) > 0 {
+		errs = append(errs, errors.New("realm_roles needs a keycloak provider"))
+	}
+	if len(spec.ClientRoles) > 0 {
+		errs = append(errs, errors.New("client_roles needs a keycloak provider"))
+	}
+	if len(spec.Groups) > 0 {
+		errs = append(errs, errors.New("groups needs a keycloak provider (or a claims condition on the groups claim)"))
+	}
+	if len(spec.Permissions) > 0 {
+		errs = append(errs, errors.New("permissions needs a keycloak provider"))
+	}
+	b, err := CompileOIDCBinding(o.cfg.Name, spec)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// OIDCToken is the state of a verified token, kept in Credential.State between Extract and
+// Verify. Providers built on OIDC (Keycloak) read it with TokenOf.
+type OIDCToken struct {
+	// Raw is the token as presented. It is a secret: never log it.
+	Raw string
+	// Hash is sha256(Raw), the key of every per-token cache.
+	Hash [sha256.Size]byte
+	// Expiry is the token's exp (zero when it has none).
+	Expiry time.Time
+	// Claims are the verified claims (for an opaque token: the introspection answer).
+	Claims map[string]any
+}
+
+// TokenOf returns the verified token of a credential this provider extracted.
+func TokenOf(cred *Credential) (*OIDCToken, bool) {
+	if cred == nil {
+		return nil, false
+	}
+	t, ok := cred.State.(*OIDCToken)
+	return t, ok
+}
+
+// Extract finds the bearer token, and when it is this issuer's, verifies it.
+//
+// A compact JWS whose (unverified) iss is another issuer's is "not mine", so that several
+// providers, and jwt-auth, can read the same header. A value that is not a JWS is not mine in the
+// Authorization header unless introspection is on (opaque tokens); in a header, query parameter
+// or cookie of its own it is an invalid token.
+func (o *OIDC) Extract(ctx context.Context, r *http.Request) (*Credential, error) {
+	tok, ok := o.find(r)
+	if !ok {
+		return nil, nil
+	}
+	hash := sha256.Sum256([]byte(tok))
+	compact := oidcIsCompact(tok)
+	var claims map[string]any
+	var err error
+	if compact {
+		claims, err = o.verifyJWTCached(ctx, tok, hash)
+	} else {
+		claims, err = o.introspectOpaque(ctx, tok)
+	}
+	if err != nil {
+		return nil, err
+	}
+	st := &OIDCToken{Raw: tok, Hash: hash, Claims: claims, Expiry: claimTime(claims["exp"])}
+	if o.cfg.Introspection && compact {
+		if err := o.checkActive(ctx, st); err != nil {
+			return nil, err
+		}
+	}
+	sub := claimString(claims[o.cfg.SubjectClaim])
+	if sub == "" {
+		return nil, o.invalid.WithReason("token has no %s claim", o.cfg.SubjectClaim)
+	}
+	return &Credential{Lookup: sub, Claims: claims, State: st}, nil
+}
+
+// find returns the first token of this provider: header, then query, then cookie.
+func (o *OIDC) find(r *http.Request) (string, bool) {
+	if v, ok := headerValue(r, o.cfg.Header, o.headerOurs); ok {
+		return o.stripBearer(v), true
+	}
+	if o.cfg.Query != "" && r.URL.RawQuery != "" {
+		if v := r.URL.Query().Get(o.cfg.Query); v != "" && o.tokenOurs(v, false) {
+			return v, true
+		}
+	}
+	if o.cfg.Cookie != "" {
+		if c, err := r.Cookie(o.cfg.Cookie); err == nil && c.Value != "" && o.tokenOurs(c.Value, false) {
+			return c.Value, true
+		}
+	}
+	return "", false
+}
+
+// headerOurs reports whether a header value carries this provider's token.
+func (o *OIDC) headerOurs(v string) bool {
+	if o.authHeader {
+		t, ok := oidcCutBearer(v)
+		return ok && o.tokenOurs(t, true)
+	}
+	return o.tokenOurs(o.stripBearer(v), false)
+}
+
+func (o *OIDC) stripBearer(v string) string {
+	if t, ok := oidcCutBearer(v); ok {
+		return t
+	}
+	return strings.TrimSpace(v)
+}
+
+// tokenOurs applies the chain rule to a token found where this provider reads.
+func (o *OIDC) tokenOurs(tok string, shared bool) bool {
+	if tok == "" {
+		return false
+	}
+	if oidcIsCompact(tok) {
+		iss, ok := oidcUnverifiedIssuer(tok)
+		// A JWS without a readable iss cannot be attributed; in a shared header it is left to
+		// jwt-auth, in our own location it is ours (and invalid).
+		if !ok {
+			return !shared
+		}
+		return strings.TrimRight(iss, "/") == o.cfg.Issuer
+	}
+	return o.cfg.Introspection || !shared
+}
+
+// oidcCutBearer returns the token of an "Bearer <token>" value (scheme case-insensitive).
+func oidcCutBearer(v string) (string, bool) {
+	const p = "bearer "
+	if len(v) <= len(p) || !strings.EqualFold(v[:len(p)], p) {
+		return "", false
+	}
+	return strings.TrimSpace(v[len(p):]), true
+}
+
+// oidcIsCompact reports whether s has the shape of a compact JWS: three non-empty base64url parts.
+func oidcIsCompact(s string) bool {
+	parts := 0
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == '.' {
+			if i == start {
+				return false
+			}
+			parts++
+			start = i + 1
+			continue
+		}
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return parts == 3
+}
+
+// oidcUnverifiedIssuer reads the iss claim of a compact JWS without verifying it. It is only
+// used to decide which provider a token belongs to, never to trust it.
+func oidcUnverifiedIssuer(tok string) (string, bool) {
+	first := strings.IndexByte(tok, '.')
+	last := strings.LastIndexByte(tok, '.')
+	payload, err := base64.RawURLEncoding.DecodeString(tok[first+1 : last])
+	if err != nil {
+		return "", false
+	}
+	var p struct {
+		Iss string `json:"iss"`
+	}
+	if err := json.Unmarshal(payload, &p); err != nil || p.Iss == "" {
+		return "", false
+	}
+	return p.Iss, true
+}
+
+// verifyJWTCached remembers verified tokens by hash until their expiry (at most
+// verifiedTokenTTL), so that a client reusing its token costs a hash, not a signature check.
+// The cached claims are shared: nobody may modify Credential.Claims.
+func (o *OIDC) verifyJWTCached(ctx context.Context, tok string, hash [sha256.Size]byte) (map[string]any, error) {
+	now := o.now()
+	if claims, ok := o.tokenCache.get(hash, now); ok {
+		o.ObserveCache("token", true)
+		return claims, nil
+	}
+	o.ObserveCache("token", false)
+	claims, err := o.verifyJWT(ctx, tok)
+	if err != nil {
+		return nil, err
+	}
+	until := now.Add(verifiedTokenTTL)
+	if exp := claimTime(claims["exp"]).Add(o.cfg.Leeway); exp.Before(until) {
+		until = exp
+	}
+	o.tokenCache.put(hash, claims, until, now)
+	return claims, nil
+}
+
+// verifiedTokenTTL bounds how long a verified token is trusted without checking its signature
+// again, so that a key the issuer withdrew stops verifying soon even for long-lived tokens.
+const verifiedTokenTTL = 5 * time.Minute
+
+// verifyJWT checks a compact JWS: algorithm, signature against the issuer's keys, iss, aud, exp,
+// nbf. It returns the verified claims, a *Denial, or an error wrapping ErrUnavailable.
+func (o *OIDC) verifyJWT(ctx context.Context, tok string) (map[string]any, error) {
+	hdr, err := oidcHeader(tok)
+	if err != nil {
+		return nil, o.invalid.WithReason("malformed token header: %v", err)
+	}
+	if !o.algs[hdr.Alg] {
+		return nil, o.invalid.WithReason("token algorithm %q is not accepted", hdr.Alg)
+	}
+	if len(hdr.Crit) > 0 {
+		return nil, o.invalid.WithReason("token has critical header parameters %v", hdr.Crit)
+	}
+	payload, err := o.keys.verify(ctx, tok, hdr)
+	if err != nil {
+		return nil, err
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(payload, &claims); err != nil || claims == nil {
+		return nil, o.invalid.WithReason("token payload is not a JSON object")
+	}
+	if err := o.validateClaims(claims, true); err != nil {
+		return nil, err
+	}
+	return claims, nil
+}
+
+type oidcJOSEHeader struct {
+	Alg  string   `json:"alg"`
+	Kid  string   `json:"kid"`
+	Crit []string `json:"crit"`
+}
+
+func oidcHeader(tok string) (oidcJOSEHeader, error) {
+	var h oidcJOSEHeader
+	raw, err := base64.RawURLEncoding.DecodeString(tok[:strings.IndexByte(tok, '.')])
+	if err != nil {
+		return h, err
+	}
+	err = json.Unmarshal(raw, &h)
+	return h, err
+}
+
+// validateClaims checks iss, aud (or azp), exp and nbf. requireExp is false for introspection
+// answers, whose active flag already says the token is live.
+func (o *OIDC) validateClaims(claims map[string]any, requireExp bool) error {
+	if iss, ok := claims["iss"].(string); ok || requireExp {
+		if strings.TrimRight(iss, "/") != o.cfg.Issuer {
+			return o.invalid.WithReason("token issuer %q is not %q", iss, o.cfg.Issuer)
+		}
+	}
+	if o.cfg.Audience != "" {
+		okAud := claimContains(claims["aud"], o.cfg.Audience)
+		if !okAud && o.cfg.CheckAZP {
+			okAud = claimString(claims["azp"]) == o.cfg.Audience
+		}
+		if !okAud {
+			return o.invalid.WithReason("token audience does not include %q", o.cfg.Audience)
+		}
+	}
+	now := o.now()
+	exp := claimTime(claims["exp"])
+	switch {
+	case exp.IsZero() && requireExp:
+		return o.invalid.WithReason("token has no exp claim")
+	case !exp.IsZero() && !now.Before(exp.Add(o.cfg.Leeway)):
+		return o.invalid.WithReason("token expired at %s", exp.UTC().Format(time.RFC3339))
+	}
+	if nbf := claimTime(claims["nbf"]); !nbf.IsZero() && now.Add(o.cfg.Leeway).Before(nbf) {
+		return o.invalid.WithReason("token is not valid before %s", nbf.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Verify checks the binding's conditions: the subject (already matched by the index lookup),
+// claims and scopes. An unmet condition is a 403.
+func (o *OIDC) Verify(_ context.Context, _ *http.Request, cred *Credential, b Binding) error {
+	ob, ok := b.(*OIDCBinding)
+	if !ok {
+		return fmt.Errorf("verifying %s: binding of type %T is not an oidc binding", o.cfg.Name, b)
+	}
+	return o.VerifyConditions(cred, ob)
+}
+
+// VerifyConditions checks an OIDC binding against a credential's claims.
+func (o *OIDC) VerifyConditions(cred *Credential, b *OIDCBinding) error {
+	if cred.Lookup != b.Subject {
+		return o.invalid.WithReason("token subject does not match the binding")
+	}
+	for name, want := range b.Claims {
+		if !claimMatches(cred.Claims[name], want) {
+			return o.forbidden.WithReason("claim %q is not one of %v", name, want)
+		}
+	}
+	if len(b.Scopes) > 0 {
+		have := tokenScopes(cred.Claims)
+		for _, s := range b.Scopes {
+			if !slices.Contains(have, s) {
+				return o.forbidden.WithReason("token lacks scope %q", s)
+			}
+		}
+	}
+	return nil
+}
+
+// HideCredentials removes this provider's token from the request when configured to.
+func (o *OIDC) HideCredentials(r *http.Request) {
+	if !o.cfg.HideCredentials {
+		return
+	}
+	deleteHeaderValues(r, o.cfg.Header, o.headerOurs)
+	if o.cfg.Query != "" && r.URL.RawQuery != "" {
+		q := r.URL.Query()
+		if v := q.Get(o.cfg.Query); v != "" && o.tokenOurs(v, false) {
+			q.Del(o.cfg.Query)
+			r.URL.RawQuery = q.Encode()
+		}
+	}
+	if o.cfg.Cookie != "" {
+		if c, err := r.Cookie(o.cfg.Cookie); err == nil && o.tokenOurs(c.Value, false) {
+			cookies := r.Cookies()
+			r.Header.Del("Cookie")
+			for _, c := range cookies {
+				if c.Name != o.cfg.Cookie {
+					r.AddCookie(c)
+				}
+			}
+		}
+	}
+}
+
+// Ready reports whether the issuer can be reached: discovery has succeeded and the JWKS was
+// fetched (a refresh is attempted, rate-limited). It returns an error wrapping ErrUnavailable
+// otherwise; cached keys still verify tokens meanwhile.
+func (o *OIDC) Ready(ctx context.Context) error {
+	return o.keys.ready(ctx)
+}
+
+// Endpoints are the issuer's endpoints from discovery.
+type Endpoints struct {
+	Token         string
+	Introspection string
+	JWKS          string
+}
+
+// Endpoints returns the discovered endpoints, running discovery if it has not succeeded yet
+// (rate-limited). The error wraps ErrUnavailable.
+func (o *OIDC) Endpoints(ctx context.Context) (Endpoints, error) {
+	m, err := o.keys.discovery(ctx)
+	if err != nil {
+		return Endpoints{}, err
+	}
+	return Endpoints{Token: m.TokenEndpoint, Introspection: m.IntrospectionEndpoint, JWKS: m.JWKSURI}, nil
+}
+
+// claimString returns a string claim, or a number claim as text.
+func claimString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	case json.Number:
+		return x.String()
+	case bool:
+		return strconv.FormatBool(x)
+	}
+	return ""
+}
+
+// claimContains reports whether a string or list claim holds want.
+func claimContains(v any, want string) bool {
+	switch x := v.(type) {
+	case string:
+		return x == want
+	case []any:
+		for _, e := range x {
+			if s, ok := e.(string); ok && s == want {
+				return true
+			}
+		}
+	case []string:
+		return slices.Contains(x, want)
+	}
+	return false
+}
+
+// claimMatches reports whether a claim (or one element of a list claim) is one of want.
+func claimMatches(v any, want []string) bool {
+	if list, ok := v.([]any); ok {
+		for _, e := range list {
+			if s := claimString(e); s != "" && slices.Contains(want, s) {
+				return true
+			}
+		}
+		return false
+	}
+	s := claimString(v)
+	return s != "" && slices.Contains(want, s)
+}
+
+// tokenScopes returns the scopes of a token: the space-separated scope claim, or an scp list.
+func tokenScopes(claims map[string]any) []string {
+	if s, ok := claims["scope"].(string); ok {
+		return strings.Fields(s)
+	}
+	var out []string
+	switch x := claims["scp"].(type) {
+	case string:
+		out = strings.Fields(x)
+	case []any:
+		for _, e := range x {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// claimTime reads a NumericDate claim.
+func claimTime(v any) time.Time {
+	var f float64
+	switch x := v.(type) {
+	case float64:
+		f = x
+	case json.Number:
+		var err error
+		if f, err = x.Float64(); err != nil {
+			return time.Time{}
+		}
+	default:
+		return time.Time{}
+	}
+	if f <= 0 {
+		return time.Time{}
+	}
+	sec := int64(f)
+	return time.Unix(sec, int64((f-float64(sec))*1e9))
+}
