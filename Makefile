@@ -4,7 +4,7 @@ BIN     := bin/portcullis
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build run test unit vet bench clean
+.PHONY: all build run test vet bench clean
 
 all: build
 
@@ -19,13 +19,43 @@ run: build
 # real upstreams, a real redis-server and a real Keycloak (see README, "Tests").
 test: vet
 	$(GO) test -race -count=1 -timeout 60m ./...
+	cd bench && $(GO) test -count=1 ./...
 
 vet:
 	$(GO) vet ./...
+	cd bench && $(GO) vet ./...
 
-# Go benchmarks of the request path and of each provider and limiter.
-bench:
+# `make bench` runs both benchmarks: bench-go (the Go benchmarks of the request path and of
+# each provider and limiter) and bench-load (the side-by-side load benchmark against nginx, Caddy
+# and the direct upstream; bench/README.md). bench-scale (start-up, RSS, hot reload with many
+# consumers) and bench-profile (a CPU profile under load) run on their own.
+BENCH_CACHE   ?= $(HOME)/.cache/portcullis-bench
+CADDY_VERSION ?= v2.11.9
+BENCH_FLAGS   ?=
+
+.PHONY: bench-go bench-load bench-scale bench-profile bench-tools
+
+bench: bench-go bench-load
+
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Caddy is a contestant when it installs from the Go module proxy (tried once; cached outside the
+# repository); the harness skips it otherwise.
+bench-tools: build
+	cd bench && $(GO) build -o ../bin/bench-load . && $(GO) build -o ../bin/bench-profgateway ./cmd/profgateway
+	@test -x $(BENCH_CACHE)/bin/caddy || test -e $(BENCH_CACHE)/caddy-failed || \
+		GOBIN=$(BENCH_CACHE)/bin $(GO) install github.com/caddyserver/caddy/v2/cmd/caddy@$(CADDY_VERSION) || \
+		{ mkdir -p $(BENCH_CACHE) && touch $(BENCH_CACHE)/caddy-failed && echo "caddy did not install; the benchmark skips it"; }
+
+bench-load: bench-tools
+	cd bench && PORTCULLIS_BENCH_CACHE=$(BENCH_CACHE) ../bin/bench-load -mode load $(BENCH_FLAGS)
+
+bench-scale: bench-tools
+	cd bench && PORTCULLIS_BENCH_CACHE=$(BENCH_CACHE) ../bin/bench-load -mode scale $(BENCH_FLAGS)
+
+bench-profile: bench-tools
+	cd bench && PORTCULLIS_BENCH_CACHE=$(BENCH_CACHE) ../bin/bench-load -mode profile $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin

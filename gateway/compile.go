@@ -177,7 +177,7 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 		Rewrite:       rt.rewrite,
 		Transport:     g.transport,
 		BufferPool:    g.buffers,
-		FlushInterval: -1, // stream: an auth gateway must not hold back server-sent events
+		FlushInterval: 0, // ReverseProxy still flushes event streams and unknown-length bodies at once
 		ErrorHandler:  g.proxyError,
 		ErrorLog:      g.proxyLog,
 	}

@@ -1,0 +1,277 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// levelRun is one fixed-rate level of one run: the contestant and, at the same rate, the
+// upstream directly (the baseline the added latency is measured against).
+type levelRun struct {
+	pct      int
+	own      rateResult
+	baseline *rateResult // nil for the direct contestant itself
+}
+
+// runResult is one run of one contestant.
+type runResult struct {
+	rps      float64
+	requests int64
+	cpuUS    float64 // contestant CPU per request
+	auxUS    float64 // helpers' CPU per request (redis-server)
+	errors   int64   // wrk non-2xx and socket errors, fixed-rate failures
+	errNote  string
+	timeWait int
+	levels   []levelRun
+}
+
+// summary is the median over runs of one contestant.
+type summary struct {
+	c      *contestant
+	runs   int
+	rps    float64
+	cpuUS  float64
+	auxUS  float64
+	errors int64 // summed over runs
+	notes  []string
+	tw     float64
+	levels []levelSummary
+}
+
+type levelSummary struct {
+	pct                  int
+	target, achieved     float64
+	p50, p99, p999       time.Duration // contestant
+	b50, b99, b999       time.Duration // baseline (direct at the same rate)
+	add50, add99, add999 time.Duration
+	generatorLimited     bool // the generator sent < 95 % of the target rate
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func medianDur(xs []time.Duration) time.Duration {
+	f := make([]float64, len(xs))
+	for i, x := range xs {
+		f[i] = float64(x)
+	}
+	return time.Duration(median(f))
+}
+
+// summarize takes the median of each metric over the runs (each metric on its own).
+func summarize(c *contestant, runs []runResult, levels []int) summary {
+	s := summary{c: c, runs: len(runs)}
+	var rps, cpu, aux, tw []float64
+	for _, r := range runs {
+		rps = append(rps, r.rps)
+		cpu = append(cpu, r.cpuUS)
+		aux = append(aux, r.auxUS)
+		tw = append(tw, float64(r.timeWait))
+		s.errors += r.errors
+		if r.errNote != "" {
+			s.notes = append(s.notes, r.errNote)
+		}
+	}
+	s.rps, s.cpuUS, s.auxUS, s.tw = median(rps), median(cpu), median(aux), median(tw)
+	for i, pct := range levels {
+		ls := levelSummary{pct: pct}
+		var target, achieved []float64
+		var p50, p99, p999, b50, b99, b999, a50, a99, a999 []time.Duration
+		for _, r := range runs {
+			if i >= len(r.levels) {
+				continue
+			}
+			l := r.levels[i]
+			target = append(target, l.own.target)
+			achieved = append(achieved, l.own.achieved)
+			p50, p99, p999 = append(p50, l.own.p50), append(p99, l.own.p99), append(p999, l.own.p999)
+			if l.baseline != nil {
+				b := l.baseline
+				b50, b99, b999 = append(b50, b.p50), append(b99, b.p99), append(b999, b.p999)
+				a50, a99, a999 = append(a50, l.own.p50-b.p50), append(a99, l.own.p99-b.p99), append(a999, l.own.p999-b.p999)
+			}
+		}
+		if len(target) == 0 {
+			continue
+		}
+		ls.target, ls.achieved = median(target), median(achieved)
+		ls.generatorLimited = ls.achieved < 0.95*ls.target
+		ls.p50, ls.p99, ls.p999 = medianDur(p50), medianDur(p99), medianDur(p999)
+		if len(b50) > 0 {
+			ls.b50, ls.b99, ls.b999 = medianDur(b50), medianDur(b99), medianDur(b999)
+			ls.add50, ls.add99, ls.add999 = medianDur(a50), medianDur(a99), medianDur(a999)
+		}
+		s.levels = append(s.levels, ls)
+	}
+	return s
+}
+
+func (s summary) level(pct int) (levelSummary, bool) {
+	for _, l := range s.levels {
+		if l.pct == pct {
+			return l, true
+		}
+	}
+	return levelSummary{}, false
+}
+
+func us(d time.Duration) string {
+	return fmt.Sprintf("%.0f", float64(d)/float64(time.Microsecond))
+}
+
+func ratio(a, b float64) string {
+	if b == 0 || math.IsNaN(a) || math.IsNaN(b) {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
+
+// reportInput is everything a report shows.
+type reportInput struct {
+	header    []string // machine, versions, settings
+	summaries []summary
+	skipped   []*contestant
+	mainLevel int
+	levels    []int
+}
+
+// markdown renders the load report.
+func markdown(in reportInput) string {
+	var b strings.Builder
+	for _, h := range in.header {
+		b.WriteString(h + "\n")
+	}
+	by := map[string]summary{}
+	for _, s := range in.summaries {
+		by[s.c.name] = s
+	}
+	rpsOf := func(name string) float64 {
+		if s, ok := by[name]; ok {
+			return s.rps
+		}
+		return math.NaN()
+	}
+	nginx, nginxKey, direct := rpsOf("nginx-proxy"), rpsOf("nginx-key-limit"), rpsOf("direct")
+
+	fmt.Fprintf(&b, "\n| contestant | req/s | CPU µs/req | added p50 µs | added p99 µs | added p99.9 µs | × nginx proxy | × nginx key+limit | × direct | TIME_WAIT + | errors |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, s := range in.summaries {
+		a50, a99, a999 := "–", "–", "–"
+		if l, ok := s.level(in.mainLevel); ok && s.c.name != "direct" {
+			mark := ""
+			if l.generatorLimited {
+				mark = " †"
+			}
+			a50, a99, a999 = us(l.add50)+mark, us(l.add99)+mark, us(l.add999)+mark
+		}
+		fmt.Fprintf(&b, "| %s | %.0f | %.1f | %s | %s | %s | %s | %s | %s | %.0f | %d |\n",
+			s.c.title, s.rps, s.cpuUS, a50, a99, a999, ratio(s.rps, nginx), ratio(s.rps, nginxKey), ratio(s.rps, direct), s.tw, s.errors)
+	}
+	fmt.Fprintf(&b, "\nreq/s: wrk, median of runs. CPU µs/req: the contestant's utime+stime (nginx: master and worker) over the wrk run / requests. "+
+		"Added latency: at %d %% of the contestant's own maximum, the contestant's percentile minus the upstream's own percentile at the same rate in the same run (fixed-rate generator, median of runs). "+
+		"TIME_WAIT +: new TIME_WAIT sockets on the contestant's listener and upstream side during one run (median). "+
+		"† the generator sent < 95 %% of the requested rate (it shares its core with the upstream), so the latency there is the generator's as much as the contestant's.\n", in.mainLevel)
+
+	b.WriteString("\n### Latency at fixed rates\n\n")
+	b.WriteString("| contestant | load | target req/s | sent req/s | p50 µs | p99 µs | p99.9 µs | direct p50/p99/p99.9 µs | added p50/p99/p99.9 µs |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, s := range in.summaries {
+		for _, l := range s.levels {
+			mark := ""
+			if l.generatorLimited {
+				mark = " †"
+			}
+			direct, added := "–", "–"
+			if s.c.name != "direct" {
+				direct = us(l.b50) + " / " + us(l.b99) + " / " + us(l.b999)
+				added = us(l.add50) + " / " + us(l.add99) + " / " + us(l.add999)
+			}
+			fmt.Fprintf(&b, "| %s | %d %% | %.0f | %.0f%s | %s | %s | %s | %s | %s |\n",
+				s.c.name, l.pct, l.target, l.achieved, mark, us(l.p50), us(l.p99), us(l.p999), direct, added)
+		}
+	}
+
+	b.WriteString("\n### Targets (issue 6)\n\n")
+	for _, t := range targets(by, in.mainLevel) {
+		b.WriteString("- " + t + "\n")
+	}
+
+	var notes []string
+	for _, c := range in.skipped {
+		notes = append(notes, fmt.Sprintf("**%s skipped**: %s", c.title, strings.Join(strings.Fields(c.skip), " ")))
+	}
+	for _, s := range in.summaries {
+		if len(s.c.aux) > 0 {
+			notes = append(notes, fmt.Sprintf("%s: redis-server (on the load core, not counted above) used %.1f CPU µs/req.", s.c.name, s.auxUS))
+		}
+		for _, n := range s.notes {
+			notes = append(notes, s.c.name+": "+n)
+		}
+	}
+	if len(notes) > 0 {
+		b.WriteString("\n### Notes\n\n")
+		for _, n := range notes {
+			b.WriteString("- " + n + "\n")
+		}
+	}
+	return b.String()
+}
+
+// targets checks the issue's targets on the summaries that exist.
+func targets(by map[string]summary, mainLevel int) []string {
+	var out []string
+	check := func(label string, ok bool, detail string) {
+		mark := "✅"
+		if !ok {
+			mark = "❌"
+		}
+		out = append(out, fmt.Sprintf("%s %s: %s", mark, label, detail))
+	}
+	rel := func(a, b string, want float64) {
+		sa, okA := by[a]
+		sb, okB := by[b]
+		if !okA || !okB {
+			out = append(out, fmt.Sprintf("– %s ≥ %.1f × %s: not measured", a, want, b))
+			return
+		}
+		got := sa.rps / sb.rps
+		check(fmt.Sprintf("%s ≥ %.1f × %s", a, want, b), got >= want, fmt.Sprintf("%.2f ×", got))
+	}
+	rel("pc-key", "caddy-key", 1.5)
+	rel("pc-key", "nginx-key-limit", 0.6)
+	rel("pc-jwt-rs256", "pc-key", 0.9)
+	rel("pc-oidc", "pc-key", 0.9)
+	rel("pc-basic", "pc-key", 0.9)
+	rel("pc-redis", "pc-key", 0.7)
+	rel("pc-redis-sync", "pc-key", 0.9)
+	for _, name := range []string{"pc-key", "pc-jwt-hs256", "pc-jwt-rs256", "pc-basic", "pc-oidc", "pc-redis", "pc-redis-sync"} {
+		s, ok := by[name]
+		if !ok {
+			continue
+		}
+		l, ok := s.level(mainLevel)
+		if !ok {
+			continue
+		}
+		limited := ""
+		if l.generatorLimited {
+			limited = " (generator-limited)"
+		}
+		check(fmt.Sprintf("%s added p99 ≤ 200 µs and p99.9 ≤ 1 ms at %d %%, zero errors", name, mainLevel),
+			l.add99 <= 200*time.Microsecond && l.add999 <= time.Millisecond && s.errors == 0,
+			fmt.Sprintf("p99 +%s µs, p99.9 +%s µs, %d errors%s", us(l.add99), us(l.add999), s.errors, limited))
+	}
+	return out
+}
