@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/policies"
@@ -46,6 +47,8 @@ type route struct {
 	limits   []*limit
 	balancer *balancer
 	proxy    *httputil.ReverseProxy
+	// upstreamLatency is this route's histogram series.
+	upstreamLatency prometheus.Observer
 }
 
 // ServeHTTP is never called: the gateway matches with the router and runs its own pipeline.
@@ -150,6 +153,8 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 		anonymous:   pr.Anonymous,
 		stripPrefix: strings.TrimSuffix(pr.StripPrefix, "/"),
 		timeout:     time.Duration(pr.Upstream.Timeout),
+
+		upstreamLatency: g.metrics.upstreamObserver(pr.Name),
 	}
 	if pr.Consumers != nil {
 		rt.allowConsumers, rt.denyConsumers = newSet(pr.Consumers.Allow), newSet(pr.Consumers.Deny)

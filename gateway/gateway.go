@@ -4,7 +4,6 @@
 package gateway
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -162,7 +161,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer c.inflight.RUnlock()
 
 	x := exchange{decision: "forwarded"}
-	if err := g.serve(c, w, r, &x); err != nil {
+	err := g.serve(c, w, r, &x)
+	if errors.Is(err, errAbort) {
+		g.record(r, &x, time.Since(start))
+		// The status line is out: only a cut connection tells the client the body is incomplete.
+		panic(http.ErrAbortHandler)
+	}
+	if err != nil {
 		g.writeError(w, r, err, &x)
 	}
 	g.record(r, &x, time.Since(start))
@@ -348,24 +353,6 @@ type proxyState struct {
 	rt     *route
 	target *target
 	err    error
-}
-
-// forward sends r to one of the route's targets.
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *exchange) error {
-	ps := &proxyState{rt: rt, target: rt.balancer.next()}
-	ctx := context.WithValue(r.Context(), proxyStateKey{}, ps)
-	if rt.timeout > 0 {
-		ctx = context.WithValue(ctx, routeTimeoutKey{}, rt.timeout)
-	}
-	start := time.Now()
-	sw := &statusWriter{ResponseWriter: w}
-	rt.proxy.ServeHTTP(sw, r.WithContext(ctx))
-	g.metrics.upstreamLatency(rt.name, time.Since(start))
-	if ps.err != nil {
-		return upstreamError(ps.err)
-	}
-	x.status = sw.status
-	return nil
 }
 
 // rewrite builds the outgoing request: target, prefix stripping, X-Forwarded-*.

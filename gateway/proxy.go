@@ -64,9 +64,21 @@ func (t timeoutTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		cancel(nil)
 		return nil, err
 	}
+	if rw, ok := resp.Body.(io.ReadWriteCloser); ok {
+		// A protocol switch (101): the proxy writes to the body, so it must stay writable.
+		resp.Body = &cancelRWBody{cancelBody: cancelBody{ReadCloser: rw, cancel: cancel}, w: rw}
+		return resp, nil
+	}
 	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil
 }
+
+type cancelRWBody struct {
+	cancelBody
+	w io.Writer
+}
+
+func (b *cancelRWBody) Write(p []byte) (int, error) { return b.w.Write(p) }
 
 type cancelBody struct {
 	io.ReadCloser

@@ -24,6 +24,7 @@ type KeyAuthConfig struct {
 // hashes: the plain key is never kept after load time.
 type KeyAuth struct {
 	cfg     KeyAuthConfig
+	header  string // cfg.Header in canonical form, so lookups need no canonicalisation
 	missing *Denial
 	invalid *Denial
 }
@@ -44,6 +45,7 @@ func NewKeyAuth(cfg KeyAuthConfig) *KeyAuth {
 	challenge := `apikey realm="` + cfg.Realm + `"`
 	return &KeyAuth{
 		cfg:     cfg,
+		header:  http.CanonicalHeaderKey(cfg.Header),
 		missing: Unauthorized("Missing API key in request", challenge),
 		invalid: Unauthorized("Invalid API key in request", challenge),
 	}
@@ -68,26 +70,27 @@ func (k *KeyAuth) Compile(spec BindingSpec) (Binding, error) {
 	return &keyBinding{hash: sha256.Sum256([]byte(spec.Key)), id: k.cfg.Name}, nil
 }
 
-type keyState struct{ hash [sha256.Size]byte }
-
-// Extract reads the key from the header, then the query string.
+// Extract reads the key from the header, then the query string. The credential's Lookup is
+// the key's SHA-256: the plain key goes no further.
 func (k *KeyAuth) Extract(_ context.Context, r *http.Request) (*Credential, error) {
-	key := r.Header.Get(k.cfg.Header)
+	var key string
+	if v := r.Header[k.header]; len(v) > 0 {
+		key = v[0]
+	}
 	if key == "" && r.URL.RawQuery != "" {
 		key = r.URL.Query().Get(k.cfg.Query)
 	}
 	if key == "" {
 		return nil, nil
 	}
-	st := &keyState{hash: sha256.Sum256([]byte(key))}
-	return &Credential{Lookup: string(st.hash[:]), State: st}, nil
+	hash := sha256.Sum256([]byte(key))
+	return &Credential{Lookup: string(hash[:])}, nil
 }
 
 // Verify compares the presented key's hash with the binding's in constant time.
 func (k *KeyAuth) Verify(_ context.Context, _ *http.Request, cred *Credential, b Binding) error {
-	st, ok := cred.State.(*keyState)
-	kb, ok2 := b.(*keyBinding)
-	if !ok || !ok2 || subtle.ConstantTimeCompare(st.hash[:], kb.hash[:]) != 1 {
+	kb, ok := b.(*keyBinding)
+	if !ok || subtle.ConstantTimeCompare([]byte(cred.Lookup), kb.hash[:]) != 1 {
 		return k.invalid.WithReason("key does not match the binding")
 	}
 	return nil
@@ -101,7 +104,7 @@ func (k *KeyAuth) HideCredentials(r *http.Request) {
 	if !k.cfg.HideCredentials {
 		return
 	}
-	r.Header.Del(k.cfg.Header)
+	delete(r.Header, k.header)
 	if r.URL.RawQuery != "" {
 		q := r.URL.Query()
 		if q.Has(k.cfg.Query) {

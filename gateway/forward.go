@@ -1,0 +1,199 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// errAbort asks ServeHTTP to abort the response: the upstream failed after its status line was
+// already sent, so the client must see a cut connection, not a clean but truncated answer.
+var errAbort = errors.New("upstream response cut short")
+
+// hopHeaders are the hop-by-hop headers (RFC 9110, 7.6.1) that a proxy must not forward.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func removeHopHeaders(h http.Header) {
+	for _, f := range h["Connection"] {
+		for sf := range strings.SplitSeq(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				delete(h, textproto.CanonicalMIMEHeaderKey(sf))
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+}
+
+// isUpgrade reports a request for a protocol switch (WebSocket), which the reverse proxy of the
+// standard library handles.
+func isUpgrade(r *http.Request) bool {
+	return r.Header.Get("Upgrade") != "" && strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
+}
+
+// forward sends r to one of the route's targets and copies the answer back. It is the request
+// path's proxy: a shallow copy of the request rather than httputil.ReverseProxy's deep clone,
+// headers forwarded in place, a pooled copy buffer, and no flush after every write. Upgrade
+// requests go through httputil.ReverseProxy, which implements the protocol switch.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *exchange) error {
+	if isUpgrade(r) {
+		return g.forwardUpgrade(w, r, rt, x)
+	}
+	t := rt.balancer.next()
+
+	ctx := r.Context()
+	var cancel context.CancelCauseFunc
+	var timer *time.Timer
+	if rt.timeout > 0 {
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		timer = time.AfterFunc(rt.timeout, func() { cancel(errUpstreamTimeout) })
+	}
+
+	out := r.WithContext(ctx) // shallow: the header map is forwarded in place
+	out.URL = rt.upstreamURL(t, r.URL)
+	out.RequestURI = ""
+	out.Close = false
+	if r.ContentLength == 0 {
+		out.Body = nil // lets the transport reuse the connection without waiting on a body
+	}
+	h := out.Header
+	removeHopHeaders(h)
+	setForwarded(h, r)
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = []string{""} // no Go-http-client default in the upstream's logs
+	}
+
+	start := time.Now()
+	resp, err := g.transport.RoundTrip(out)
+	if timer != nil && !timer.Stop() && err != nil {
+		err = fmt.Errorf("%w: %w", errUpstreamTimeout, err)
+	}
+	rt.upstreamLatency.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return upstreamError(err)
+	}
+	defer resp.Body.Close()
+
+	removeHopHeaders(resp.Header)
+	dst := w.Header()
+	for k, vs := range resp.Header {
+		dst[k] = vs
+	}
+	if len(resp.Trailer) > 0 {
+		names := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			names = append(names, k)
+		}
+		dst["Trailer"] = []string{strings.Join(names, ", ")}
+	}
+	w.WriteHeader(resp.StatusCode)
+	x.status = resp.StatusCode
+
+	if err := g.copyBody(w, resp); err != nil {
+		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			x.decision, x.err = "client_closed", err
+			return nil // the client left; nobody to tell
+		}
+		x.decision, x.err = "upstream_body_error", err
+		return errAbort
+	}
+	for k, vs := range resp.Trailer {
+		dst[http.TrailerPrefix+k] = vs
+	}
+	return nil
+}
+
+// copyBody streams the upstream's body. Responses of unknown length and event streams are
+// flushed as they arrive; the rest are left to the server's buffering.
+func (g *Gateway) copyBody(w http.ResponseWriter, resp *http.Response) error {
+	buf := g.buffers.Get()
+	defer g.buffers.Put(buf)
+	stream := resp.ContentLength == -1 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	var flusher http.Flusher
+	if stream {
+		flusher, _ = w.(http.Flusher)
+	}
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return fmt.Errorf("writing to the client: %w", werr)
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return fmt.Errorf("reading the upstream's body: %w", rerr)
+		}
+	}
+}
+
+// upstreamURL is the target's URL with the request's path (prefix stripped) and query.
+func (rt *route) upstreamURL(t *target, in *url.URL) *url.URL {
+	path := in.Path
+	if rt.stripPrefix != "" {
+		path = strings.TrimPrefix(path, rt.stripPrefix)
+		if path == "" || path[0] != '/' {
+			path = "/" + path
+		}
+	}
+	u := &url.URL{Scheme: t.url.Scheme, Host: t.url.Host, RawQuery: in.RawQuery}
+	if base := t.url.Path; base != "" && base != "/" {
+		u.Path = strings.TrimSuffix(base, "/") + path
+	} else {
+		u.Path = path
+		if rt.stripPrefix == "" {
+			u.RawPath = in.RawPath // keep the client's encoding when the path is unchanged
+		}
+	}
+	return u
+}
+
+// setForwarded sets X-Forwarded-For (appending the client to any chain it sent),
+// X-Forwarded-Host and X-Forwarded-Proto, as nginx's $proxy_add_x_forwarded_for does.
+func setForwarded(h http.Header, r *http.Request) {
+	ip := clientIP(r)
+	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
+		ip = strings.Join(prior, ", ") + ", " + ip
+	}
+	h["X-Forwarded-For"] = []string{ip}
+	h["X-Forwarded-Host"] = []string{r.Host}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	h["X-Forwarded-Proto"] = []string{proto}
+}
+
+// forwardUpgrade proxies a protocol switch with httputil.ReverseProxy.
+func (g *Gateway) forwardUpgrade(w http.ResponseWriter, r *http.Request, rt *route, x *exchange) error {
+	ps := &proxyState{rt: rt, target: rt.balancer.next()}
+	ctx := context.WithValue(r.Context(), proxyStateKey{}, ps)
+	if rt.timeout > 0 {
+		ctx = context.WithValue(ctx, routeTimeoutKey{}, rt.timeout)
+	}
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	rt.proxy.ServeHTTP(sw, r.WithContext(ctx))
+	rt.upstreamLatency.Observe(time.Since(start).Seconds())
+	if ps.err != nil {
+		return upstreamError(ps.err)
+	}
+	x.status = sw.status
+	return nil
+}
