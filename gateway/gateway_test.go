@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
@@ -313,5 +314,47 @@ func TestRoutingByHostAndMethod(t *testing.T) {
 				t.Fatalf("got %d (%s), want %d", rec.Code, rec.Body, tt.status)
 			}
 		})
+	}
+}
+
+// TestInFlightRequestsFinishOnTheirSnapshot swaps in a policy without the caller while its
+// request waits in the upstream: the request finishes as that caller, and the next one is
+// judged by the new policy.
+func TestInFlightRequestsFinishOnTheirSnapshot(t *testing.T) {
+	arrived := make(chan struct{})
+	release := make(chan struct{})
+	policy := `{
+  "idps": [ { "name": "keys", "type": "key-auth" } ],
+  "consumers": [ { "username": "%[2]s", "idps": [ { "idp": "keys", "key": "k" } ] } ],
+  "routes": [ { "name": "r", "paths": ["/r"], "upstream": { "targets": [ { "url": "%[1]s" } ] } } ]
+}`
+	gw, up := newTestGateway(t, strings.ReplaceAll(policy, "%[2]s", "before"), func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Consumer-Username") == "before" {
+			close(arrived)
+			<-release
+		}
+		io.WriteString(w, r.Header.Get("X-Consumer-Username"))
+	})
+	done := make(chan *httptest.ResponseRecorder)
+	go func() { done <- serve(gw, "GET", "/r", map[string]string{"apikey": "k"}) }()
+	<-arrived
+
+	path := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(strings.ReplaceAll(policy, "%[2]s", "after"), up.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := policies.Load(path, policies.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Swap(snap); err != nil {
+		t.Fatal(err)
+	}
+	if rec := serve(gw, "GET", "/r", map[string]string{"apikey": "k"}); rec.Body.String() != "after" {
+		t.Errorf("a new request: got %q, want it served as the new policy's consumer", rec.Body)
+	}
+	close(release)
+	if rec := <-done; rec.Code != 200 || rec.Body.String() != "before" {
+		t.Errorf("the in-flight request: got %d %q, want 200 as the old policy's consumer", rec.Code, rec.Body)
 	}
 }
