@@ -8,14 +8,22 @@ import (
 	"time"
 )
 
-// limiter is what the Registry holds: a Limiter it can sweep and stop.
+// limiter is what the Registry holds: a Limiter that knows its spec and can be stopped.
 type limiter interface {
 	Limiter
+	// config returns the spec the limiter was built from.
+	config() Spec
+	// close stops the limiter's goroutines, if any.
+	close()
+}
+
+// sweeper is a limiter that keeps keys of its own rather than in the Registry's shared
+// stores; the janitor sweeps it besides them.
+type sweeper interface {
+	limiter
 	// sweep evicts keys whose state equals a fresh key's at now, so eviction never changes a
 	// decision; it returns how many it removed.
 	sweep(now time.Time) int
-	// close stops the limiter's goroutines, if any.
-	close()
 }
 
 var (
@@ -23,6 +31,57 @@ var (
 	_ limiter = (*localSliding)(nil)
 	_ limiter = (*localReq)(nil)
 )
+
+// localStores hold the keys of every in-memory limiter of a Registry, one store per kind
+// shared by all limiters of that kind: an idle limiter then costs its spec and a few words,
+// not a store of its own. A limiter's keys are told apart from others' by the limiter's
+// address (see storeKey).
+type localStores struct {
+	now     func() time.Time
+	fixed   *store[localFixed, fixedEntry]
+	sliding *store[localSliding, slidingEntry]
+	req     *store[localReq, reqEntry]
+}
+
+func newLocalStores(now func() time.Time) *localStores {
+	return &localStores{
+		now:     now,
+		fixed:   newStore[localFixed, fixedEntry](),
+		sliding: newStore[localSliding, slidingEntry](),
+		req:     newStore[localReq, reqEntry](),
+	}
+}
+
+// sweep evicts the keys whose state equals a fresh key's at now, so eviction never changes a
+// decision, and returns how many it removed.
+//
+// Keys of limiters the Registry has dropped (Retain, a changed spec) are not removed at once:
+// a snapshot still being served may use them, and removing a busy key would forget its
+// count. They go like any other key, at the first sweep after they fall idle; until then
+// they keep their limiter reachable.
+func (s *localStores) sweep(now time.Time) (removed int) {
+	removed += s.fixed.sweep(func(l *localFixed, e *fixedEntry) bool {
+		idx, _ := windowAt(now, l.spec.Window)
+		w := uint64(uint32(idx))
+		old := e.state.Load()
+		return old>>32 != w && e.state.CompareAndSwap(old, deadCount)
+	})
+	removed += s.sliding.sweep(func(l *localSliding, e *slidingEntry) bool {
+		idx, _ := windowAt(now, l.spec.Window)
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		// Older than the previous window: both counts would read zero.
+		e.dead = e.win < idx-1
+		return e.dead
+	})
+	ns := now.UnixNano()
+	removed += s.req.sweep(func(_ *localReq, e *reqEntry) bool {
+		old := e.tat.Load()
+		// A TAT in the past reads like a fresh key.
+		return old <= ns && e.tat.CompareAndSwap(old, deadTAT)
+	})
+	return removed
+}
 
 // windowAt returns the index of the window of length w holding now (windows are aligned to the
 // Unix epoch) and how far into that window now is.
@@ -44,25 +103,25 @@ type fixedEntry struct{ state atomic.Uint64 }
 // deadCount marks an evicted fixedEntry; real counts stay below MaxCount+1.
 const deadCount = math.MaxUint32
 
-// localFixed is limit-count with fixed windows, in memory.
+// localFixed is limit-count with fixed windows, in memory. Its keys live in the Registry's
+// shared store.
 type localFixed struct {
-	count  int
-	window time.Duration
-	now    func() time.Time
-	keys   *store[fixedEntry]
+	spec Spec
+	st   *localStores
 }
 
-func newLocalFixed(s Spec, now func() time.Time) *localFixed {
-	return &localFixed{count: s.Count, window: s.Window, now: now, keys: newStore[fixedEntry]()}
+func newLocalFixed(s Spec, st *localStores) *localFixed {
+	return &localFixed{spec: s, st: st}
 }
 
 // Allow implements Limiter. It never fails.
 func (l *localFixed) Allow(_ context.Context, key string) (Decision, error) {
-	idx, elapsed := windowAt(l.now(), l.window)
+	count, window := l.spec.Count, l.spec.Window
+	idx, elapsed := windowAt(l.st.now(), window)
 	w := uint64(uint32(idx))
-	reset := l.window - elapsed
+	reset := window - elapsed
 	for {
-		e := l.keys.get(key)
+		e := l.st.fixed.get(l, key)
 		for {
 			old := e.state.Load()
 			c := uint32(old)
@@ -72,26 +131,18 @@ func (l *localFixed) Allow(_ context.Context, key string) (Decision, error) {
 			if old>>32 != w {
 				c = 0
 			}
-			if int(c) >= l.count {
-				return Decision{Allowed: false, Limit: l.count, Remaining: 0, Reset: reset}, nil
+			if int(c) >= count {
+				return Decision{Allowed: false, Limit: count, Remaining: 0, Reset: reset}, nil
 			}
 			if e.state.CompareAndSwap(old, w<<32|uint64(c+1)) {
-				return Decision{Allowed: true, Limit: l.count, Remaining: l.count - int(c) - 1, Reset: reset}, nil
+				return Decision{Allowed: true, Limit: count, Remaining: count - int(c) - 1, Reset: reset}, nil
 			}
 		}
 	}
 }
 
-func (l *localFixed) sweep(now time.Time) int {
-	idx, _ := windowAt(now, l.window)
-	w := uint64(uint32(idx))
-	return l.keys.sweep(func(e *fixedEntry) bool {
-		old := e.state.Load()
-		return old>>32 != w && e.state.CompareAndSwap(old, deadCount)
-	})
-}
-
-func (l *localFixed) close() {}
+func (l *localFixed) config() Spec { return l.spec }
+func (l *localFixed) close()       {}
 
 // slidingEntry is a sliding-window counter: the counts of the current window and of the one
 // before it. Three words don't fit one CAS, so each key has its own mutex; the shard lock is
@@ -103,23 +154,22 @@ type slidingEntry struct {
 	dead      bool
 }
 
-// localSliding is limit-count with the sliding-window counter, in memory.
+// localSliding is limit-count with the sliding-window counter, in memory. Its keys live in
+// the Registry's shared store.
 type localSliding struct {
-	count  int
-	window time.Duration
-	now    func() time.Time
-	keys   *store[slidingEntry]
+	spec Spec
+	st   *localStores
 }
 
-func newLocalSliding(s Spec, now func() time.Time) *localSliding {
-	return &localSliding{count: s.Count, window: s.Window, now: now, keys: newStore[slidingEntry]()}
+func newLocalSliding(s Spec, st *localStores) *localSliding {
+	return &localSliding{spec: s, st: st}
 }
 
 // Allow implements Limiter. It never fails.
 func (l *localSliding) Allow(_ context.Context, key string) (Decision, error) {
-	idx, elapsed := windowAt(l.now(), l.window)
+	idx, elapsed := windowAt(l.st.now(), l.spec.Window)
 	for {
-		e := l.keys.get(key)
+		e := l.st.sliding.get(l, key)
 		e.mu.Lock()
 		if e.dead {
 			e.mu.Unlock()
@@ -133,7 +183,7 @@ func (l *localSliding) Allow(_ context.Context, key string) (Decision, error) {
 			e.prev, e.cur = 0, 0
 		}
 		e.win = idx
-		d := slidingDecision(l.count, e.prev, e.cur, elapsed, l.window)
+		d := slidingDecision(l.spec.Count, e.prev, e.cur, elapsed, l.spec.Window)
 		if d.Allowed {
 			e.cur++
 		}
@@ -142,18 +192,8 @@ func (l *localSliding) Allow(_ context.Context, key string) (Decision, error) {
 	}
 }
 
-func (l *localSliding) sweep(now time.Time) int {
-	idx, _ := windowAt(now, l.window)
-	return l.keys.sweep(func(e *slidingEntry) bool {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		// Older than the previous window: both counts would read zero.
-		e.dead = e.win < idx-1
-		return e.dead
-	})
-}
-
-func (l *localSliding) close() {}
+func (l *localSliding) config() Spec { return l.spec }
+func (l *localSliding) close()       {}
 
 // slidingDecision decides one request of a sliding-window counter given the previous and
 // current windows' counts before it and how far into the current window it comes: the
@@ -246,22 +286,22 @@ type reqEntry struct{ tat atomic.Int64 }
 const deadTAT = math.MinInt64
 
 // localReq is limit-req (GCRA, nodelay) in memory. Decision.Limit is Burst+1, the most
-// requests admitted at once.
+// requests admitted at once. Its keys live in the Registry's shared store.
 type localReq struct {
+	spec Spec
 	g    gcra
-	now  func() time.Time
-	keys *store[reqEntry]
+	st   *localStores
 }
 
-func newLocalReq(s Spec, now func() time.Time) *localReq {
-	return &localReq{g: newGCRA(s, time.Nanosecond), now: now, keys: newStore[reqEntry]()}
+func newLocalReq(s Spec, st *localStores) *localReq {
+	return &localReq{spec: s, g: newGCRA(s, time.Nanosecond), st: st}
 }
 
 // Allow implements Limiter. It never fails.
 func (l *localReq) Allow(_ context.Context, key string) (Decision, error) {
-	now := l.now().UnixNano()
+	now := l.st.now().UnixNano()
 	for {
-		e := l.keys.get(key)
+		e := l.st.req.get(l, key)
 		for {
 			old := e.tat.Load()
 			if old == deadTAT {
@@ -275,13 +315,5 @@ func (l *localReq) Allow(_ context.Context, key string) (Decision, error) {
 	}
 }
 
-func (l *localReq) sweep(now time.Time) int {
-	ns := now.UnixNano()
-	return l.keys.sweep(func(e *reqEntry) bool {
-		old := e.tat.Load()
-		// A TAT in the past reads like a fresh key.
-		return old <= ns && e.tat.CompareAndSwap(old, deadTAT)
-	})
-}
-
-func (l *localReq) close() {}
+func (l *localReq) config() Spec { return l.spec }
+func (l *localReq) close()       {}

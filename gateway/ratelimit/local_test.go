@@ -310,11 +310,11 @@ func TestEviction(t *testing.T) {
 func keyCount(l limiter) int {
 	switch l := l.(type) {
 	case *localFixed:
-		return l.keys.len()
+		return l.st.fixed.len(l)
 	case *localSliding:
-		return l.keys.len()
+		return l.st.sliding.len(l)
 	case *localReq:
-		return l.keys.len()
+		return l.st.req.len(l)
 	}
 	panic(fmt.Sprintf("no keys in %T", l))
 }
@@ -391,6 +391,51 @@ func TestRegistryLifecycle(t *testing.T) {
 			t.Fatalf("kept limiter: remaining %d, want 1", got)
 		}
 	})
+}
+
+// TestDroppedLimiterKeys follows the keys of a limiter that Retain dropped: a snapshot still
+// holding it keeps counting on them, and once they are idle the janitor evicts them.
+func TestDroppedLimiterKeys(t *testing.T) {
+	tests := []struct {
+		name string
+		spec Spec
+	}{
+		{name: "fixed", spec: Spec{Kind: KindCount, Count: 3, Window: time.Minute}},
+		{name: "sliding", spec: Spec{Kind: KindCount, Count: 3, Window: time.Minute, Sliding: true}},
+		{name: "req", spec: Spec{Kind: KindReq, Rate: 1, Burst: 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newClock(t0)
+			r := NewRegistry(RegistryOptions{Now: clk.Now, SweepInterval: -1})
+			defer r.Close()
+			ctx := context.Background()
+			l := r.Limiter("consumer:gone", tt.spec).(limiter)
+			for range 2 {
+				if _, err := l.Allow(ctx, "k"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r.Retain(nil)
+			if got := r.sweep(); got != 0 {
+				t.Fatalf("sweep while busy: removed %d, want 0", got)
+			}
+			got, err := l.Allow(ctx, "k")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := (Decision{Allowed: true, Limit: 3, Remaining: 0, Reset: got.Reset}); got != want {
+				t.Fatalf("dropped limiter's third request: got %+v, want %+v", got, want)
+			}
+			clk.Add(time.Hour)
+			if got := r.sweep(); got != 1 {
+				t.Fatalf("sweep once idle: removed %d, want 1", got)
+			}
+			if got := keyCount(l); got != 0 {
+				t.Fatalf("keys left: got %d, want 0", got)
+			}
+		})
+	}
 }
 
 func TestRegistryFailingLimiters(t *testing.T) {
@@ -481,7 +526,7 @@ func TestSweepRacesAllow(t *testing.T) {
 				case <-stop:
 					return
 				default:
-					l.sweep(t0.Add(time.Hour)) // pretends every key is idle
+					r.sweepAt(t0.Add(time.Hour)) // pretends every key is idle
 				}
 			}
 		})

@@ -3,8 +3,9 @@
 //
 // A Registry builds the limiters of a loaded policy from their Specs and keeps them across
 // reloads. Windows are aligned to wall time (multiples of the window since the Unix epoch),
-// so replicas agree on them. In memory, keys live in sharded maps whose per-key state is
-// updated with atomics; a janitor evicts keys whose state has returned to a fresh key's.
+// so replicas agree on them. In memory, the keys of all limits of one kind share sharded maps
+// (so that a limit costs its spec, not maps of its own), their per-key state updated with
+// atomics; a janitor evicts keys whose state has returned to a fresh key's.
 // On Redis, each check is one atomic Lua script whose keys share a Cluster hash tag; the
 // client's clock is passed to the scripts. A circuit breaker stops calling a failing Redis
 // for a cool-down so that an outage costs requests nothing but an immediate ErrUnavailable.

@@ -61,7 +61,8 @@ return {1, nxt}
 const ttlSlack = time.Second
 
 // redisLimiter is a limit whose state lives in Redis: limit-count (fixed or sliding) or
-// limit-req. One script call per check.
+// limit-req. One script call per check. Redis expires idle keys itself, so there is nothing to
+// sweep.
 type redisLimiter struct {
 	r    *Registry
 	id   string
@@ -176,9 +177,8 @@ func (l *redisLimiter) req(ctx context.Context, now time.Time, key string) (Deci
 	return l.g.admitted(us, res[1]), nil
 }
 
-// sweep has nothing to do: Redis expires idle keys itself.
-func (l *redisLimiter) sweep(time.Time) int { return 0 }
-func (l *redisLimiter) close()              {}
+func (l *redisLimiter) config() Spec { return l.spec }
+func (l *redisLimiter) close()       {}
 
 func ceilMillis(d time.Duration) int64 {
 	return int64((d + time.Millisecond - 1) / time.Millisecond)

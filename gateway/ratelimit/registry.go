@@ -48,18 +48,19 @@ type Registry struct {
 	breaker  *breaker
 	errNoRdb error
 
+	// local holds the keys of every in-memory limiter.
+	local *localStores
+
 	mu       sync.Mutex
-	limiters map[string]regEntry
+	limiters map[string]limiter
+	// sweepers are the limiters with keys of their own, which the janitor sweeps besides
+	// local; a subset of limiters, kept apart so that a sweep does not walk every limit.
+	sweepers map[string]sweeper
 	closed   bool
 
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
-}
-
-type regEntry struct {
-	spec Spec
-	lim  limiter
 }
 
 // NewRegistry returns a Registry; it starts the janitor that evicts idle keys.
@@ -90,7 +91,9 @@ func NewRegistry(opts RegistryOptions) *Registry {
 		onCall:   opts.OnRedisCall,
 		breaker:  newBreaker(opts.BreakerThreshold, opts.BreakerCooldown, opts.Logger, opts.OnBreakerChange),
 		errNoRdb: fmt.Errorf("%w: no redis configured", ErrUnavailable),
-		limiters: make(map[string]regEntry),
+		local:    newLocalStores(opts.Now),
+		limiters: make(map[string]limiter),
+		sweepers: make(map[string]sweeper),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -125,29 +128,33 @@ func contextTimeouts(c redis.UniversalClient) bool {
 func (r *Registry) Limiter(id string, spec Spec) Limiter {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e, ok := r.limiters[id]; ok {
-		if e.spec == spec {
-			return e.lim
+	if old, ok := r.limiters[id]; ok {
+		if old.config() == spec {
+			return old
 		}
-		e.lim.close()
+		old.close()
+		delete(r.sweepers, id)
 	}
 	lim := r.build(id, spec)
 	if r.closed {
 		lim.close() // a late caller still gets a working limiter, without goroutines
 	}
-	r.limiters[id] = regEntry{spec: spec, lim: lim}
+	r.limiters[id] = lim
+	if s, ok := lim.(sweeper); ok {
+		r.sweepers[id] = s
+	}
 	return lim
 }
 
 func (r *Registry) build(id string, spec Spec) limiter {
 	if err := spec.Validate(); err != nil {
 		r.logger.Error("invalid rate limit, every request to it fails", slog.String("limit", id), slog.Any("error", err))
-		return failing{err: fmt.Errorf("limit %s: %w", id, err)}
+		return &failing{spec: spec, err: fmt.Errorf("limit %s: %w", id, err)}
 	}
 	if spec.Redis {
 		if r.rdb == nil {
 			r.logger.Error("redis rate limit without redis configured", slog.String("limit", id))
-			return failing{err: fmt.Errorf("checking limit %s: %w", id, r.errNoRdb)}
+			return &failing{spec: spec, err: fmt.Errorf("checking limit %s: %w", id, r.errNoRdb)}
 		}
 		if spec.Kind == KindCount && spec.SyncInterval > 0 {
 			return newSyncCount(r, id, spec)
@@ -156,23 +163,25 @@ func (r *Registry) build(id string, spec Spec) limiter {
 	}
 	switch {
 	case spec.Kind == KindReq:
-		return newLocalReq(spec, r.now)
+		return newLocalReq(spec, r.local)
 	case spec.Sliding:
-		return newLocalSliding(spec, r.now)
+		return newLocalSliding(spec, r.local)
 	default:
-		return newLocalFixed(spec, r.now)
+		return newLocalFixed(spec, r.local)
 	}
 }
 
 // Retain drops the limiters whose id is not in ids (after a reload) and stops their
-// goroutines. Limiters still held by an old snapshot keep working, detached.
+// goroutines. Limiters still held by an old snapshot keep working, detached. The in-memory
+// keys of dropped limiters are evicted by the janitor once idle, like any other key.
 func (r *Registry) Retain(ids map[string]bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for id, e := range r.limiters {
+	for id, l := range r.limiters {
 		if !ids[id] {
-			e.lim.close()
+			l.close()
 			delete(r.limiters, id)
+			delete(r.sweepers, id)
 		}
 	}
 }
@@ -237,16 +246,20 @@ func (r *Registry) janitor(every time.Duration) {
 }
 
 // sweep evicts idle keys of every limiter.
-func (r *Registry) sweep() (removed int) {
+func (r *Registry) sweep() (removed int) { return r.sweepAt(r.now()) }
+
+// sweepAt evicts the keys idle at now: those of local limiters, dropped ones included, and
+// those of limiters keeping their own.
+func (r *Registry) sweepAt(now time.Time) (removed int) {
 	r.mu.Lock()
-	lims := make([]limiter, 0, len(r.limiters))
-	for _, e := range r.limiters {
-		lims = append(lims, e.lim)
+	sws := make([]sweeper, 0, len(r.sweepers))
+	for _, s := range r.sweepers {
+		sws = append(sws, s)
 	}
 	r.mu.Unlock()
-	now := r.now()
-	for _, l := range lims {
-		removed += l.sweep(now)
+	removed = r.local.sweep(now)
+	for _, s := range sws {
+		removed += s.sweep(now)
 	}
 	return removed
 }
@@ -259,8 +272,8 @@ func (r *Registry) Close() error {
 		<-r.done
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		for _, e := range r.limiters {
-			e.lim.close()
+		for _, l := range r.limiters {
+			l.close()
 		}
 		r.closed = true
 	})
@@ -268,11 +281,14 @@ func (r *Registry) Close() error {
 }
 
 // failing is the limiter of a spec that cannot work; it fails every check with err.
-type failing struct{ err error }
+type failing struct {
+	spec Spec
+	err  error
+}
 
-var _ limiter = failing{}
+var _ limiter = (*failing)(nil)
 
 // Allow implements Limiter: it always fails.
-func (f failing) Allow(context.Context, string) (Decision, error) { return Decision{}, f.err }
-func (failing) sweep(time.Time) int                               { return 0 }
-func (failing) close()                                            {}
+func (f *failing) Allow(context.Context, string) (Decision, error) { return Decision{}, f.err }
+func (f *failing) config() Spec                                    { return f.spec }
+func (*failing) close()                                            {}

@@ -40,7 +40,10 @@ type syncCount struct {
 	window   time.Duration
 	interval time.Duration
 	base     string
-	keys     *store[syncEntry]
+	spec     Spec
+	// Its own store, not the Registry's shared ones: sync walks the keys of one limiter, and
+	// the goroutine already costs more than the store.
+	keys *store[syncCount, syncEntry]
 
 	stop chan struct{}
 	done chan struct{}
@@ -57,12 +60,12 @@ type syncEntry struct {
 	dead    bool
 }
 
-var _ limiter = (*syncCount)(nil)
+var _ sweeper = (*syncCount)(nil)
 
 func newSyncCount(r *Registry, id string, spec Spec) *syncCount {
 	l := &syncCount{
 		r: r, id: id, count: spec.Count, window: spec.Window, interval: spec.SyncInterval,
-		base: redisBase(id, spec), keys: newStore[syncEntry](),
+		base: redisBase(id, spec), spec: spec, keys: newStore[syncCount, syncEntry](),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	go l.run()
@@ -74,7 +77,7 @@ func (l *syncCount) Allow(_ context.Context, key string) (Decision, error) {
 	idx, elapsed := windowAt(l.r.now(), l.window)
 	reset := l.window - elapsed
 	for {
-		e := l.keys.get(key)
+		e := l.keys.get(l, key)
 		e.mu.Lock()
 		if e.dead {
 			e.mu.Unlock()
@@ -167,13 +170,15 @@ func (l *syncCount) sync(ctx context.Context) error {
 // sweep evicts keys of past windows; their counts no longer matter.
 func (l *syncCount) sweep(now time.Time) int {
 	idx, _ := windowAt(now, l.window)
-	return l.keys.sweep(func(e *syncEntry) bool {
+	return l.keys.sweep(func(_ *syncCount, e *syncEntry) bool {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		e.dead = e.win != idx
 		return e.dead
 	})
 }
+
+func (l *syncCount) config() Spec { return l.spec }
 
 func (l *syncCount) close() {
 	l.once.Do(func() {
