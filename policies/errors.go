@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"sort"
 	"strconv"
-	"unicode/utf8"
 )
 
 // Error is one problem of a policy, located in its source file. Load and Validate return
@@ -95,37 +93,43 @@ func (l errorList) err() error {
 	return errors.Join(errs...)
 }
 
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
 // jsonPath is a JSON path in the $.a.b[0]["x-y"] notation.
 type jsonPath string
 
 const rootPath jsonPath = "$"
 
 func (p jsonPath) key(k string) jsonPath {
-	if identRE.MatchString(k) {
+	if isIdent(k) {
 		return p + "." + jsonPath(k)
 	}
 	q, _ := json.Marshal(k)
 	return p + "[" + jsonPath(q) + "]"
 }
 
-func (p jsonPath) index(i int) jsonPath { return p + "[" + jsonPath(strconv.Itoa(i)) + "]" }
-
-// positions maps the JSON paths of one file to the byte offsets of their values and, for
-// object members, of their keys.
-type positions struct {
-	values map[jsonPath]int
-	keys   map[jsonPath]int
+// isIdent matches ^[A-Za-z_][A-Za-z0-9_]*$.
+func isIdent(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c == '_' || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (i > 0 && c >= '0' && c <= '9') {
+			continue
+		}
+		return false
+	}
+	return true
 }
 
-// source is one policy file: its content, the positions of its values, and its decoded
-// generic tree (json.Number for numbers).
+func (p jsonPath) index(i int) jsonPath { return p + "[" + jsonPath(strconv.Itoa(i)) + "]" }
+
+// source is one policy file. Positions are found only when an error is reported: the locator
+// and the line index are built on first use.
 type source struct {
-	name string
-	data []byte
-	pos  positions
-	tree any
+	name  string
+	data  []byte
+	loc   *locator
+	lines *lineIndex
 }
 
 // lineCol converts a byte offset to a 1-based line and character column.
@@ -136,25 +140,27 @@ func (s *source) lineCol(off int) (int, int) {
 	if off < 0 {
 		off = 0
 	}
-	line, lineStart := 1, 0
-	for i := 0; i < off; i++ {
-		if s.data[i] == '\n' {
-			line++
-			lineStart = i + 1
-		}
+	if s.lines == nil {
+		s.lines = newLineIndex(s.data)
 	}
-	return line, utf8.RuneCount(s.data[lineStart:off]) + 1
+	return s.lines.lineCol(s.data, off)
 }
 
-// errAt builds an error at the value of path (or the nearest enclosing value that has a
-// position).
+func (s *source) locate(path jsonPath) (valueOff, keyOff int, found bool) {
+	if s.loc == nil {
+		s.loc = &locator{data: s.data}
+	}
+	return s.loc.find(path)
+}
+
+// errAt builds an error at the value of path (or the nearest enclosing value that exists).
 func (s *source) errAt(path jsonPath, format string, args ...any) *Error {
 	return s.errAtOffset(s.valueOffset(path), path, format, args...)
 }
 
 // errAtKey builds an error at the key of the member path (for unknown fields).
 func (s *source) errAtKey(path jsonPath, format string, args ...any) *Error {
-	if off, ok := s.pos.keys[path]; ok {
+	if _, off, found := s.locate(path); found && off >= 0 {
 		return s.errAtOffset(off, path, format, args...)
 	}
 	return s.errAt(path, format, args...)
@@ -172,16 +178,8 @@ func (s *source) where(path jsonPath) string {
 }
 
 func (s *source) valueOffset(path jsonPath) int {
-	for p := path; ; {
-		if off, ok := s.pos.values[p]; ok {
-			return off
-		}
-		parent, ok := parentPath(p)
-		if !ok {
-			return 0
-		}
-		p = parent
-	}
+	off, _, _ := s.locate(path)
+	return off
 }
 
 // parentPath strips the last segment of p.
@@ -212,16 +210,15 @@ func parentPath(p jsonPath) (jsonPath, bool) {
 	return rootPath, true
 }
 
-// parseSource tokenizes data, recording the position of every value and key, and decodes it
-// into a generic tree. A syntax error or a duplicate key is returned as an *Error.
-func parseSource(name string, data []byte) (*source, []*Error) {
-	s := &source{name: name, data: data, pos: positions{values: map[jsonPath]int{}, keys: map[jsonPath]int{}}}
-	dec := json.NewDecoder(bytes.NewReader(data))
+// syntaxErrors words the syntax errors and duplicate keys of a file that the scanner
+// rejected, the way encoding/json's tokenizer sees them. It is slow and only runs then.
+func syntaxErrors(s *source) []*Error {
+	dec := json.NewDecoder(bytes.NewReader(s.data))
 	dec.UseNumber()
 	p := &parser{src: s, dec: dec}
-	tree, err := p.value(rootPath)
+	err := p.value(rootPath)
 	if err == nil {
-		off := skipSpace(data, int(dec.InputOffset()))
+		off := skipSpace(s.data, int(dec.InputOffset()))
 		if _, terr := dec.Token(); terr != io.EOF {
 			err = s.errAtOffset(off, rootPath, "invalid JSON: unexpected data after the top-level value")
 		}
@@ -229,15 +226,15 @@ func parseSource(name string, data []byte) (*source, []*Error) {
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) {
-			return nil, append([]*Error{e}, p.dups...)
+			return append([]*Error{e}, p.dups...)
 		}
-		return nil, append([]*Error{{File: name, Msg: err.Error()}}, p.dups...)
+		return append([]*Error{{File: s.name, Msg: err.Error()}}, p.dups...)
 	}
-	s.tree = tree
 	if len(p.dups) > 0 {
-		return nil, p.dups
+		return p.dups
 	}
-	return s, nil
+	// The scanner and encoding/json disagree; say so rather than loading a file half-read.
+	return []*Error{{File: s.name, Msg: "invalid JSON: the file could not be read"}}
 }
 
 type parser struct {
@@ -262,64 +259,58 @@ func (p *parser) syntax(err error, path jsonPath) error {
 	}
 }
 
-func (p *parser) value(path jsonPath) (any, error) {
+func (p *parser) value(path jsonPath) error {
 	start := skipSpace(p.src.data, int(p.dec.InputOffset()))
 	tok, err := p.dec.Token()
 	if err != nil {
-		return nil, p.syntax(err, path)
+		return p.syntax(err, path)
 	}
-	p.src.pos.values[path] = start
 	switch t := tok.(type) {
 	case json.Delim:
 		switch t {
 		case '{':
-			obj := map[string]any{}
+			// First occurrence of each key, for the duplicate-key message.
+			keys := map[string]int{}
 			for p.dec.More() {
 				keyStart := skipSpace(p.src.data, int(p.dec.InputOffset()))
 				kt, err := p.dec.Token()
 				if err != nil {
-					return nil, p.syntax(err, path)
+					return p.syntax(err, path)
 				}
 				k, ok := kt.(string)
 				if !ok {
-					return nil, p.src.errAtOffset(keyStart, path, "invalid JSON: object key must be a string")
+					return p.src.errAtOffset(keyStart, path, "invalid JSON: object key must be a string")
 				}
 				child := path.key(k)
-				if _, dup := obj[k]; dup {
-					first := p.src.pos.keys[child]
+				if first, dup := keys[k]; dup {
 					line, col := p.src.lineCol(first)
 					p.dups = append(p.dups, p.src.errAtOffset(keyStart, child, "duplicate key %q (first at line %d, column %d)", k, line, col))
 				} else {
-					p.src.pos.keys[child] = keyStart
+					keys[k] = keyStart
 				}
-				v, err := p.value(child)
-				if err != nil {
-					return nil, err
+				if err := p.value(child); err != nil {
+					return err
 				}
-				obj[k] = v
 			}
 			if _, err := p.dec.Token(); err != nil {
-				return nil, p.syntax(err, path)
+				return p.syntax(err, path)
 			}
-			return obj, nil
+			return nil
 		case '[':
-			arr := []any{}
 			for i := 0; p.dec.More(); i++ {
-				v, err := p.value(path.index(i))
-				if err != nil {
-					return nil, err
+				if err := p.value(path.index(i)); err != nil {
+					return err
 				}
-				arr = append(arr, v)
 			}
 			if _, err := p.dec.Token(); err != nil {
-				return nil, p.syntax(err, path)
+				return p.syntax(err, path)
 			}
-			return arr, nil
+			return nil
 		default:
-			return nil, p.src.errAtOffset(start, path, "invalid JSON: unexpected %q", string(t))
+			return p.src.errAtOffset(start, path, "invalid JSON: unexpected %q", string(t))
 		}
 	default:
-		return tok, nil
+		return nil
 	}
 }
 

@@ -1,12 +1,10 @@
 package policies
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,13 +37,13 @@ const (
 // validates it, substitutes secrets, builds its providers and compiles it into a Snapshot.
 // On failure the error is an errors.Join of *Error values, one per problem found; see Errors.
 func Load(path string, opts Options) (*Snapshot, error) {
-	return load(path, opts.withDefaults(), false)
+	return load(path, opts.withDefaults(), loadMode{})
 }
 
 // Validate runs every check of Load without side effects: providers are built (their
 // constructors do no I/O), used to compile the bindings, and closed again; nothing is started.
 func Validate(path string, opts Options) error {
-	snap, err := load(path, opts.withDefaults(), true)
+	snap, err := load(path, opts.withDefaults(), loadMode{validateOnly: true})
 	if err != nil {
 		return err
 	}
@@ -71,9 +69,21 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-func load(path string, opts Options, validateOnly bool) (*Snapshot, error) {
+// loadMode tells load what to do besides loading.
+type loadMode struct {
+	// validateOnly builds providers only to compile the bindings (Validate).
+	validateOnly bool
+	// slowConsumers disables the fast consumer decoder, for tests that compare both ways.
+	slowConsumers bool
+}
+
+func load(path string, opts Options, mode loadMode) (*Snapshot, error) {
 	var errs errorList
 	srcs, err := readSources(path)
+	if err != nil {
+		return nil, err
+	}
+	sch, err := compiledSchemas()
 	if err != nil {
 		return nil, err
 	}
@@ -81,31 +91,29 @@ func load(path string, opts Options, validateOnly bool) (*Snapshot, error) {
 	// Stage 1, per file: syntax, schema, secrets. Later stages would only restate these
 	// problems in confusing ways, so they stop here.
 	res := &resolver{lookupEnv: opts.LookupEnv, readFile: opts.ReadFile}
-	parsed := make([]*source, 0, len(srcs))
+	files := make([]*file, 0, len(srcs))
 	for _, f := range srcs {
-		src, perrs := parseSource(f.name, f.data)
-		if len(perrs) > 0 {
-			errs = append(errs, perrs...)
-			continue
-		}
-		serrs, err := validateSchema(src)
+		fl, err := readFile(f, sch, res, mode.slowConsumers, &errs)
 		if err != nil {
 			return nil, err
 		}
-		errs = append(errs, serrs...)
-		res.resolveTree(src, &errs)
-		parsed = append(parsed, src)
+		if fl != nil {
+			files = append(files, fl)
+		}
 	}
 	if err := errs.err(); err != nil {
 		return nil, err
 	}
 
-	// Stage 2: merge, semantic checks, building and compiling.
+	// Stage 2: decode, merge, semantic checks, building and compiling.
 	m := &merged{}
-	for _, src := range parsed {
-		if err := m.add(src); err != nil {
-			errs.add(err)
+	for _, fl := range files {
+		p, masks, derr := fl.decode(res)
+		if derr != nil {
+			errs.add(derr)
+			continue
 		}
+		m.add(fl.src, p, masks)
 	}
 	if err := errs.err(); err != nil {
 		return nil, err
@@ -117,7 +125,7 @@ func load(path string, opts Options, validateOnly bool) (*Snapshot, error) {
 		logger:       opts.Logger,
 		httpClient:   opts.HTTPClient,
 		issuers:      issuersOf(m.policy.IdPs),
-		validateOnly: validateOnly,
+		validateOnly: mode.validateOnly,
 		hooks:        opts.Hooks,
 	})
 	if err := errs.err(); err != nil {
@@ -211,7 +219,6 @@ func version(files []rawFile) string {
 type origin struct {
 	src  *source
 	path jsonPath
-	node map[string]any
 }
 
 func (o origin) at(sub jsonPath) jsonPath { return o.path + sub[len(rootPath):] }
@@ -224,33 +231,38 @@ func (o origin) errAtKey(sub jsonPath, format string, args ...any) *Error {
 	return o.src.errAtKey(o.at(sub), format, args...)
 }
 
+// consumerSpan tells that the merged consumers from start on (up to the next span) came from
+// src, in order.
+type consumerSpan struct {
+	src   *source
+	start int
+}
+
 // merged is the policy of all files with where each part came from.
 type merged struct {
-	policy                          Policy
-	listen, adminListen, redis      *origin
-	idps, groups, consumers, routes []origin
+	policy                     Policy
+	listen, adminListen, redis *origin
+	idps, groups, routes       []origin
+	// consumerSpans locate the consumers; their paths are only formatted for an error.
+	consumerSpans []consumerSpan
+	// masks are the binding fields present (bindingField bits) of the consumers, by merged
+	// index, where the typed binding cannot tell (see file.decode).
+	masks map[int][]uint32
 	// conflicts are top-level values set by two files.
 	conflicts []*Error
 	checker   *checker
 }
 
-// add decodes one file and merges it: arrays are concatenated, a top-level value may be set
-// by one file only.
-func (m *merged) add(src *source) *Error {
-	root, _ := src.tree.(map[string]any)
-	delete(root, "$schema")
-	raw, err := json.Marshal(root)
-	if err != nil {
-		return &Error{File: src.name, Msg: "re-encoding the policy: " + err.Error()}
-	}
-	var p Policy
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		// The schema admits only what decodes; this is a schema gap.
-		return &Error{File: src.name, Msg: "decoding the policy: " + err.Error()}
-	}
+// consumerOrigin is where merged consumer i was written.
+func (m *merged) consumerOrigin(i int) origin {
+	k := sort.Search(len(m.consumerSpans), func(k int) bool { return m.consumerSpans[k].start > i }) - 1
+	sp := m.consumerSpans[k]
+	return origin{src: sp.src, path: rootPath.key("consumers").index(i - sp.start)}
+}
 
+// add merges one decoded file: arrays are concatenated, a top-level value may be set by one
+// file only.
+func (m *merged) add(src *source, p Policy, masks map[int][]uint32) {
 	top := func(key string, set bool, dst **origin, apply func()) {
 		if !set {
 			return
@@ -270,21 +282,33 @@ func (m *merged) add(src *source) *Error {
 	top("redis", p.Redis != nil, &m.redis, func() { m.policy.Redis = p.Redis })
 
 	list := func(key string, n int, dst *[]origin) {
-		arr, _ := root[key].([]any)
 		for i := 0; i < n; i++ {
-			node, _ := arr[i].(map[string]any)
-			*dst = append(*dst, origin{src: src, path: rootPath.key(key).index(i), node: node})
+			*dst = append(*dst, origin{src: src, path: rootPath.key(key).index(i)})
 		}
 	}
 	list("idps", len(p.IdPs), &m.idps)
 	list("consumer_groups", len(p.ConsumerGroups), &m.groups)
-	list("consumers", len(p.Consumers), &m.consumers)
 	list("routes", len(p.Routes), &m.routes)
 	m.policy.IdPs = append(m.policy.IdPs, p.IdPs...)
 	m.policy.ConsumerGroups = append(m.policy.ConsumerGroups, p.ConsumerGroups...)
-	m.policy.Consumers = append(m.policy.Consumers, p.Consumers...)
 	m.policy.Routes = append(m.policy.Routes, p.Routes...)
-	return nil
+
+	start := len(m.policy.Consumers)
+	if len(p.Consumers) > 0 {
+		m.consumerSpans = append(m.consumerSpans, consumerSpan{src: src, start: start})
+	}
+	if start == 0 {
+		// The usual single file: no copy of a large array.
+		m.policy.Consumers = p.Consumers
+	} else {
+		m.policy.Consumers = append(m.policy.Consumers, p.Consumers...)
+	}
+	for i, mk := range masks {
+		if m.masks == nil {
+			m.masks = map[int][]uint32{}
+		}
+		m.masks[start+i] = mk
+	}
 }
 
 // applyDefaults fills what the policy leaves out.
@@ -365,15 +389,34 @@ var bindingFields = map[string]struct {
 
 var tokenBindingFields = []string{"subject", "claims", "scopes", "realm_roles", "client_roles", "groups", "permissions"}
 
+// bindingRules is bindingFields as masks, so that checking a binding allocates nothing.
+type bindingRules struct{ allowed, required uint32 }
+
+func rulesOf(typ string) (bindingRules, bool) {
+	f, ok := bindingFields[typ]
+	if !ok {
+		return bindingRules{}, false
+	}
+	r := bindingRules{allowed: fieldIdP}
+	for _, n := range f.allowed {
+		r.allowed |= bindingFieldBit(n)
+	}
+	for _, n := range f.required {
+		r.required |= bindingFieldBit(n)
+	}
+	return r, true
+}
+
 // checker holds the name indexes of the semantic pass.
 type checker struct {
 	idpByName      map[string]int
 	groupByName    map[string]int
 	consumerByName map[string]int
-	// bindingOK[i][j] tells that consumer i's binding j names a known idp with valid fields.
-	bindingOK [][]bool
+	// badBinding holds consumer i's binding j ({i, j}) when it names an unknown idp, repeats
+	// one, or has invalid fields: it is not compiled. Nil when there is none.
+	badBinding map[[2]int]bool
 	// skipConsumer marks consumers not to compile (duplicates).
-	skipConsumer []bool
+	skipConsumer map[int]bool
 }
 
 // check runs the semantic checks that need no provider.
@@ -392,11 +435,19 @@ func (m *merged) check(errs *errorList) {
 		errs.add(m.redis.src.errAt(m.redis.path, "redis needs exactly one of addr (one server) or addrs (a cluster)"))
 	}
 
+	listOrigin := func(list []origin) func(int) origin { return func(i int) origin { return list[i] } }
 	c := &checker{}
-	c.idpByName = uniqueNames(len(p.IdPs), func(i int) string { return p.IdPs[i].Name }, m.idps, "name", "idp", errs)
-	c.groupByName = uniqueNames(len(p.ConsumerGroups), func(i int) string { return p.ConsumerGroups[i].Name }, m.groups, "name", "consumer group", errs)
-	c.consumerByName = uniqueNames(len(p.Consumers), func(i int) string { return p.Consumers[i].Username }, m.consumers, "username", "consumer", errs)
-	uniqueNames(len(p.Routes), func(i int) string { return p.Routes[i].Name }, m.routes, "name", "route", errs)
+	c.idpByName = uniqueNames(len(p.IdPs), func(i int) string { return p.IdPs[i].Name }, listOrigin(m.idps), "name", "idp", errs, nil)
+	c.groupByName = uniqueNames(len(p.ConsumerGroups), func(i int) string { return p.ConsumerGroups[i].Name }, listOrigin(m.groups), "name", "consumer group", errs, nil)
+	var dupConsumers []int
+	c.consumerByName = uniqueNames(len(p.Consumers), func(i int) string { return p.Consumers[i].Username }, m.consumerOrigin, "username", "consumer", errs, &dupConsumers)
+	for _, i := range dupConsumers {
+		if c.skipConsumer == nil {
+			c.skipConsumer = map[int]bool{}
+		}
+		c.skipConsumer[i] = true
+	}
+	uniqueNames(len(p.Routes), func(i int) string { return p.Routes[i].Name }, listOrigin(m.routes), "name", "route", errs, nil)
 
 	anonymous := map[string]bool{}
 	for _, r := range p.Routes {
@@ -406,47 +457,68 @@ func (m *merged) check(errs *errorList) {
 	}
 
 	for i, g := range p.ConsumerGroups {
-		m.checkPlugins(m.groups[i], g.Plugins, errs)
+		m.checkPlugins(func() origin { return m.groups[i] }, g.Plugins, errs)
 	}
 
-	c.bindingOK = make([][]bool, len(p.Consumers))
-	c.skipConsumer = make([]bool, len(p.Consumers))
-	for i, cons := range p.Consumers {
-		o := m.consumers[i]
-		if c.consumerByName[cons.Username] != i {
-			c.skipConsumer[i] = true
+	rules := make([]bindingRules, len(p.IdPs))
+	hasRules := make([]bool, len(p.IdPs))
+	for k, cfg := range p.IdPs {
+		rules[k], hasRules[k] = rulesOf(cfg.Type)
+	}
+	bad := func(i, j int) {
+		if c.badBinding == nil {
+			c.badBinding = map[[2]int]bool{}
 		}
+		c.badBinding[[2]int{i, j}] = true
+	}
+	for i := range p.Consumers {
+		cons := &p.Consumers[i]
 		if cons.Group != "" {
 			if _, ok := c.groupByName[cons.Group]; !ok {
-				errs.add(o.errAt("$.group", "unknown consumer group %q", cons.Group))
+				errs.add(m.consumerOrigin(i).errAt("$.group", "unknown consumer group %q", cons.Group))
 			}
 		}
 		if len(cons.IdPs) == 0 && !anonymous[cons.Username] {
 			sub := jsonPath("$.username")
-			if _, ok := o.node["idps"]; ok {
+			// "idps": [] decodes to an empty, non-nil slice.
+			if cons.IdPs != nil {
 				sub = "$.idps"
 			}
-			errs.add(o.errAt(sub, "consumer %q has no idps: a consumer needs at least one binding (only a route's anonymous_consumer may have none)", cons.Username))
+			errs.add(m.consumerOrigin(i).errAt(sub, "consumer %q has no idps: a consumer needs at least one binding (only a route's anonymous_consumer may have none)", cons.Username))
 		}
-		c.bindingOK[i] = make([]bool, len(cons.IdPs))
-		seen := map[string]int{}
-		bnodes, _ := o.node["idps"].([]any)
-		for j, b := range cons.IdPs {
-			bp := rootPath.key("idps").index(j)
+		masks := m.masks[i]
+		for j := range cons.IdPs {
+			b := &cons.IdPs[j]
 			k, known := c.idpByName[b.IdP]
 			if !known {
-				errs.add(o.errAt(bp.key("idp"), "unknown idp %q", b.IdP))
+				errs.add(m.consumerOrigin(i).errAt(rootPath.key("idps").index(j).key("idp"), "unknown idp %q", b.IdP))
+				bad(i, j)
 				continue
 			}
-			if first, dup := seen[b.IdP]; dup {
-				errs.add(o.errAt(bp.key("idp"), "consumer %q binds idp %q twice (first at %s)", cons.Username, b.IdP, o.src.where(o.at(rootPath.key("idps").index(first)))))
+			first := -1
+			for jj := 0; jj < j; jj++ {
+				if cons.IdPs[jj].IdP == b.IdP {
+					first = jj
+					break
+				}
+			}
+			if first >= 0 {
+				o := m.consumerOrigin(i)
+				errs.add(o.errAt(rootPath.key("idps").index(j).key("idp"), "consumer %q binds idp %q twice (first at %s)", cons.Username, b.IdP, o.src.where(o.at(rootPath.key("idps").index(first)))))
+				bad(i, j)
 				continue
 			}
-			seen[b.IdP] = j
-			bnode, _ := bnodes[j].(map[string]any)
-			c.bindingOK[i][j] = checkBindingFields(o, bp, bnode, p.IdPs[k].Type, b.IdP, errs)
+			mask := b.fieldMask()
+			if masks != nil {
+				mask = masks[j]
+			}
+			r := rules[k]
+			if !hasRules[k] || mask&^r.allowed != 0 || r.required&^mask != 0 || (p.IdPs[k].Type == "jwt-auth" && (mask&fieldSecret != 0) == (mask&fieldPublicKey != 0)) {
+				checkBindingFields(m.consumerOrigin(i), rootPath.key("idps").index(j), mask, p.IdPs[k].Type, b.IdP, errs)
+				bad(i, j)
+			}
 		}
-		m.checkPlugins(o, cons.Plugins, errs)
+		m.checkPlugins(func() origin { return m.consumerOrigin(i) }, cons.Plugins, errs)
 	}
 
 	for i, r := range p.Routes {
@@ -461,14 +533,18 @@ func checkAddress(o origin, addr string, errs *errorList) {
 	}
 }
 
-// uniqueNames indexes names and reports each repetition at the later one.
-func uniqueNames(n int, name func(int) string, origins []origin, field, what string, errs *errorList) map[string]int {
+// uniqueNames indexes names and reports each repetition at the later one; dups, if not nil,
+// receives the indexes of the repetitions.
+func uniqueNames(n int, name func(int) string, originOf func(int) origin, field, what string, errs *errorList, dups *[]int) map[string]int {
 	idx := make(map[string]int, n)
 	for i := 0; i < n; i++ {
 		nm := name(i)
 		if first, dup := idx[nm]; dup {
-			f := origins[first]
-			errs.add(origins[i].errAt(rootPath.key(field), "%s %q is already defined at %s", what, nm, f.src.where(f.at(rootPath.key(field)))))
+			f := originOf(first)
+			errs.add(originOf(i).errAt(rootPath.key(field), "%s %q is already defined at %s", what, nm, f.src.where(f.at(rootPath.key(field)))))
+			if dups != nil {
+				*dups = append(*dups, i)
+			}
 			continue
 		}
 		idx[nm] = i
@@ -476,54 +552,39 @@ func uniqueNames(n int, name func(int) string, origins []origin, field, what str
 	return idx
 }
 
-// checkBindingFields checks a binding's fields against its idp's type.
-func checkBindingFields(o origin, bp jsonPath, node map[string]any, typ, idpName string, errs *errorList) bool {
-	rules, ok := bindingFields[typ]
+// checkBindingFields reports what is wrong with the fields (mask) of a binding to an idp of
+// type typ. It is called only for a binding that is wrong.
+func checkBindingFields(o origin, bp jsonPath, mask uint32, typ, idpName string, errs *errorList) {
+	rules, ok := rulesOf(typ)
 	if !ok {
-		return false
+		return
 	}
-	allowed := map[string]bool{"idp": true}
-	for _, f := range rules.allowed {
-		allowed[f] = true
-	}
-	good := true
-	keys := make([]string, 0, len(node))
-	for k := range node {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if !allowed[k] {
-			errs.add(o.errAtKey(bp.key(k), "field %q is not valid in a binding to idp %q of type %q", k, idpName, typ))
-			good = false
+	// The bits follow the sorted field names.
+	for i, name := range bindingFieldNames {
+		if bit := uint32(1) << i; mask&bit != 0 && rules.allowed&bit == 0 {
+			errs.add(o.errAtKey(bp.key(name), "field %q is not valid in a binding to idp %q of type %q", name, idpName, typ))
 		}
 	}
-	for _, f := range rules.required {
-		if _, ok := node[f]; !ok {
+	for _, f := range bindingFields[typ].required {
+		if mask&bindingFieldBit(f) == 0 {
 			errs.add(o.errAt(bp, "a binding to idp %q of type %q needs %q", idpName, typ, f))
-			good = false
 		}
 	}
-	if typ == "jwt-auth" {
-		_, hasSecret := node["secret"]
-		_, hasPub := node["public_key"]
-		if hasSecret == hasPub {
-			errs.add(o.errAt(bp, "a binding to idp %q of type %q needs exactly one of \"secret\" or \"public_key\"", idpName, typ))
-			good = false
-		}
+	if typ == "jwt-auth" && (mask&fieldSecret != 0) == (mask&fieldPublicKey != 0) {
+		errs.add(o.errAt(bp, "a binding to idp %q of type %q needs exactly one of \"secret\" or \"public_key\"", idpName, typ))
 	}
-	return good
 }
 
-func (m *merged) checkPlugins(o origin, pl Plugins, errs *errorList) {
+// checkPlugins checks the plugins written at the origin that at returns; at runs only for an error.
+func (m *merged) checkPlugins(at func() origin, pl Plugins, errs *errorList) {
 	if m.redis != nil {
 		return
 	}
 	if pl.LimitCount != nil && pl.LimitCount.Policy == "redis" {
-		errs.add(o.errAt(rootPath.key("plugins").key("limit-count").key("policy"), "policy \"redis\" needs a top-level \"redis\" block"))
+		errs.add(at().errAt(rootPath.key("plugins").key("limit-count").key("policy"), "policy \"redis\" needs a top-level \"redis\" block"))
 	}
 	if pl.LimitReq != nil && pl.LimitReq.Policy == "redis" {
-		errs.add(o.errAt(rootPath.key("plugins").key("limit-req").key("policy"), "policy \"redis\" needs a top-level \"redis\" block"))
+		errs.add(at().errAt(rootPath.key("plugins").key("limit-req").key("policy"), "policy \"redis\" needs a top-level \"redis\" block"))
 	}
 }
 
@@ -568,7 +629,7 @@ func (m *merged) checkRoute(o origin, r Route, c *checker, errs *errorList) {
 			errs.add(o.errAt(rootPath.key("anonymous_consumer"), "unknown consumer %q", r.Anonymous))
 		}
 	}
-	m.checkPlugins(o, r.Plugins, errs)
+	m.checkPlugins(func() origin { return o }, r.Plugins, errs)
 }
 
 // checkPathTemplate checks a gorilla/mux path template the way the gateway's router reads it.
@@ -645,37 +706,40 @@ func (m *merged) compile(errs *errorList, env buildEnv) *Snapshot {
 		}
 		snap.GroupPlugins[g.Name] = g.Plugins
 	}
-	for i, cons := range p.Consumers {
+	for i := range p.Consumers {
 		if c.skipConsumer[i] {
 			continue
 		}
-		o := m.consumers[i]
-		cc := &consumers.Consumer{Username: cons.Username, Group: cons.Group}
-		bindingAt := make(map[string]jsonPath, len(cons.IdPs))
+		cons := &p.Consumers[i]
+		cc := &consumers.Consumer{Username: cons.Username, Group: cons.Group, Chain: make([]idp.Bound, 0, len(cons.IdPs))}
 		for j, bd := range cons.IdPs {
-			if !c.bindingOK[i][j] {
+			if c.badBinding[[2]int{i, j}] {
 				continue
 			}
 			prov, ok := snap.ProviderByName[bd.IdP]
 			if !ok {
 				continue // the provider failed to build, already reported
 			}
-			bp := rootPath.key("idps").index(j)
 			compiled, err := prov.Compile(bindingSpec(bd, cons.Username))
 			if err != nil {
-				errs.add(o.errAt(bp, "idp %q rejects the binding: %v", bd.IdP, err))
+				errs.add(m.consumerOrigin(i).errAt(rootPath.key("idps").index(j), "idp %q rejects the binding: %v", bd.IdP, err))
 				continue
 			}
-			bindingAt[bd.IdP] = bp
 			cc.Chain = append(cc.Chain, idp.Bound{Provider: prov, Binding: compiled})
 		}
 		if err := b.AddConsumer(cc); err != nil {
+			o := m.consumerOrigin(i)
 			var ce *consumers.ConflictError
 			if errors.As(err, &ce) {
 				// Never the credential itself: only who holds it.
-				at, ok := bindingAt[ce.Provider]
-				if !ok {
-					at = rootPath.key("idps")
+				at := rootPath.key("idps")
+				for j, bd := range cons.IdPs {
+					// The conflicting binding is in the chain: a good binding to that idp (a
+					// consumer binds each idp once).
+					if bd.IdP == ce.Provider && !c.badBinding[[2]int{i, j}] {
+						at = rootPath.key("idps").index(j)
+						break
+					}
 				}
 				errs.add(o.errAt(at, "credential for idp %q is already bound to consumer %q", ce.Provider, ce.Other))
 			} else {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,8 +27,15 @@ func Schema() []byte { return bytes.Clone(schemaJSON) }
 // SchemaURL is the schema's $id.
 const SchemaURL = "https://raw.githubusercontent.com/portcullis/portcullis/main/policies/policy.schema.json"
 
-// compiledSchema compiles the embedded schema once; the result is immutable.
-var compiledSchema = sync.OnceValues(func() (*jsonschema.Schema, error) {
+// schemas are the embedded schema compiled once: the whole policy, and the consumer definition
+// alone for validating the elements of a large consumers array one by one. Immutable.
+type schemas struct {
+	policy, consumer *jsonschema.Schema
+	// duration is the schema's duration pattern, for the fast consumer decoder.
+	duration *regexp.Regexp
+}
+
+var compiledSchemas = sync.OnceValues(func() (*schemas, error) {
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(schemaJSON))
 	if err != nil {
 		return nil, fmt.Errorf("parsing the policy schema: %w", err)
@@ -36,22 +44,44 @@ var compiledSchema = sync.OnceValues(func() (*jsonschema.Schema, error) {
 	if err := c.AddResource(SchemaURL, doc); err != nil {
 		return nil, fmt.Errorf("adding the policy schema: %w", err)
 	}
-	s, err := c.Compile(SchemaURL)
-	if err != nil {
+	var out schemas
+	if out.policy, err = c.Compile(SchemaURL); err != nil {
 		return nil, fmt.Errorf("compiling the policy schema: %w", err)
 	}
-	return s, nil
+	if out.consumer, err = c.Compile(SchemaURL + "#/$defs/consumer"); err != nil {
+		return nil, fmt.Errorf("compiling the policy schema's consumer: %w", err)
+	}
+	var defs struct {
+		Defs struct {
+			Duration struct {
+				Pattern string `json:"pattern"`
+			} `json:"duration"`
+		} `json:"$defs"`
+	}
+	if err := json.Unmarshal(schemaJSON, &defs); err != nil {
+		return nil, fmt.Errorf("reading the policy schema's duration pattern: %w", err)
+	}
+	if out.duration, err = regexp.Compile(defs.Defs.Duration.Pattern); err != nil {
+		return nil, fmt.Errorf("compiling the policy schema's duration pattern: %w", err)
+	}
+	return &out, nil
 })
 
-var printer = message.NewPrinter(language.English)
-
-// validateSchema checks one file's tree against the schema and returns every leaf problem.
-func validateSchema(src *source) ([]*Error, error) {
-	sch, err := compiledSchema()
+// compiledSchema is the schema of a whole policy.
+func compiledSchema() (*jsonschema.Schema, error) {
+	s, err := compiledSchemas()
 	if err != nil {
 		return nil, err
 	}
-	err = sch.Validate(src.tree)
+	return s.policy, nil
+}
+
+var printer = message.NewPrinter(language.English)
+
+// validateSchema checks tree, the value at base in src, against sch and returns every leaf
+// problem.
+func validateSchema(src *source, sch *jsonschema.Schema, base jsonPath, tree any) ([]*Error, error) {
+	err := sch.Validate(tree)
 	if err == nil {
 		return nil, nil
 	}
@@ -61,7 +91,7 @@ func validateSchema(src *source) ([]*Error, error) {
 	}
 	var all []*Error
 	unknown := map[string]bool{}
-	collectSchemaErrors(src, ve, nil, &all, unknown)
+	collectSchemaErrors(src, base, tree, ve, nil, &all, unknown)
 	// An unknown field also fails the per-type propertyNames rule; say it once, as unknown.
 	out := all[:0]
 	for _, e := range all {
@@ -73,12 +103,12 @@ func validateSchema(src *source) ([]*Error, error) {
 	return out, nil
 }
 
-func collectSchemaErrors(src *source, ve *jsonschema.ValidationError, parentLoc []string, out *[]*Error, unknown map[string]bool) {
+func collectSchemaErrors(src *source, base jsonPath, tree any, ve *jsonschema.ValidationError, parentLoc []string, out *[]*Error, unknown map[string]bool) {
 	// propertyNames' causes only restate the enum; the kind itself names the field.
 	_, isPropNames := ve.ErrorKind.(*kind.PropertyNames)
 	if !isPropNames && len(ve.Causes) > 0 {
 		for _, c := range ve.Causes {
-			collectSchemaErrors(src, c, ve.InstanceLocation, out, unknown)
+			collectSchemaErrors(src, base, tree, c, ve.InstanceLocation, out, unknown)
 		}
 		return
 	}
@@ -88,7 +118,7 @@ func collectSchemaErrors(src *source, ve *jsonschema.ValidationError, parentLoc 
 		// hold another value's; the enclosing error is at the same object.
 		loc = parentLoc
 	}
-	path, node := instancePath(src.tree, loc)
+	path, node := instancePath(base, tree, loc)
 	switch k := ve.ErrorKind.(type) {
 	case *kind.AdditionalProperties:
 		for _, p := range k.Properties {
@@ -150,8 +180,8 @@ func schemaMessage(ve *jsonschema.ValidationError) string {
 
 // instancePath converts a schema instance location to a JSON path, using the tree to tell
 // array indices from object keys, and returns the value at that location.
-func instancePath(tree any, loc []string) (jsonPath, any) {
-	p, node := rootPath, tree
+func instancePath(base jsonPath, tree any, loc []string) (jsonPath, any) {
+	p, node := base, tree
 	for _, seg := range loc {
 		switch n := node.(type) {
 		case []any:

@@ -12,9 +12,10 @@ type resolver struct {
 	readFile  func(string) ([]byte, error)
 }
 
-// resolveTree substitutes references in every string value of src's tree, in place. Problems
-// are reported at the string's position and never quote a resolved value.
-func (r *resolver) resolveTree(src *source, errs *errorList) {
+// resolveTree substitutes references in every string value of tree, the value at base in src,
+// in place, and returns the new tree. Problems are reported at the string's position and never
+// quote a resolved value.
+func (r *resolver) resolveTree(src *source, base jsonPath, tree any, errs *errorList) any {
 	var walk func(v any, path jsonPath) any
 	walk = func(v any, path jsonPath) any {
 		switch n := v.(type) {
@@ -35,7 +36,7 @@ func (r *resolver) resolveTree(src *source, errs *errorList) {
 		}
 		return v
 	}
-	src.tree = walk(src.tree, rootPath)
+	return walk(tree, base)
 }
 
 // resolve substitutes the references of s. "$${" stands for a literal "${". The problems name
