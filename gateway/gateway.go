@@ -4,8 +4,6 @@
 package gateway
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
@@ -253,10 +251,8 @@ func setIdentity(h http.Header, res *idp.Result, group string) {
 	if res.Identifier != "" {
 		h["X-Credential-Identifier"] = []string{res.Identifier}
 	}
-	if claims := res.Claims(); claims != nil {
-		if b, err := json.Marshal(claims); err == nil {
-			h["X-Userinfo"] = []string{base64.StdEncoding.EncodeToString(b)}
-		}
+	if ui := res.Userinfo(); ui != "" {
+		h["X-Userinfo"] = []string{ui}
 	}
 }
 

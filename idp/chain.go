@@ -56,6 +56,19 @@ func (r *Result) Claims() map[string]any {
 	return nil
 }
 
+// Userinfo returns the X-Userinfo value of the first token credential in the chain, or "".
+func (r *Result) Userinfo() string {
+	for _, c := range r.Credentials {
+		if c.Claims != nil {
+			if c.Userinfo != "" {
+				return c.Userinfo
+			}
+			return EncodeUserinfo(c.Claims)
+		}
+	}
+	return ""
+}
+
 // Trace records each step of an evaluation for explain. A nil *Trace records nothing.
 type Trace struct {
 	Steps []Step

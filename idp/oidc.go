@@ -115,7 +115,7 @@ type OIDC struct {
 
 	keys *oidcKeys
 
-	tokenCache *expiringMap[[sha256.Size]byte, map[string]any]
+	tokenCache *expiringMap[[sha256.Size]byte, *verifiedToken]
 	introCache *expiringMap[[sha256.Size]byte, *introspection]
 	introSF    singleflight.Group
 }
@@ -207,7 +207,7 @@ func NewOIDC(cfg OIDCConfig, logger *slog.Logger) (*OIDC, error) {
 		missing:    Unauthorized("Missing bearer token in request", challenge),
 		invalid:    Unauthorized("Invalid token", challenge+`, error="invalid_token"`),
 		forbidden:  Forbidden("Token does not grant access to this resource"),
-		tokenCache: newExpiringMap[[sha256.Size]byte, map[string]any](cfg.CacheSize),
+		tokenCache: newExpiringMap[[sha256.Size]byte, *verifiedToken](cfg.CacheSize),
 		introCache: newExpiringMap[[sha256.Size]byte, *introspection](cfg.CacheSize),
 	}
 	o.keys = &oidcKeys{o: o}
@@ -367,9 +367,14 @@ func (o *OIDC) Extract(ctx context.Context, r *http.Request) (*Credential, error
 	hash := sha256.Sum256([]byte(tok))
 	compact := oidcIsCompact(tok)
 	var claims map[string]any
+	var userinfo string
 	var err error
 	if compact {
-		claims, err = o.verifyJWTCached(ctx, tok, hash)
+		var vt *verifiedToken
+		vt, err = o.verifyJWTCached(ctx, tok, hash)
+		if vt != nil {
+			claims, userinfo = vt.claims, vt.userinfo
+		}
 	} else {
 		claims, err = o.introspectOpaque(ctx, tok)
 	}
@@ -386,7 +391,7 @@ func (o *OIDC) Extract(ctx context.Context, r *http.Request) (*Credential, error
 	if sub == "" {
 		return nil, o.invalid.WithReason("token has no %s claim", o.cfg.SubjectClaim)
 	}
-	return &Credential{Lookup: sub, Claims: claims, State: st}, nil
+	return &Credential{Lookup: sub, Claims: claims, Userinfo: userinfo, State: st}, nil
 }
 
 // find returns the first token of this provider: header, then query, then cookie.
@@ -429,6 +434,10 @@ func (o *OIDC) tokenOurs(tok string, shared bool) bool {
 		return false
 	}
 	if oidcIsCompact(tok) {
+		// A token this provider verified before is ours without decoding it again.
+		if _, ok := o.tokenCache.get(sha256.Sum256([]byte(tok)), o.now()); ok {
+			return true
+		}
 		iss, ok := oidcUnverifiedIssuer(tok)
 		// A JWS without a readable iss cannot be attributed; in a shared header it is left to
 		// jwt-auth, in our own location it is ours (and invalid).
@@ -491,11 +500,11 @@ func oidcUnverifiedIssuer(tok string) (string, bool) {
 // verifyJWTCached remembers verified tokens by hash until their expiry (at most
 // verifiedTokenTTL), so that a client reusing its token costs a hash, not a signature check.
 // The cached claims are shared: nobody may modify Credential.Claims.
-func (o *OIDC) verifyJWTCached(ctx context.Context, tok string, hash [sha256.Size]byte) (map[string]any, error) {
+func (o *OIDC) verifyJWTCached(ctx context.Context, tok string, hash [sha256.Size]byte) (*verifiedToken, error) {
 	now := o.now()
-	if claims, ok := o.tokenCache.get(hash, now); ok {
+	if vt, ok := o.tokenCache.get(hash, now); ok {
 		o.ObserveCache("token", true)
-		return claims, nil
+		return vt, nil
 	}
 	o.ObserveCache("token", false)
 	claims, err := o.verifyJWT(ctx, tok)
@@ -506,8 +515,25 @@ func (o *OIDC) verifyJWTCached(ctx context.Context, tok string, hash [sha256.Siz
 	if exp := claimTime(claims["exp"]).Add(o.cfg.Leeway); exp.Before(until) {
 		until = exp
 	}
-	o.tokenCache.put(hash, claims, until, now)
-	return claims, nil
+	vt := &verifiedToken{claims: claims, userinfo: EncodeUserinfo(claims)}
+	o.tokenCache.put(hash, vt, until, now)
+	return vt, nil
+}
+
+// verifiedToken is a cached verified token: its claims and their X-Userinfo encoding, so that a
+// client reusing its token costs neither a signature check nor a JSON encoding.
+type verifiedToken struct {
+	claims   map[string]any
+	userinfo string
+}
+
+// EncodeUserinfo is the X-Userinfo value of claims: base64 of their JSON, "" if they don't encode.
+func EncodeUserinfo(claims map[string]any) string {
+	b, err := json.Marshal(claims)
+	if err != nil {
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString(b)
 }
 
 // verifiedTokenTTL bounds how long a verified token is trusted without checking its signature

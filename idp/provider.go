@@ -82,6 +82,9 @@ type Credential struct {
 	// Claims are the verified claims of a token credential, sent upstream as X-Userinfo by
 	// providers that set them (OIDC, Keycloak). Nil for the others.
 	Claims map[string]any
+	// Userinfo is the X-Userinfo value for Claims (base64 of their JSON) when the provider has it
+	// at hand (cached with a verified token); "" means the gateway encodes Claims itself.
+	Userinfo string
 	// State is the provider's private state between Extract and Verify.
 	State any
 }
