@@ -40,20 +40,12 @@ func newLimitGateway(tb testing.TB, policy string, rdb redis.UniversalClient) *G
 	return gw
 }
 
-// newBenchRedis starts a redis-server and returns its address and a client configured as
-// cmd/portcullis's newRedisClient configures it for a 100ms timeout.
+// newBenchRedis starts a redis-server and returns its address and the client `portcullis run`
+// would build for it.
 func newBenchRedis(tb testing.TB) (string, redis.UniversalClient) {
 	tb.Helper()
 	srv := redistest.Start(tb)
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:                 []string{srv.Addr},
-		DialTimeout:           500 * time.Millisecond,
-		ReadTimeout:           100 * time.Millisecond,
-		WriteTimeout:          100 * time.Millisecond,
-		MaxRetries:            -1,
-		ContextTimeoutEnabled: true,
-		PoolSize:              64,
-	})
+	rdb := NewRedisClient(&policies.Redis{Addr: srv.Addr})
 	tb.Cleanup(func() { rdb.Close() })
 	return srv.Addr, rdb
 }

@@ -18,11 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/portcullis/portcullis/gateway"
-	"github.com/portcullis/portcullis/gateway/ratelimit"
-	"github.com/portcullis/portcullis/policies"
 )
 
 func main() {
@@ -43,45 +39,6 @@ func run() error {
 	defer stop()
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	// As cmd/portcullis's serve builds it.
-	metrics := gateway.NewMetrics()
-	opts := policies.Options{Logger: logger, Context: ctx, Hooks: policies.Hooks{
-		IdPCall: metrics.IdPCall, IdPCache: metrics.IdPCache,
-	}}
-	snap, err := policies.Load(*path, opts)
-	if err != nil {
-		return fmt.Errorf("loading policy: %w", err)
-	}
-	var rdb redis.UniversalClient
-	timeout := 100 * time.Millisecond
-	if r := snap.Policy.Redis; r != nil {
-		if r.Timeout != 0 {
-			timeout = time.Duration(r.Timeout)
-		}
-		rdb = redis.NewUniversalClient(&redis.UniversalOptions{
-			Addrs: []string{r.Addr}, DialTimeout: 5 * timeout, ReadTimeout: timeout, WriteTimeout: timeout,
-			MaxRetries: -1, ContextTimeoutEnabled: true, PoolSize: 64,
-		})
-		defer rdb.Close()
-	}
-	limiters := ratelimit.NewRegistry(ratelimit.RegistryOptions{
-		Logger: logger, Redis: rdb, RedisTimeout: timeout,
-		OnRedisCall: metrics.RedisCall, OnBreakerChange: metrics.RedisBreaker,
-	})
-	defer limiters.Close()
-	srv, err := gateway.NewServer(gateway.ServerOptions{
-		Logger:    logger,
-		AccessLog: slog.New(slog.DiscardHandler),
-		Limiters:  limiters,
-		Metrics:   metrics,
-		Load:      func() (*policies.Snapshot, error) { return snap, nil },
-	})
-	if err != nil {
-		_ = snap.Close()
-		return err
-	}
-	defer srv.Close()
-
 	ln, err := net.Listen("tcp", *pprofAddr)
 	if err != nil {
 		return fmt.Errorf("listening for pprof: %w", err)
@@ -94,5 +51,6 @@ func run() error {
 	go ps.Serve(ln)
 	defer ps.Close()
 
-	return srv.Serve(ctx, nil) // no reloads
+	// As `portcullis run -access-log=false -watch=false` runs it.
+	return gateway.Run(ctx, gateway.RunConfig{Path: *path, Logger: logger, AccessLog: slog.New(slog.DiscardHandler)})
 }

@@ -1,0 +1,169 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/portcullis/portcullis/gateway/ratelimit"
+	"github.com/portcullis/portcullis/policies"
+)
+
+// RunConfig configures Run.
+type RunConfig struct {
+	// Path is the policy file or folder.
+	Path string
+	// Logger is the operational log; AccessLog gets one line per request.
+	Logger    *slog.Logger
+	AccessLog *slog.Logger
+	// Watch reloads the policy when its file or folder changes.
+	Watch bool
+	// Reload receives a value for every reload the operator asks for (SIGHUP). May be nil.
+	Reload <-chan struct{}
+	// OnListen is told the bound addresses.
+	OnListen func(proxy, admin net.Addr)
+}
+
+// Run loads the policy, serves it, reloads it on request and on file changes, and drains
+// in-flight requests when ctx ends. It is `portcullis run`.
+func Run(ctx context.Context, cfg RunConfig) error {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	metrics := NewMetrics()
+	opts := policies.Options{Logger: cfg.Logger, Context: ctx, Hooks: policies.Hooks{
+		IdPCall: metrics.IdPCall, IdPCache: metrics.IdPCache,
+	}}
+	first, err := policies.Load(cfg.Path, opts)
+	if err != nil {
+		return fmt.Errorf("loading policy %s:\n%w", cfg.Path, err)
+	}
+
+	var rdb redis.UniversalClient
+	if r := first.Policy.Redis; r != nil {
+		rdb = NewRedisClient(r)
+		defer rdb.Close()
+	}
+	limiters := ratelimit.NewRegistry(ratelimit.RegistryOptions{
+		Logger:          cfg.Logger,
+		Redis:           rdb,
+		RedisTimeout:    redisTimeout(first.Policy.Redis),
+		OnRedisCall:     metrics.RedisCall,
+		OnBreakerChange: metrics.RedisBreaker,
+	})
+	defer limiters.Close()
+
+	loads := 0
+	srv, err := NewServer(ServerOptions{
+		Logger:    cfg.Logger,
+		AccessLog: cfg.AccessLog,
+		Limiters:  limiters,
+		Metrics:   metrics,
+		OnListen:  cfg.OnListen,
+		Load: func() (*policies.Snapshot, error) {
+			loads++
+			if loads == 1 {
+				return first, nil
+			}
+			snap, err := policies.Load(cfg.Path, opts)
+			if err != nil {
+				return nil, err
+			}
+			if !sameRedis(first.Policy.Redis, snap.Policy.Redis) {
+				cfg.Logger.Warn("the redis block changed; it takes effect at the next restart")
+			}
+			if snap.Policy.Listen != first.Policy.Listen || snap.Policy.AdminListen != first.Policy.AdminListen {
+				cfg.Logger.Warn("listen addresses changed; they take effect at the next restart")
+			}
+			return snap, nil
+		},
+	})
+	if err != nil {
+		_ = first.Close()
+		return err
+	}
+	defer srv.Close()
+
+	reload := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case reload <- struct{}{}:
+		default: // a reload is already pending; it will read the newest files
+		}
+	}
+	if cfg.Reload != nil {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-cfg.Reload:
+					cfg.Logger.Info("reload requested")
+					poke()
+				}
+			}
+		}()
+	}
+	if cfg.Watch {
+		w, err := policies.NewWatcher(cfg.Path, cfg.Logger, func() {
+			cfg.Logger.Info("policy changed on disk: reloading")
+			poke()
+		})
+		if err != nil {
+			cfg.Logger.Warn("watching the policy failed; reload with SIGHUP", "err", err)
+		} else {
+			defer w.Close()
+		}
+	}
+	return srv.Serve(ctx, reload)
+}
+
+// NewRedisClient builds the client of the redis rate-limit policy from the policy's redis block.
+func NewRedisClient(r *policies.Redis) redis.UniversalClient {
+	addrs := r.Addrs
+	if len(addrs) == 0 && r.Addr != "" {
+		addrs = []string{r.Addr}
+	}
+	o := &redis.UniversalOptions{
+		Addrs:        addrs,
+		Username:     r.Username,
+		Password:     r.Password,
+		DB:           r.DB,
+		DialTimeout:  redisTimeout(r) * 5,
+		ReadTimeout:  redisTimeout(r),
+		WriteTimeout: redisTimeout(r),
+		MaxRetries:   -1, // the breaker decides; a retry doubles the cost of a dead Redis
+		// Without it go-redis ignores the per-call deadline on reads and a hung Redis holds each
+		// request for the read timeout instead of the limiter's timeout.
+		ContextTimeoutEnabled: true,
+		PoolSize:              64,
+	}
+	if r.TLS {
+		o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if len(r.Addrs) > 1 {
+		o.IsClusterMode = true
+	}
+	return redis.NewUniversalClient(o)
+}
+
+func redisTimeout(r *policies.Redis) time.Duration {
+	if r == nil || r.Timeout == 0 {
+		return 100 * time.Millisecond
+	}
+	return time.Duration(r.Timeout)
+}
+
+func sameRedis(a, b *policies.Redis) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Addr == b.Addr && strings.Join(a.Addrs, ",") == strings.Join(b.Addrs, ",") &&
+		a.Username == b.Username && a.Password == b.Password && a.DB == b.DB && a.TLS == b.TLS
+}
