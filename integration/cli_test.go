@@ -3,11 +3,14 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -207,5 +210,31 @@ func TestDemo(t *testing.T) {
 		if r := do(t, "GET", url, map[string]string{"apikey": "bot-key"}); r.Status != want {
 			t.Errorf("bot-key request %d: got %d, want %d", i+1, r.Status, want)
 		}
+	}
+}
+
+// TestReadmePoliciesValidate keeps the README honest: every complete policy it shows (a JSON
+// block that is a whole object with idps, not a consumer) passes `portcullis validate`.
+func TestReadmePoliciesValidate(t *testing.T) {
+	readme := mustRead(t, "../README.md")
+	blocks := regexp.MustCompile("(?s)```json\n(.*?)```").FindAllStringSubmatch(readme, -1)
+	n := 0
+	for i, b := range blocks {
+		var doc map[string]any
+		if json.Unmarshal([]byte(b[1]), &doc) != nil || doc["idps"] == nil || doc["username"] != nil {
+			continue // a fragment
+		}
+		n++
+		t.Run(fmt.Sprintf("block %d", i), func(t *testing.T) {
+			p := writeTemp(t, "readme.json", b[1])
+			cmd := exec.Command(binary, "validate", "-c", p)
+			cmd.Env = append(os.Environ(), "JOHN_KEY=k", "CORP_SECRET=s", "PARTNERS_SECRET=s", "REDIS_PASSWORD=s", "PARTNER_HMAC=s")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("README policy block %d does not validate: %v\n%s", i, err, out)
+			}
+		})
+	}
+	if n < 2 {
+		t.Fatalf("found %d complete policies in the README, want at least 2", n)
 	}
 }
