@@ -46,7 +46,10 @@ type route struct {
 
 	limits   []*limit
 	balancer *balancer
-	proxy    *httputil.ReverseProxy
+	// transport enforces timeout as its ResponseHeaderTimeout: cheaper per request than a
+	// cancellable context and a timer.
+	transport *http.Transport
+	proxy     *httputil.ReverseProxy
 	// upstreamLatency is this route's histogram series.
 	upstreamLatency prometheus.Observer
 }
@@ -178,6 +181,7 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 		return nil, fmt.Errorf("route has no upstream target")
 	}
 	rt.balancer = newBalancer(targets)
+	rt.transport = g.transportFor(rt.timeout)
 	rt.proxy = &httputil.ReverseProxy{
 		Rewrite:       rt.rewrite,
 		Transport:     g.transport,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -23,6 +24,9 @@ var hopHeaders = []string{
 }
 
 func removeHopHeaders(h http.Header) {
+	if len(h) == 0 {
+		return
+	}
 	for _, f := range h["Connection"] {
 		for sf := range strings.SplitSeq(f, ",") {
 			if sf = textproto.TrimString(sf); sf != "" {
@@ -51,17 +55,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	}
 	t := rt.balancer.next()
 
-	ctx := r.Context()
-	var cancel context.CancelCauseFunc
-	var timer *time.Timer
-	if rt.timeout > 0 {
-		ctx, cancel = context.WithCancelCause(ctx)
-		defer cancel(nil)
-		timer = time.AfterFunc(rt.timeout, func() { cancel(errUpstreamTimeout) })
-	}
-
-	out := r.WithContext(ctx) // shallow: the header map is forwarded in place
-	out.URL = rt.upstreamURL(t, r.URL)
+	// The route timeout is rt.transport's: it bounds the dial and the wait for the response
+	// headers, and leaves a slow but healthy body to the client.
+	out := &x.out
+	*out = *r // shallow: the header map is forwarded in place
+	out.URL = rt.upstreamURL(t, r.URL, &x.url)
 	out.RequestURI = ""
 	out.Close = false
 	if r.ContentLength == 0 {
@@ -69,14 +67,14 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	}
 	h := out.Header
 	removeHopHeaders(h)
-	setForwarded(h, r)
+	setForwarded(h, r, x)
 	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = []string{""} // no Go-http-client default in the upstream's logs
+		h["User-Agent"] = x.val("") // no Go-http-client default in the upstream's logs
 	}
 
 	start := time.Now()
-	resp, err := g.transport.RoundTrip(out)
-	if timer != nil && !timer.Stop() && err != nil {
+	resp, err := rt.transport.RoundTrip(out)
+	if err != nil && rt.timeout > 0 && isTimeout(err) {
 		err = fmt.Errorf("%w: %w", errUpstreamTimeout, err)
 	}
 	rt.upstreamLatency.Observe(time.Since(start).Seconds())
@@ -114,11 +112,19 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	return nil
 }
 
+// isTimeout reports the transport's own timeouts (response headers, dial), not a cancelled
+// client.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 // copyBody streams the upstream's body. Responses of unknown length and event streams are
 // flushed as they arrive; the rest are left to the server's buffering.
 func (g *Gateway) copyBody(w http.ResponseWriter, resp *http.Response) error {
-	buf := g.buffers.Get()
-	defer g.buffers.Put(buf)
+	bp := g.buffers.get()
+	defer g.buffers.put(bp)
+	buf := *bp
 	stream := resp.ContentLength == -1 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	var flusher http.Flusher
 	if stream {
@@ -143,8 +149,9 @@ func (g *Gateway) copyBody(w http.ResponseWriter, resp *http.Response) error {
 	}
 }
 
-// upstreamURL is the target's URL with the request's path (prefix stripped) and query.
-func (rt *route) upstreamURL(t *target, in *url.URL) *url.URL {
+// upstreamURL is the target's URL with the request's path (prefix stripped) and query, built
+// in u.
+func (rt *route) upstreamURL(t *target, in *url.URL, u *url.URL) *url.URL {
 	path := in.Path
 	if rt.stripPrefix != "" {
 		path = strings.TrimPrefix(path, rt.stripPrefix)
@@ -152,7 +159,7 @@ func (rt *route) upstreamURL(t *target, in *url.URL) *url.URL {
 			path = "/" + path
 		}
 	}
-	u := &url.URL{Scheme: t.url.Scheme, Host: t.url.Host, RawQuery: in.RawQuery}
+	*u = url.URL{Scheme: t.url.Scheme, Host: t.url.Host, RawQuery: in.RawQuery}
 	if base := t.url.Path; base != "" && base != "/" {
 		u.Path = strings.TrimSuffix(base, "/") + path
 	} else {
@@ -166,18 +173,18 @@ func (rt *route) upstreamURL(t *target, in *url.URL) *url.URL {
 
 // setForwarded sets X-Forwarded-For (appending the client to any chain it sent),
 // X-Forwarded-Host and X-Forwarded-Proto, as nginx's $proxy_add_x_forwarded_for does.
-func setForwarded(h http.Header, r *http.Request) {
+func setForwarded(h http.Header, r *http.Request, x *exchange) {
 	ip := clientIP(r)
 	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
 		ip = strings.Join(prior, ", ") + ", " + ip
 	}
-	h["X-Forwarded-For"] = []string{ip}
-	h["X-Forwarded-Host"] = []string{r.Host}
+	h["X-Forwarded-For"] = x.val(ip)
+	h["X-Forwarded-Host"] = x.val(r.Host)
 	proto := "http"
 	if r.TLS != nil {
 		proto = "https"
 	}
-	h["X-Forwarded-Proto"] = []string{proto}
+	h["X-Forwarded-Proto"] = x.val(proto)
 }
 
 // forwardUpgrade proxies a protocol switch with httputil.ReverseProxy.

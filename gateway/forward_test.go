@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 const forwardPolicy = `{
@@ -195,5 +196,33 @@ func TestForwardUpgrade(t *testing.T) {
 	line, err := rd.ReadString('\n')
 	if err != nil || line != "echo: hello\n" {
 		t.Fatalf("after the switch: got %q %v, want the echo", line, err)
+	}
+}
+
+// TestRouteTimeout: an upstream that sends no headers within the route timeout is a 504; one
+// whose headers arrive in time may take longer over its body.
+func TestRouteTimeout(t *testing.T) {
+	release := make(chan struct{})
+	gw, _ := newTestGateway(t, `{
+  "idps": [ { "name": "keys", "type": "key-auth" } ],
+  "consumers": [ { "username": "alice", "idps": [ { "idp": "keys", "key": "ka" } ] } ],
+  "routes": [ { "name": "r", "paths": ["/{p}"], "upstream": { "targets": [ { "url": "%s" } ], "timeout": "50ms" } } ]
+}`, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/headers" {
+			<-r.Context().Done() // the gateway gives up and closes the connection
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, "late")
+	})
+	if rec := serve(gw, "GET", "/headers", map[string]string{"apikey": "ka"}); rec.Code != http.StatusGatewayTimeout {
+		t.Errorf("no headers in time: got %d, want 504", rec.Code)
+	}
+	// The body is held past the route timeout: only a timeout covering the body would cut it.
+	time.AfterFunc(200*time.Millisecond, func() { close(release) })
+	if rec := serve(gw, "GET", "/body", map[string]string{"apikey": "ka"}); rec.Code != http.StatusOK || rec.Body.String() != "late" {
+		t.Errorf("headers in time, slow body: got %d %q, want 200 \"late\"", rec.Code, rec.Body)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,7 +45,11 @@ type Gateway struct {
 	limiters  *ratelimit.Registry
 	metrics   *Metrics
 	transport http.RoundTripper
-	buffers   *bufferPool
+	// base is the transport of routes without a timeout; headerTransports those of each
+	// route timeout in use (guarded by mu; compile runs under it).
+	base             *http.Transport
+	headerTransports map[time.Duration]*http.Transport
+	buffers          *bufferPool
 	// proxyLog receives the reverse proxy's own complaints (a body copy cut short).
 	proxyLog *log.Logger
 
@@ -65,14 +70,17 @@ func New(snap *policies.Snapshot, opts Options) (*Gateway, error) {
 	if opts.AccessLog == nil {
 		opts.AccessLog = slog.New(slog.DiscardHandler)
 	}
+	base := newTransport()
 	g := &Gateway{
-		log:       opts.Logger,
-		access:    opts.AccessLog,
-		limiters:  opts.Limiters,
-		metrics:   opts.Metrics,
-		transport: timeoutTransport{next: newTransport()},
-		buffers:   newBufferPool(),
-		proxyLog:  slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
+		log:              opts.Logger,
+		access:           opts.AccessLog,
+		limiters:         opts.Limiters,
+		metrics:          opts.Metrics,
+		transport:        timeoutTransport{next: base},
+		base:             base,
+		headerTransports: map[time.Duration]*http.Transport{},
+		buffers:          newBufferPool(),
+		proxyLog:         slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
 	}
 	c, err := g.compile(snap)
 	if err != nil {
@@ -95,6 +103,7 @@ func (g *Gateway) Swap(snap *policies.Snapshot) error {
 	}
 	old := g.current.Swap(c)
 	g.limiters.Retain(c.limiterIDs)
+	g.retainTransports(c)
 	g.metrics.policyInfo(snap)
 	if old != nil && old.snap != snap {
 		go g.retire(old)
@@ -142,14 +151,37 @@ func (g *Gateway) Close() error {
 // identityHeaders are dropped from every client request: only the gateway sets them.
 var identityHeaders = []string{"X-Credential-Identifier", "X-Userinfo", "X-Access-Token", "X-Id-Token"}
 
-// exchange is the state of one request through the pipeline, for the access log.
+// exchange is the state of one request through the pipeline, for the access log. It is also
+// the request's scratch memory: the outgoing request, its URL and the header values the gateway
+// sets live in it, so that a request costs one allocation for all of them rather than one each.
 type exchange struct {
 	route    string
 	consumer string
 	decision string
 	status   int
 	err      error
-	rate     *ratelimit.Decision
+	// rate is the decision reported in the X-RateLimit-* headers, valid when hasRate.
+	rate    ratelimit.Decision
+	hasRate bool
+
+	match mux.RouteMatch
+	out   http.Request
+	url   url.URL
+	// vals backs the header values handed out by val; nvals of them are in use.
+	vals  [12]string
+	nvals int
+}
+
+// val returns a one-value header slice backed by x. Its capacity is 1, so a later Header.Add
+// copies instead of overwriting the neighbouring value.
+func (x *exchange) val(v string) []string {
+	if x.nvals == len(x.vals) {
+		return []string{v}
+	}
+	i := x.nvals
+	x.nvals++
+	x.vals[i] = v
+	return x.vals[i : i+1 : i+1]
 }
 
 // ServeHTTP runs the pipeline.
@@ -158,25 +190,25 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := g.acquire()
 	defer c.inflight.RUnlock()
 
-	x := exchange{decision: "forwarded"}
-	err := g.serve(c, w, r, &x)
+	x := &exchange{decision: "forwarded"}
+	err := g.serve(c, w, r, x)
 	if errors.Is(err, errAbort) {
-		g.record(r, &x, time.Since(start))
+		g.record(r, x, time.Since(start))
 		// The status line is out: only a cut connection tells the client the body is incomplete.
 		panic(http.ErrAbortHandler)
 	}
 	if err != nil {
-		g.writeError(w, r, err, &x)
+		g.writeError(w, r, err, x)
 	}
-	g.record(r, &x, time.Since(start))
+	g.record(r, x, time.Since(start))
 }
 
 // writeError is the one place that turns a pipeline error into a response.
 func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error, x *exchange) {
 	he := asHTTPError(err)
 	x.status, x.decision, x.err = he.Status, he.Decision, err
-	if x.rate != nil {
-		setRateHeaders(w.Header(), x.rate)
+	if x.hasRate {
+		setRateHeaders(w.Header(), &x.rate, x)
 	}
 	for k, vs := range he.Header {
 		for _, v := range vs {
@@ -192,8 +224,8 @@ func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error, 
 // serve runs match → sanitize → authenticate → authorize → limit → proxy.
 func (g *Gateway) serve(c *compiled, w http.ResponseWriter, r *http.Request, x *exchange) error {
 	// 1. match
-	var m mux.RouteMatch
-	if !c.router.Match(r, &m) || m.Handler == nil {
+	m := &x.match
+	if !c.router.Match(r, m) || m.Handler == nil {
 		return errNoRoute
 	}
 	rt := m.Handler.(*route)
@@ -224,9 +256,9 @@ func (g *Gateway) serve(c *compiled, w http.ResponseWriter, r *http.Request, x *
 
 	// 6. proxy
 	c.snap.Chain.HideCredentials(r)
-	setIdentity(r.Header, res, group)
-	if x.rate != nil {
-		setRateHeaders(w.Header(), x.rate)
+	setIdentity(r.Header, res, group, x)
+	if x.hasRate {
+		setRateHeaders(w.Header(), &x.rate, x)
 	}
 	return g.forward(w, r, rt, x)
 }
@@ -243,16 +275,16 @@ func sanitize(h http.Header) {
 	}
 }
 
-func setIdentity(h http.Header, res *idp.Result, group string) {
-	h["X-Consumer-Username"] = []string{res.Consumer}
+func setIdentity(h http.Header, res *idp.Result, group string, x *exchange) {
+	h["X-Consumer-Username"] = x.val(res.Consumer)
 	if group != "" {
-		h["X-Consumer-Groups"] = []string{group}
+		h["X-Consumer-Groups"] = x.val(group)
 	}
 	if res.Identifier != "" {
-		h["X-Credential-Identifier"] = []string{res.Identifier}
+		h["X-Credential-Identifier"] = x.val(res.Identifier)
 	}
 	if ui := res.Userinfo(); ui != "" {
-		h["X-Userinfo"] = []string{ui}
+		h["X-Userinfo"] = x.val(ui)
 	}
 }
 
@@ -292,9 +324,8 @@ func (g *Gateway) limit(r *http.Request, c *compiled, rt *route, consumer, group
 				}
 				return fmt.Errorf("applying %s of %s: %w", l.kind, l.owner, err)
 			}
-			if x.rate == nil || d.Remaining < x.rate.Remaining || !d.Allowed {
-				dd := d
-				x.rate = &dd
+			if !x.hasRate || d.Remaining < x.rate.Remaining || !d.Allowed {
+				x.rate, x.hasRate = d, true
 			}
 			if !d.Allowed {
 				g.metrics.rateRejected(rt.name, l)
@@ -335,11 +366,19 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
-func setRateHeaders(h http.Header, d *ratelimit.Decision) {
-	h["X-Ratelimit-Limit"] = []string{strconv.Itoa(d.Limit)}
-	h["X-Ratelimit-Remaining"] = []string{strconv.Itoa(d.Remaining)}
+func setRateHeaders(h http.Header, d *ratelimit.Decision, x *exchange) {
 	reset := int((d.Reset + time.Second - 1) / time.Second)
-	h["X-Ratelimit-Reset"] = []string{strconv.Itoa(reset)}
+	// The three numbers share one string: one allocation instead of one per number.
+	var buf [3 * 20]byte
+	b := strconv.AppendInt(buf[:0], int64(d.Limit), 10)
+	i := len(b)
+	b = strconv.AppendInt(b, int64(d.Remaining), 10)
+	j := len(b)
+	b = strconv.AppendInt(b, int64(reset), 10)
+	s := string(b)
+	h["X-Ratelimit-Limit"] = x.val(s[:i])
+	h["X-Ratelimit-Remaining"] = x.val(s[i:j])
+	h["X-Ratelimit-Reset"] = x.val(s[j:])
 }
 
 type proxyStateKey struct{}

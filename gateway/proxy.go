@@ -36,6 +36,38 @@ func newTransport() *http.Transport {
 	}
 }
 
+// transportFor returns the transport of routes with timeout d: the base transport with the
+// time until response headers, and the dial, bounded by d. Routes sharing a timeout share its
+// connection pool. Called at compile time, under g.mu or before the gateway serves.
+func (g *Gateway) transportFor(d time.Duration) *http.Transport {
+	if d <= 0 {
+		return g.base
+	}
+	if t, ok := g.headerTransports[d]; ok {
+		return t
+	}
+	t := g.base.Clone()
+	t.ResponseHeaderTimeout = d
+	t.DialContext = (&net.Dialer{Timeout: min(d, 5*time.Second), KeepAlive: 30 * time.Second}).DialContext
+	g.headerTransports[d] = t
+	return t
+}
+
+// retainTransports drops the transports of timeouts c no longer uses. Requests still in flight
+// on the old snapshot keep theirs; only idle connections are closed.
+func (g *Gateway) retainTransports(c *compiled) {
+	used := map[time.Duration]bool{}
+	for _, rt := range c.routes {
+		used[rt.timeout] = true
+	}
+	for d, t := range g.headerTransports {
+		if !used[d] {
+			delete(g.headerTransports, d)
+			t.CloseIdleConnections()
+		}
+	}
+}
+
 // timeoutTransport bounds the time until the upstream's response headers arrive. A plain
 // context deadline would also cut a slow but healthy response body; here the timer stops as
 // soon as the headers are in, and the body is bounded by the client instead.
@@ -139,5 +171,9 @@ func newBufferPool() *bufferPool {
 	return &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
 }
 
-func (p *bufferPool) Get() []byte  { return *(p.pool.Get().(*[]byte)) }
+func (p *bufferPool) Get() []byte  { return *p.get() }
 func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
+
+// get and put pass the pooled pointer itself: Put's &b costs an allocation per request.
+func (p *bufferPool) get() *[]byte  { return p.pool.Get().(*[]byte) }
+func (p *bufferPool) put(b *[]byte) { p.pool.Put(b) }

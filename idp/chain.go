@@ -44,6 +44,9 @@ type Result struct {
 	Identifier string
 	// Credentials are the verified credentials, in chain order.
 	Credentials []*Credential
+
+	// inline backs Credentials for short chains, saving an allocation per request.
+	inline [2]*Credential
 }
 
 // Claims returns the verified claims of the first token credential in the chain, or nil.
@@ -86,6 +89,8 @@ type Step struct {
 	Detail string
 }
 
+// add records a step. Callers on the request path test trace != nil first: the variadic
+// arguments would otherwise be boxed on the heap even when nothing is recorded.
 func (t *Trace) add(provider, what string, ok bool, format string, args ...any) {
 	if t == nil {
 		return
@@ -119,10 +124,14 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 		if err != nil {
 			var d *Denial
 			if errors.As(err, &d) {
-				trace.add(p.Name(), "credential", false, "%s", d.Error())
+				if trace != nil {
+					trace.add(p.Name(), "credential", false, "%s", d.Error())
+				}
 				return nil, d
 			}
-			trace.add(p.Name(), "credential", false, "cannot decide: %v", err)
+			if trace != nil {
+				trace.add(p.Name(), "credential", false, "cannot decide: %v", err)
+			}
 			return nil, fmt.Errorf("extracting %s credential: %w", p.Name(), err)
 		}
 		if cred == nil {
@@ -132,12 +141,18 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 		owner, b, ok := c.index.Resolve(p.Name(), cred.Lookup)
 		if !ok {
 			d := p.Unknown()
-			trace.add(p.Name(), "credential", false, "present, names no consumer: %s", d.Error())
+			if trace != nil {
+				trace.add(p.Name(), "credential", false, "present, names no consumer: %s", d.Error())
+			}
 			return nil, d
 		}
-		trace.add(p.Name(), "credential", true, "present, names consumer %q (%s)", owner, b.Identifier())
+		if trace != nil {
+			trace.add(p.Name(), "credential", true, "present, names consumer %q (%s)", owner, b.Identifier())
+		}
 		if consumer != "" && owner != consumer {
-			trace.add("", "chain", false, "consumer %q and consumer %q", consumer, owner)
+			if trace != nil {
+				trace.add("", "chain", false, "consumer %q and consumer %q", consumer, owner)
+			}
 			return nil, &Denial{Status: http.StatusUnauthorized, Message: ErrDifferentConsumers.Error(),
 				Reason:    fmt.Sprintf("%s names %q, an earlier credential names %q", p.Name(), owner, consumer),
 				Challenge: p.Missing().Challenge}
@@ -148,17 +163,26 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 
 	if consumer == "" {
 		if anonymous != "" {
-			trace.add("", "chain", true, "no credential: anonymous consumer %q", anonymous)
+			if trace != nil {
+				trace.add("", "chain", true, "no credential: anonymous consumer %q", anonymous)
+			}
 			return &Result{Consumer: anonymous, Anonymous: true, Identifier: "anonymous"}, nil
 		}
 		d := c.missing()
-		trace.add("", "chain", false, "no credential in request")
+		if trace != nil {
+			trace.add("", "chain", false, "no credential in request")
+		}
 		return nil, d
 	}
 
 	// 2. The consumer's bindings in order: each must be present and verify.
 	chain := c.index.Chain(consumer)
-	res := &Result{Consumer: consumer, Credentials: make([]*Credential, 0, len(chain))}
+	res := &Result{Consumer: consumer}
+	if len(chain) <= len(res.inline) {
+		res.Credentials = res.inline[:0:len(chain)]
+	} else {
+		res.Credentials = make([]*Credential, 0, len(chain))
+	}
 	for i, bd := range chain {
 		var f *found
 		for j := range creds {
@@ -170,19 +194,27 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 		name := bd.Provider.Name()
 		if f == nil {
 			d := bd.Provider.Missing().WithReason("consumer %q requires %s and the request carries none", consumer, name)
-			trace.add(name, "binding", false, "missing: %s", d.Message)
+			if trace != nil {
+				trace.add(name, "binding", false, "missing: %s", d.Message)
+			}
 			return nil, d
 		}
 		if err := bd.Provider.Verify(ctx, r, f.cred, f.binding); err != nil {
 			var d *Denial
 			if errors.As(err, &d) {
-				trace.add(name, "binding", false, "%s", d.Error())
+				if trace != nil {
+					trace.add(name, "binding", false, "%s", d.Error())
+				}
 				return nil, d
 			}
-			trace.add(name, "binding", false, "cannot decide: %v", err)
+			if trace != nil {
+				trace.add(name, "binding", false, "cannot decide: %v", err)
+			}
 			return nil, fmt.Errorf("verifying %s credential: %w", name, err)
 		}
-		trace.add(name, "binding", true, "granted (%s)", f.binding.Identifier())
+		if trace != nil {
+			trace.add(name, "binding", true, "granted (%s)", f.binding.Identifier())
+		}
 		if i == 0 {
 			res.Identifier = f.binding.Identifier()
 		}
