@@ -89,7 +89,7 @@ type Step struct {
 	Detail string
 }
 
-// add records a step. Callers on the request path test trace != nil first: the variadic
+// add records a step. On the granted path callers test trace != nil first: the variadic
 // arguments would otherwise be boxed on the heap even when nothing is recorded.
 func (t *Trace) add(provider, what string, ok bool, format string, args ...any) {
 	if t == nil {
@@ -124,14 +124,10 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 		if err != nil {
 			var d *Denial
 			if errors.As(err, &d) {
-				if trace != nil {
-					trace.add(p.Name(), "credential", false, "%s", d.Error())
-				}
+				trace.add(p.Name(), "credential", false, "%s", d.Error())
 				return nil, d
 			}
-			if trace != nil {
-				trace.add(p.Name(), "credential", false, "cannot decide: %v", err)
-			}
+			trace.add(p.Name(), "credential", false, "cannot decide: %v", err)
 			return nil, fmt.Errorf("extracting %s credential: %w", p.Name(), err)
 		}
 		if cred == nil {
@@ -141,18 +137,14 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 		owner, b, ok := c.index.Resolve(p.Name(), cred.Lookup)
 		if !ok {
 			d := p.Unknown()
-			if trace != nil {
-				trace.add(p.Name(), "credential", false, "present, names no consumer: %s", d.Error())
-			}
+			trace.add(p.Name(), "credential", false, "present, names no consumer: %s", d.Error())
 			return nil, d
 		}
 		if trace != nil {
 			trace.add(p.Name(), "credential", true, "present, names consumer %q (%s)", owner, b.Identifier())
 		}
 		if consumer != "" && owner != consumer {
-			if trace != nil {
-				trace.add("", "chain", false, "consumer %q and consumer %q", consumer, owner)
-			}
+			trace.add("", "chain", false, "consumer %q and consumer %q", consumer, owner)
 			return nil, &Denial{Status: http.StatusUnauthorized, Message: ErrDifferentConsumers.Error(),
 				Reason:    fmt.Sprintf("%s names %q, an earlier credential names %q", p.Name(), owner, consumer),
 				Challenge: p.Missing().Challenge}
@@ -163,15 +155,11 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 
 	if consumer == "" {
 		if anonymous != "" {
-			if trace != nil {
-				trace.add("", "chain", true, "no credential: anonymous consumer %q", anonymous)
-			}
+			trace.add("", "chain", true, "no credential: anonymous consumer %q", anonymous)
 			return &Result{Consumer: anonymous, Anonymous: true, Identifier: "anonymous"}, nil
 		}
 		d := c.missing()
-		if trace != nil {
-			trace.add("", "chain", false, "no credential in request")
-		}
+		trace.add("", "chain", false, "no credential in request")
 		return nil, d
 	}
 
@@ -194,22 +182,16 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 		name := bd.Provider.Name()
 		if f == nil {
 			d := bd.Provider.Missing().WithReason("consumer %q requires %s and the request carries none", consumer, name)
-			if trace != nil {
-				trace.add(name, "binding", false, "missing: %s", d.Message)
-			}
+			trace.add(name, "binding", false, "missing: %s", d.Message)
 			return nil, d
 		}
 		if err := bd.Provider.Verify(ctx, r, f.cred, f.binding); err != nil {
 			var d *Denial
 			if errors.As(err, &d) {
-				if trace != nil {
-					trace.add(name, "binding", false, "%s", d.Error())
-				}
+				trace.add(name, "binding", false, "%s", d.Error())
 				return nil, d
 			}
-			if trace != nil {
-				trace.add(name, "binding", false, "cannot decide: %v", err)
-			}
+			trace.add(name, "binding", false, "cannot decide: %v", err)
 			return nil, fmt.Errorf("verifying %s credential: %w", name, err)
 		}
 		if trace != nil {
