@@ -21,11 +21,6 @@ import (
 )
 
 // repeated is a flag that may be given several times.
-type repeated []string
-
-func (r *repeated) String() string     { return strings.Join(*r, ", ") }
-func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
-
 const signUsage = `usage: portcullis sign --key-id ID --secret S [--algorithm hmac-sha256]
        [--headers "@request-target date"] [--date "RFC 1123 date"] [--body FILE]
        [--header "Name: value"]... METHOD PATH
@@ -59,11 +54,11 @@ func cmdSign(args []string, stdout, stderr io.Writer) error {
 		h.Set("Host", u.Host)
 	}
 	for _, kv := range extra {
-		name, value, ok := strings.Cut(kv, ":")
-		if !ok || strings.TrimSpace(name) == "" {
-			return fmt.Errorf("parsing --header %q: want \"Name: value\"", kv)
+		name, value, err := cutHeader("--header", kv)
+		if err != nil {
+			return err
 		}
-		h.Add(strings.TrimSpace(name), strings.TrimSpace(value))
+		h.Add(name, value)
 	}
 	if *date == "" {
 		*date = time.Now().UTC().Format(http.TimeFormat)

@@ -14,19 +14,13 @@ import (
 	"github.com/portcullis/portcullis/policies"
 )
 
-// headerFlags collects repeated -H "Name: value".
-type headerFlags []string
-
-func (h *headerFlags) String() string     { return strings.Join(*h, "; ") }
-func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
-
 // cmdExplain evaluates one request against a policy without proxying it and prints the trace.
 // It exits 0 when the request would be forwarded and 1 when it would be denied.
 func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("c", "", "policy file or folder")
-	var headers headerFlags
+	var headers repeated
 	fs.Var(&headers, "H", `request header "Name: value" (repeatable)`)
 	body := fs.String("d", "", "request body")
 	remote := fs.String("remote-addr", "127.0.0.1:40000", "client address the request comes from")
@@ -87,11 +81,10 @@ func explainRequest(ctx context.Context, method, target string, headers []string
 		return nil, fmt.Errorf("building request: %w", err)
 	}
 	for _, h := range headers {
-		name, value, ok := strings.Cut(h, ":")
-		if !ok || strings.TrimSpace(name) == "" {
-			return nil, fmt.Errorf("parsing header %q: want \"Name: value\"", h)
+		name, value, err := cutHeader("-H", h)
+		if err != nil {
+			return nil, err
 		}
-		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
 		if strings.EqualFold(name, "Host") {
 			req.Host = value
 			continue
