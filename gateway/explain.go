@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,15 +58,11 @@ func (g *Gateway) Explain(r *http.Request) *Explanation {
 
 	var dropped []string
 	for k := range r.Header {
-		if strings.HasPrefix(k, "X-Consumer-") {
+		if idp.IsIdentityHeader(k) {
 			dropped = append(dropped, k)
 		}
 	}
-	for _, k := range identityHeaders {
-		if _, ok := r.Header[k]; ok {
-			dropped = append(dropped, k)
-		}
-	}
+	slices.Sort(dropped)
 	sanitize(r.Header)
 	if len(dropped) > 0 {
 		e.add("sanitize", true, "dropped client-sent identity headers %s", strings.Join(dropped, ", "))

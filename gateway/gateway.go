@@ -148,9 +148,6 @@ func (g *Gateway) Close() error {
 	return c.snap.Close()
 }
 
-// identityHeaders are dropped from every client request: only the gateway sets them.
-var identityHeaders = []string{"X-Credential-Identifier", "X-Userinfo", "X-Access-Token", "X-Id-Token"}
-
 // exchange is the state of one request through the pipeline, for the access log. It is also
 // the request's scratch memory: the outgoing request, its URL and the header values the gateway
 // sets live in it, so that a request costs one allocation for all of them rather than one each.
@@ -265,13 +262,9 @@ func (g *Gateway) serve(c *compiled, w http.ResponseWriter, r *http.Request, x *
 
 func sanitize(h http.Header) {
 	for k := range h {
-		// Canonical keys: "X-Consumer-Username", "X-Consumer-Groups", ...
-		if strings.HasPrefix(k, "X-Consumer-") {
+		if idp.IsIdentityHeader(k) {
 			delete(h, k)
 		}
-	}
-	for _, k := range identityHeaders {
-		delete(h, k)
 	}
 }
 

@@ -460,7 +460,7 @@ func (m *merged) check(errs *errorList) {
 		m.checkPlugins(func() origin { return m.groups[i] }, g.Plugins, errs)
 	}
 	for i, d := range p.IdPs {
-		if reservedHeader(d.Header) {
+		if idp.IsIdentityHeader(d.Header) {
 			errs.add(m.idps[i].errAt(rootPath.key("header"),
 				"header %q is reserved: the gateway drops it from every request so that clients cannot claim an identity", d.Header))
 		}
@@ -786,16 +786,4 @@ func bindingSpec(b Binding, consumer string) idp.BindingSpec {
 		Groups:      b.Groups,
 		Permissions: b.Permissions,
 	}
-}
-
-// reservedHeader reports the identity headers the gateway drops from every client request
-// (X-Consumer-*, X-Credential-Identifier, X-Userinfo, X-Access-Token, X-Id-Token): a provider
-// reading its credential from one of them would never see it.
-func reservedHeader(name string) bool {
-	n := strings.ToLower(name)
-	switch n {
-	case "x-credential-identifier", "x-userinfo", "x-access-token", "x-id-token":
-		return true
-	}
-	return strings.HasPrefix(n, "x-consumer-")
 }
