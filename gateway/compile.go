@@ -84,7 +84,7 @@ const (
 type limit struct {
 	owner            string // "consumer:FetchBot", "group:bots", "route:petstore"
 	kind             string // "limit-count" or "limit-req"
-	desc             string // "2 per 5s", for explain
+	spec             ratelimit.Spec
 	key              limitKeyKind
 	limiter          ratelimit.Limiter
 	rejectedCode     int
@@ -201,42 +201,38 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 // limits builds the limiters of one owner's plugins. defaultKey applies when the limit sets no key.
 func (g *Gateway) limits(c *compiled, owner string, p policies.Plugins, defaultKey limitKeyKind) ([]*limit, error) {
 	var out []*limit
+	add := func(kind string, spec ratelimit.Spec, key string, code, defaultCode int, msg string, degrade bool) error {
+		if err := spec.Validate(); err != nil {
+			return fmt.Errorf("%s of %s: %w", kind, owner, err)
+		}
+		id := owner + "/" + kind
+		c.limiterIDs[id] = true
+		out = append(out, &limit{
+			owner: owner, kind: kind, key: limitKey(key, defaultKey), spec: spec,
+			limiter:      g.limiters.Limiter(id, spec),
+			rejectedCode: orDefault(code, defaultCode), rejectedMsg: msg,
+			allowDegradation: degrade,
+		})
+		return nil
+	}
 	if lc := p.LimitCount; lc != nil {
 		spec := ratelimit.Spec{
-			Kind:         "count",
+			Kind:         ratelimit.KindCount,
 			Count:        lc.Count,
 			Window:       time.Duration(lc.TimeWindow) * time.Second,
 			Sliding:      lc.WindowType == "sliding",
 			Redis:        lc.Policy == "redis",
 			SyncInterval: time.Duration(lc.SyncInterval),
 		}
-		if err := spec.Validate(); err != nil {
-			return nil, fmt.Errorf("limit-count of %s: %w", owner, err)
+		if err := add("limit-count", spec, lc.Key, lc.RejectedCode, http.StatusTooManyRequests, lc.RejectedMsg, lc.AllowDegradation); err != nil {
+			return nil, err
 		}
-		id := owner + "/limit-count"
-		c.limiterIDs[id] = true
-		out = append(out, &limit{
-			owner: owner, kind: "limit-count", key: limitKey(lc.Key, defaultKey),
-			desc:         fmt.Sprintf("%d per %s", lc.Count, spec.Window),
-			limiter:      g.limiters.Limiter(id, spec),
-			rejectedCode: orDefault(lc.RejectedCode, http.StatusTooManyRequests), rejectedMsg: lc.RejectedMsg,
-			allowDegradation: lc.AllowDegradation,
-		})
 	}
 	if lr := p.LimitReq; lr != nil {
-		spec := ratelimit.Spec{Kind: "req", Rate: lr.Rate, Burst: lr.Burst, Redis: lr.Policy == "redis"}
-		if err := spec.Validate(); err != nil {
-			return nil, fmt.Errorf("limit-req of %s: %w", owner, err)
+		spec := ratelimit.Spec{Kind: ratelimit.KindReq, Rate: lr.Rate, Burst: lr.Burst, Redis: lr.Policy == "redis"}
+		if err := add("limit-req", spec, lr.Key, lr.RejectedCode, http.StatusServiceUnavailable, lr.RejectedMsg, lr.AllowDegradation); err != nil {
+			return nil, err
 		}
-		id := owner + "/limit-req"
-		c.limiterIDs[id] = true
-		out = append(out, &limit{
-			owner: owner, kind: "limit-req", key: limitKey(lr.Key, defaultKey),
-			desc:         fmt.Sprintf("%g/s, burst %g", lr.Rate, lr.Burst),
-			limiter:      g.limiters.Limiter(id, spec),
-			rejectedCode: orDefault(lr.RejectedCode, http.StatusServiceUnavailable), rejectedMsg: lr.RejectedMsg,
-			allowDegradation: lr.AllowDegradation,
-		})
 	}
 	return out, nil
 }

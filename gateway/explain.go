@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/idp"
 )
 
@@ -105,7 +106,7 @@ func (g *Gateway) Explain(r *http.Request) *Explanation {
 		for _, l := range ls {
 			n++
 			e.add("limit", true, "%s %s of %s applies, counted by %s %q (rejects with %d; not consumed by explain)",
-				l.kind, l.desc, l.owner, l.keyName(), l.keyFor(r, res.Consumer, rt.name), l.rejectedCode)
+				l.kind, l.describe(), l.owner, l.keyName(), l.keyFor(r, res.Consumer, rt.name), l.rejectedCode)
 		}
 	}
 	if n == 0 {
@@ -138,4 +139,12 @@ func (l *limit) keyName() string {
 		return "remote address"
 	}
 	return "group"
+}
+
+// describe says what the limit allows: "2 per 5s", "10/s, burst 5".
+func (l *limit) describe() string {
+	if l.spec.Kind == ratelimit.KindReq {
+		return fmt.Sprintf("%g/s, burst %g", l.spec.Rate, l.spec.Burst)
+	}
+	return fmt.Sprintf("%d per %s", l.spec.Count, l.spec.Window)
 }
