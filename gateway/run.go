@@ -104,7 +104,6 @@ func Run(ctx context.Context, cfg RunConfig) error {
 				case <-ctx.Done():
 					return
 				case <-cfg.Reload:
-					cfg.Logger.Info("reload requested")
 					poke()
 				}
 			}

@@ -62,6 +62,7 @@ func serve(ctx context.Context, cfg serveConfig) error {
 			case <-ctx.Done():
 				return
 			case <-hup:
+				cfg.logger.Info("SIGHUP: reloading policy")
 				select {
 				case reload <- struct{}{}:
 				case <-ctx.Done():
