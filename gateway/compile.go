@@ -46,8 +46,9 @@ type route struct {
 
 	limits   []*limit
 	balancer *balancer
-	// transport enforces timeout as its ResponseHeaderTimeout: cheaper per request than a
-	// cancellable context and a timer.
+	// transport serves the requests h1Pool does not (https targets, bodies of unknown length);
+	// it enforces timeout as its ResponseHeaderTimeout: cheaper per request than a cancellable
+	// context and a timer.
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
 	// upstreamLatency is this route's histogram series.
@@ -175,7 +176,11 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 		if w <= 0 {
 			w = 1
 		}
-		targets = append(targets, &target{url: u, weight: w})
+		tg := &target{url: u, weight: w}
+		if u.Scheme == "http" {
+			tg.pool = g.poolFor(u)
+		}
+		targets = append(targets, tg)
 	}
 	if len(targets) == 0 {
 		return nil, fmt.Errorf("route has no upstream target")

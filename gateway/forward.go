@@ -47,16 +47,18 @@ func isUpgrade(r *http.Request) bool {
 
 // forward sends r to one of the route's targets and copies the answer back. It is the request
 // path's proxy: a shallow copy of the request rather than httputil.ReverseProxy's deep clone,
-// headers forwarded in place, a pooled copy buffer, and no flush after every write. Upgrade
-// requests go through httputil.ReverseProxy, which implements the protocol switch.
+// headers forwarded in place, the target's own HTTP/1.1 pool (h1Pool) for plain http, a pooled
+// copy buffer, and no flush after every write. Upgrade requests go through
+// httputil.ReverseProxy, which implements the protocol switch; https targets and requests h1Pool
+// does not send (h1Eligible) through http.Transport.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *exchange) error {
 	if isUpgrade(r) {
 		return g.forwardUpgrade(w, r, rt, x)
 	}
 	t := rt.balancer.next()
 
-	// The route timeout is rt.transport's: it bounds the dial and the wait for the response
-	// headers, and leaves a slow but healthy body to the client.
+	// The route timeout bounds the dial and the wait for the response headers, and leaves a
+	// slow but healthy body to the client.
 	out := &x.out
 	*out = *r // shallow: the header map is forwarded in place
 	out.URL = rt.upstreamURL(t, r.URL, &x.url)
@@ -73,7 +75,17 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	}
 
 	start := time.Now()
-	resp, err := rt.transport.RoundTrip(out)
+	var resp *http.Response
+	var err error
+	if t.pool != nil && h1Eligible(out) {
+		host := out.Host
+		if host == "" {
+			host = out.URL.Host
+		}
+		resp, err = t.pool.roundTrip(out, host, rt.timeout, rt.dialTimeout())
+	} else {
+		resp, err = rt.transport.RoundTrip(out)
+	}
 	if err != nil && rt.timeout > 0 && isTimeout(err) {
 		err = fmt.Errorf("%w: %w", errUpstreamTimeout, err)
 	}
@@ -110,6 +122,14 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 		dst[http.TrailerPrefix+k] = vs
 	}
 	return nil
+}
+
+// dialTimeout bounds connecting to a target: the route timeout, at most 5 s.
+func (rt *route) dialTimeout() time.Duration {
+	if rt.timeout > 0 {
+		return min(rt.timeout, 5*time.Second)
+	}
+	return 5 * time.Second
 }
 
 // isTimeout reports the transport's own timeouts (response headers, dial), not a cancelled

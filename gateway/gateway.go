@@ -49,7 +49,10 @@ type Gateway struct {
 	// route timeout in use (guarded by mu; compile runs under it).
 	base             *http.Transport
 	headerTransports map[time.Duration]*http.Transport
-	buffers          *bufferPool
+	// pools are the HTTP/1.1 connection pools of the plain-http upstream addresses in use
+	// (guarded by mu).
+	pools   map[string]*h1Pool
+	buffers *bufferPool
 	// proxyLog receives the reverse proxy's own complaints (a body copy cut short).
 	proxyLog *log.Logger
 
@@ -79,6 +82,7 @@ func New(snap *policies.Snapshot, opts Options) (*Gateway, error) {
 		transport:        timeoutTransport{next: base},
 		base:             base,
 		headerTransports: map[time.Duration]*http.Transport{},
+		pools:            map[string]*h1Pool{},
 		buffers:          newBufferPool(),
 		proxyLog:         slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
 	}
@@ -139,12 +143,22 @@ func (g *Gateway) acquire() *compiled {
 	}
 }
 
-// Close retires the current snapshot.
+// Close retires the current snapshot and closes the idle upstream connections.
 func (g *Gateway) Close() error {
 	c := g.current.Load()
 	c.inflight.Lock()
 	c.closed = true
 	c.inflight.Unlock()
+	g.mu.Lock()
+	for addr, p := range g.pools {
+		delete(g.pools, addr)
+		_ = p.Close()
+	}
+	g.mu.Unlock()
+	g.base.CloseIdleConnections()
+	for _, t := range g.headerTransports {
+		t.CloseIdleConnections()
+	}
 	return c.snap.Close()
 }
 

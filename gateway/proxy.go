@@ -31,8 +31,11 @@ func newTransport() *http.Transport {
 		TLSHandshakeTimeout:   5 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     false,
-		WriteBufferSize:       32 << 10,
-		ReadBufferSize:        32 << 10,
+		// A proxy forwards the client's Accept-Encoding as it is: no gzip asked for on the
+		// client's behalf and unpacked behind its back (h1Pool does the same).
+		DisableCompression: true,
+		WriteBufferSize:    32 << 10,
+		ReadBufferSize:     32 << 10,
 	}
 }
 
@@ -53,17 +56,43 @@ func (g *Gateway) transportFor(d time.Duration) *http.Transport {
 	return t
 }
 
-// retainTransports drops the transports of timeouts c no longer uses. Requests still in flight
-// on the old snapshot keep theirs; only idle connections are closed.
+// poolFor returns the connection pool of a plain-http upstream address, shared by every route
+// and target that names it. Called at compile time, under g.mu or before the gateway serves.
+func (g *Gateway) poolFor(u *url.URL) *h1Pool {
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "80")
+	}
+	if p, ok := g.pools[addr]; ok {
+		return p
+	}
+	p := newH1Pool(addr)
+	g.pools[addr] = p
+	return p
+}
+
+// retainTransports drops the transports of timeouts and the pools of addresses c no longer
+// uses. Requests still in flight on the old snapshot keep theirs; only idle connections are
+// closed.
 func (g *Gateway) retainTransports(c *compiled) {
 	used := map[time.Duration]bool{}
+	pools := map[*h1Pool]bool{}
 	for _, rt := range c.routes {
 		used[rt.timeout] = true
+		for _, t := range rt.balancer.targets {
+			pools[t.pool] = true
+		}
 	}
 	for d, t := range g.headerTransports {
 		if !used[d] {
 			delete(g.headerTransports, d)
 			t.CloseIdleConnections()
+		}
+	}
+	for addr, p := range g.pools {
+		if !pools[p] {
+			delete(g.pools, addr)
+			_ = p.Close()
 		}
 	}
 }
@@ -135,6 +164,8 @@ type target struct {
 	url     *url.URL
 	weight  int
 	current int
+	// pool is the lean HTTP/1.1 client of a plain-http target (nil for https).
+	pool *h1Pool
 }
 
 func newBalancer(targets []*target) *balancer {
