@@ -207,7 +207,7 @@ func (b *BasicAuth) Verify(_ context.Context, _ *http.Request, cred *Credential,
 		return b.badUser.WithReason("credential does not match the binding")
 	}
 	if bb.bcryptHash == nil {
-		sum := sha256.Sum256([]byte(st.password))
+		sum := sumString(st.password)
 		if subtle.ConstantTimeCompare(sum[:], bb.plainSum[:]) != 1 {
 			return b.badUser.WithReason("password does not match")
 		}

@@ -246,29 +246,6 @@ type jwtState struct {
 	exp, nbf     *float64
 }
 
-// jwtIsCompact reports whether s has the shape of a compact JWS: three base64url parts, the first two
-// non-empty (the signature is empty for alg "none", which is still ours to refuse).
-func jwtIsCompact(s string) bool {
-	dots := 0
-	partLen := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '.':
-			if dots < 2 && partLen == 0 {
-				return false
-			}
-			dots++
-			partLen = 0
-		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
-			partLen++
-		default:
-			return false
-		}
-	}
-	return dots == 2
-}
-
 // jwtStripBearer removes an optional case-insensitive "Bearer " prefix.
 func jwtStripBearer(v string) string {
 	if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
@@ -306,7 +283,7 @@ func (j *JWTAuth) find(r *http.Request) (string, jwtSource) {
 
 // ours reports whether tok is a JWS that is not a foreign issuer's.
 func (j *JWTAuth) ours(tok string) bool {
-	if !jwtIsCompact(tok) {
+	if !isCompactJWS(tok, true) {
 		return false
 	}
 	if len(j.foreign) == 0 {
@@ -329,7 +306,7 @@ func (j *JWTAuth) Extract(_ context.Context, r *http.Request) (*Credential, erro
 	if src == jwtFromNone {
 		return nil, nil
 	}
-	sum := sha256.Sum256([]byte(tok))
+	sum := sumString(tok)
 	if j.cache != nil {
 		if v, ok := j.cache.get(sum, j.cfg.Now()); ok {
 			return &Credential{Lookup: v.lookup, State: &jwtState{sum: sum, cached: &v}}, nil

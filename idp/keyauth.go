@@ -86,7 +86,7 @@ func (k *KeyAuth) Extract(_ context.Context, r *http.Request) (*Credential, erro
 	if key == "" {
 		return nil, nil
 	}
-	hash := sha256.Sum256([]byte(key))
+	hash := sumString(key)
 	return &Credential{Lookup: string(hash[:])}, nil
 }
 

@@ -360,29 +360,34 @@ func TokenOf(cred *Credential) (*OIDCToken, bool) {
 // Authorization header unless introspection is on (opaque tokens); in a header, query parameter
 // or cookie of its own it is an invalid token.
 func (o *OIDC) Extract(ctx context.Context, r *http.Request) (*Credential, error) {
-	tok, ok := o.find(r)
+	tok, tc, ok := o.find(r)
 	if !ok {
 		return nil, nil
 	}
-	hash := sha256.Sum256([]byte(tok))
-	compact := oidcIsCompact(tok)
+	if !tc.hashed {
+		tc.hash = sumString(tok)
+	}
 	var claims map[string]any
 	var userinfo string
 	var err error
-	if compact {
+	switch {
+	case tc.cached != nil:
+		o.ObserveCache("token", true)
+		claims, userinfo = tc.cached.claims, tc.cached.userinfo
+	case tc.compact:
 		var vt *verifiedToken
-		vt, err = o.verifyJWTCached(ctx, tok, hash)
+		vt, err = o.verifyJWTCached(ctx, tok, tc.hash)
 		if vt != nil {
 			claims, userinfo = vt.claims, vt.userinfo
 		}
-	} else {
+	default:
 		claims, err = o.introspectOpaque(ctx, tok)
 	}
 	if err != nil {
 		return nil, err
 	}
-	st := &OIDCToken{Raw: tok, Hash: hash, Claims: claims, Expiry: claimTime(claims["exp"])}
-	if o.cfg.Introspection && compact {
+	st := &OIDCToken{Raw: tok, Hash: tc.hash, Claims: claims, Expiry: claimTime(claims["exp"])}
+	if o.cfg.Introspection && tc.compact {
 		if err := o.checkActive(ctx, st); err != nil {
 			return nil, err
 		}
@@ -394,31 +399,58 @@ func (o *OIDC) Extract(ctx context.Context, r *http.Request) (*Credential, error
 	return &Credential{Lookup: sub, Claims: claims, Userinfo: userinfo, State: st}, nil
 }
 
+// tokenCheck is what deciding whether a token is ours learnt about it, so that Extract does
+// not learn it again: its shape, its hash, and its verification when it was found cached.
+type tokenCheck struct {
+	compact bool
+	hashed  bool
+	hash    [sha256.Size]byte
+	cached  *verifiedToken
+}
+
 // find returns the first token of this provider: header, then query, then cookie.
-func (o *OIDC) find(r *http.Request) (string, bool) {
-	if v, ok := headerValue(r, o.cfg.Header, o.headerOurs); ok {
-		return o.stripBearer(v), true
+func (o *OIDC) find(r *http.Request) (string, tokenCheck, bool) {
+	for _, v := range r.Header.Values(o.cfg.Header) {
+		if tok, tc, ok := o.headerToken(v); ok {
+			return tok, tc, true
+		}
 	}
 	if o.cfg.Query != "" && r.URL.RawQuery != "" {
-		if v := r.URL.Query().Get(o.cfg.Query); v != "" && o.tokenOurs(v, false) {
-			return v, true
+		if v := r.URL.Query().Get(o.cfg.Query); v != "" {
+			if tc, ok := o.checkToken(v, false); ok {
+				return v, tc, true
+			}
 		}
 	}
 	if o.cfg.Cookie != "" {
-		if c, err := r.Cookie(o.cfg.Cookie); err == nil && c.Value != "" && o.tokenOurs(c.Value, false) {
-			return c.Value, true
+		if c, err := r.Cookie(o.cfg.Cookie); err == nil && c.Value != "" {
+			if tc, ok := o.checkToken(c.Value, false); ok {
+				return c.Value, tc, true
+			}
 		}
 	}
-	return "", false
+	return "", tokenCheck{}, false
+}
+
+// headerToken returns the token of a header value when it is this provider's.
+func (o *OIDC) headerToken(v string) (string, tokenCheck, bool) {
+	if o.authHeader {
+		t, ok := oidcCutBearer(v)
+		if !ok {
+			return "", tokenCheck{}, false
+		}
+		tc, ok := o.checkToken(t, true)
+		return t, tc, ok
+	}
+	t := o.stripBearer(v)
+	tc, ok := o.checkToken(t, false)
+	return t, tc, ok
 }
 
 // headerOurs reports whether a header value carries this provider's token.
 func (o *OIDC) headerOurs(v string) bool {
-	if o.authHeader {
-		t, ok := oidcCutBearer(v)
-		return ok && o.tokenOurs(t, true)
-	}
-	return o.tokenOurs(o.stripBearer(v), false)
+	_, _, ok := o.headerToken(v)
+	return ok
 }
 
 func (o *OIDC) stripBearer(v string) string {
@@ -430,23 +462,32 @@ func (o *OIDC) stripBearer(v string) string {
 
 // tokenOurs applies the chain rule to a token found where this provider reads.
 func (o *OIDC) tokenOurs(tok string, shared bool) bool {
+	_, ok := o.checkToken(tok, shared)
+	return ok
+}
+
+// checkToken is tokenOurs, with what it learnt about the token.
+func (o *OIDC) checkToken(tok string, shared bool) (tokenCheck, bool) {
+	var tc tokenCheck
 	if tok == "" {
-		return false
+		return tc, false
 	}
-	if oidcIsCompact(tok) {
-		// A token this provider verified before is ours without decoding it again.
-		if _, ok := o.tokenCache.get(sha256.Sum256([]byte(tok)), o.now()); ok {
-			return true
-		}
-		iss, ok := oidcUnverifiedIssuer(tok)
-		// A JWS without a readable iss cannot be attributed; in a shared header it is left to
-		// jwt-auth, in our own location it is ours (and invalid).
-		if !ok {
-			return !shared
-		}
-		return strings.TrimRight(iss, "/") == o.cfg.Issuer
+	if tc.compact = isCompactJWS(tok, false); !tc.compact {
+		return tc, o.cfg.Introspection || !shared
 	}
-	return o.cfg.Introspection || !shared
+	// A token this provider verified before is ours without decoding it again.
+	tc.hash, tc.hashed = sumString(tok), true
+	if vt, ok := o.tokenCache.get(tc.hash, o.now()); ok {
+		tc.cached = vt
+		return tc, true
+	}
+	iss, ok := oidcUnverifiedIssuer(tok)
+	// A JWS without a readable iss cannot be attributed; in a shared header it is left to
+	// jwt-auth, in our own location it is ours (and invalid).
+	if !ok {
+		return tc, !shared
+	}
+	return tc, strings.TrimRight(iss, "/") == o.cfg.Issuer
 }
 
 // oidcCutBearer returns the token of an "Bearer <token>" value (scheme case-insensitive).
@@ -456,27 +497,6 @@ func oidcCutBearer(v string) (string, bool) {
 		return "", false
 	}
 	return strings.TrimSpace(v[len(p):]), true
-}
-
-// oidcIsCompact reports whether s has the shape of a compact JWS: three non-empty base64url parts.
-func oidcIsCompact(s string) bool {
-	parts := 0
-	start := 0
-	for i := 0; i <= len(s); i++ {
-		if i == len(s) || s[i] == '.' {
-			if i == start {
-				return false
-			}
-			parts++
-			start = i + 1
-			continue
-		}
-		c := s[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return parts == 3
 }
 
 // oidcUnverifiedIssuer reads the iss claim of a compact JWS without verifying it. It is only
