@@ -451,7 +451,7 @@ func (l *lab) portcullis(ctx context.Context, s pcSpec) (*contestant, error) {
 	if out, err := exec.CommandContext(ctx, l.cfg.portcullis, "validate", "-c", path).CombinedOutput(); err != nil {
 		return c, fmt.Errorf("policy does not validate: %s", strings.TrimSpace(string(out)))
 	}
-	c.proc, err = l.procs.start(s.name, l.cfg.contestantCPU, []string{"GOMAXPROCS=1"},
+	c.proc, err = l.procs.start(s.name, l.cfg.contestantCPU, append([]string{"GOMAXPROCS=1"}, l.cfg.pcEnv...),
 		l.cfg.portcullis, "run", "-c", path, "-access-log=false", "-watch=false")
 	if err != nil {
 		return c, err

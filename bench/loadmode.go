@@ -38,6 +38,7 @@ func runLoad(ctx context.Context, cfg config, log *slog.Logger) error {
 				continue
 			}
 			log.Info("measured", "contestant", c.name, "req/s", int(r.rps), "cpu_us_per_req", fmt.Sprintf("%.1f", r.cpuUS), "errors", r.errors)
+			r.round = round
 			results[i] = append(results[i], r)
 		}
 	}

@@ -57,6 +57,10 @@ type config struct {
 
 	contestantCPU string
 	loadCPU       string
+	// pcEnv is extra environment for the Portcullis processes (experiments such as GOGC=400).
+	pcEnv []string
+	// profileName is the Portcullis contestant that mode profile profiles.
+	profileName string
 
 	scaleSizes      []int
 	reloadConsumers int
@@ -73,7 +77,7 @@ func main() {
 
 func run() error {
 	var cfg config
-	var only, levels, sizes string
+	var only, levels, sizes, pcEnv string
 	flag.StringVar(&cfg.mode, "mode", "load", "load, scale or profile")
 	flag.StringVar(&cfg.portcullis, "portcullis", "../bin/portcullis", "the portcullis binary")
 	flag.StringVar(&cfg.profileGW, "profile-gateway", "../bin/bench-profgateway", "the in-process gateway with pprof (mode profile)")
@@ -90,6 +94,8 @@ func run() error {
 	flag.IntVar(&cfg.mainLevel, "main-level", 50, "the level whose added latency the main table shows")
 	flag.StringVar(&cfg.contestantCPU, "contestant-cpu", "1", "taskset CPU list of the contestant")
 	flag.StringVar(&cfg.loadCPU, "load-cpu", "0", "taskset CPU list of the load generator, upstream and helpers")
+	flag.StringVar(&pcEnv, "pc-env", "", "space-separated NAME=value pairs added to the Portcullis processes' environment")
+	flag.StringVar(&cfg.profileName, "profile-contestant", "pc-key", "the Portcullis contestant to profile (mode profile)")
 	flag.StringVar(&sizes, "scale", "10000,100000,1000000", "consumer counts of the start-up runs (mode scale)")
 	flag.IntVar(&cfg.reloadConsumers, "reload-consumers", 100000, "consumers of the hot-reload run (mode scale)")
 	flag.IntVar(&cfg.reloadRate, "reload-rate", 5000, "req/s during the hot-reload run (mode scale)")
@@ -106,6 +112,12 @@ func run() error {
 	}
 	if cfg.runs < 1 {
 		errs = append(errs, errors.New("-runs must be at least 1"))
+	}
+	for _, kv := range strings.Fields(pcEnv) {
+		if !strings.Contains(kv, "=") {
+			errs = append(errs, fmt.Errorf("parsing -pc-env: %q is not NAME=value", kv))
+		}
+		cfg.pcEnv = append(cfg.pcEnv, kv)
 	}
 	if only != "" {
 		cfg.only = map[string]bool{}
@@ -190,8 +202,10 @@ func pinSelf(cpu string) error {
 	if err != nil {
 		return fmt.Errorf("pinning the harness to CPU %s: %w: %s", cpu, err, out)
 	}
-	// The Go runtime sized itself for the CPUs it had at start.
-	runtime.GOMAXPROCS(1)
+	// The Go runtime sized itself for the CPUs it had at start. Two Ps on the one CPU: the
+	// fixed-rate generator's pacer sleeps in a syscall on a thread of its own (attack), and the
+	// connections must keep a P while it does.
+	runtime.GOMAXPROCS(2)
 	return nil
 }
 

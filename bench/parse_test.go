@@ -161,6 +161,13 @@ func TestAttack(t *testing.T) {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
+		if r.URL.Query().Get("drop") != "" {
+			c, _, err := w.(http.Hijacker).Hijack() // no response at all: a transport error
+			if err == nil {
+				c.Close()
+			}
+			return
+		}
 		if r.URL.Query().Get("close") != "" {
 			w.Header().Set("Connection", "close") // the generator must reconnect
 		}
@@ -176,6 +183,7 @@ func TestAttack(t *testing.T) {
 		{"keep-alive", "/bench", http.Header{"Apikey": {benchKey}}, 100, 0},
 		{"server closes", "/bench?close=1", http.Header{"Apikey": {benchKey}}, 100, 0},
 		{"refused", "/bench", nil, 0, 100},
+		{"connection dropped", "/bench?drop=1", http.Header{"Apikey": {benchKey}}, 0, 100},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -185,6 +193,29 @@ func TestAttack(t *testing.T) {
 			}
 			if got.ok != tt.ok || got.failed != tt.failed {
 				t.Errorf("got %d ok, %d failed (%v), want %d ok, %d failed", got.ok, got.failed, got.codes, tt.ok, tt.failed)
+			}
+		})
+	}
+}
+
+func TestPairedRatio(t *testing.T) {
+	tests := []struct {
+		name string
+		a, b summary
+		want float64
+	}{
+		// Round 1 ran on a slow machine: both halved. The ratio within each round is 0.5.
+		{"drift cancels", summary{roundRPS: map[int]float64{0: 100, 1: 50, 2: 100}, rps: 100},
+			summary{roundRPS: map[int]float64{0: 200, 1: 100, 2: 200}, rps: 200}, 0.5},
+		{"only shared rounds", summary{roundRPS: map[int]float64{0: 90, 2: 30}, rps: 60},
+			summary{roundRPS: map[int]float64{0: 100, 1: 10}, rps: 55}, 0.9},
+		{"no shared round", summary{roundRPS: map[int]float64{0: 90}, rps: 90},
+			summary{roundRPS: map[int]float64{1: 100}, rps: 100}, 0.9},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := pairedRatio(tt.a, tt.b); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
 			}
 		})
 	}

@@ -10,12 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// runProfile takes a CPU profile of key-auth + limit-count under wrk load, with the contestant
+// runProfile takes a CPU profile of one Portcullis contestant (-profile-contestant, key-auth +
+// limit-count unless said) under wrk load, with the contestant
 // pinned as in the load mode, from cmd/profgateway (the gateway's packages, wired as `portcullis
 // run` wires them, plus pprof).
 func runProfile(ctx context.Context, cfg config, log *slog.Logger) error {
@@ -31,7 +33,14 @@ func runProfile(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	spec := specs[0] // pc-key
+	i := slices.IndexFunc(specs, func(s pcSpec) bool { return s.name == cfg.profileName })
+	if i < 0 {
+		return fmt.Errorf("no Portcullis contestant named %q to profile", cfg.profileName)
+	}
+	spec := specs[i]
+	if spec.redis {
+		return fmt.Errorf("profiling %s needs redis-server, which mode profile does not start", spec.name)
+	}
 	listen, url, _, err := l.listenOn()
 	if err != nil {
 		return err
@@ -54,7 +63,7 @@ func runProfile(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err := os.WriteFile(path, policy, 0o600); err != nil {
 		return fmt.Errorf("writing policy: %w", err)
 	}
-	p, err := l.procs.start("profgateway", cfg.contestantCPU, []string{"GOMAXPROCS=1"}, cfg.profileGW, "-c", path, "-pprof", pprofAddr)
+	p, err := l.procs.start("profgateway", cfg.contestantCPU, append([]string{"GOMAXPROCS=1"}, cfg.pcEnv...), cfg.profileGW, "-c", path, "-pprof", pprofAddr)
 	if err != nil {
 		return err
 	}
@@ -91,13 +100,13 @@ func runProfile(ctx context.Context, cfg config, log *slog.Logger) error {
 	if w.err != nil {
 		return w.err
 	}
-	profPath := filepath.Join(filepath.Dir(cfg.profileGW), "bench-keyauth.cpu.pprof")
+	profPath := filepath.Join(filepath.Dir(cfg.profileGW), "bench-"+spec.name+".cpu.pprof")
 	if err := os.WriteFile(profPath, prof, 0o644); err != nil {
 		return fmt.Errorf("saving the profile: %w", err)
 	}
 
 	var b strings.Builder
-	for _, h := range machineHeader(cfg, "Portcullis CPU profile: key-auth + limit-count under load") {
+	for _, h := range machineHeader(cfg, "Portcullis CPU profile: "+spec.title+" under load") {
 		b.WriteString(h + "\n")
 	}
 	fmt.Fprintf(&b, "- wrk -t%d -c%d for %s: %.0f req/s (%d non-2xx, %d socket errors) while profiling %s; profile saved to %s\n",
@@ -112,5 +121,5 @@ func runProfile(ctx context.Context, cfg config, log *slog.Logger) error {
 		}
 		fmt.Fprintf(&b, "\n### %s\n\n```\n%s```\n", view.title, out)
 	}
-	return writeReport(cfg.out, time.Now().Format("2006-01-02")+"-profile.md", b.String())
+	return writeReport(cfg.out, time.Now().Format("2006-01-02")+"-profile-"+spec.name+".md", b.String())
 }

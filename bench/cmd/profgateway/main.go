@@ -47,6 +47,7 @@ func run() error {
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	ps := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go ps.Serve(ln)
 	defer ps.Close()
