@@ -278,6 +278,14 @@ func targets(by map[string]summary, mainLevel int) []string {
 	rel("pc-basic", "pc-key", 0.9)
 	rel("pc-redis", "pc-key", 0.7)
 	rel("pc-redis-sync", "pc-key", 0.9)
+	// The latency target's yardstick: nginx measured the same way, at its own 50 %.
+	for _, name := range []string{"nginx-proxy", "nginx-key-limit"} {
+		if s, ok := by[name]; ok {
+			if l, ok := s.level(mainLevel); ok {
+				out = append(out, fmt.Sprintf("– for reference, %s added p99 at %d %%: +%s µs, p99.9 +%s µs", name, mainLevel, us(l.add99), us(l.add999)))
+			}
+		}
+	}
 	for _, name := range []string{"pc-key", "pc-jwt-hs256", "pc-jwt-rs256", "pc-basic", "pc-oidc", "pc-redis", "pc-redis-sync"} {
 		s, ok := by[name]
 		if !ok {
