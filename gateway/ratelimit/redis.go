@@ -61,7 +61,7 @@ return {1, nxt}
 const ttlSlack = time.Second
 
 // redisLimiter is a limit whose state lives in Redis: limit-count (fixed or sliding) or
-// limit-req. One script call per check. Redis expires idle keys itself, so there is nothing to
+// limit-req. One script call per check, pipelined with the concurrent ones (scriptPipeline). Redis expires idle keys itself, so there is nothing to
 // sweep.
 type redisLimiter struct {
 	r    *Registry
@@ -130,8 +130,8 @@ func (l *redisLimiter) Allow(ctx context.Context, key string) (Decision, error) 
 func (l *redisLimiter) fixed(ctx context.Context, now time.Time, key string) (Decision, error) {
 	idx, elapsed := windowAt(now, l.spec.Window)
 	reset := l.spec.Window - elapsed
-	res, err := fixedScript.Run(ctx, l.r.rdb, []string{l.redisKey(key, strconv.FormatInt(idx, 10))},
-		l.spec.Count, ceilMillis(reset+ttlSlack)).Int64Slice()
+	res, err := l.r.scripts.run(ctx, fixedScript, []string{l.redisKey(key, strconv.FormatInt(idx, 10))},
+		l.spec.Count, ceilMillis(reset+ttlSlack))
 	if err != nil {
 		return Decision{}, err
 	}
@@ -149,9 +149,9 @@ func (l *redisLimiter) sliding(ctx context.Context, now time.Time, key string) (
 	idx, elapsed := windowAt(now, w)
 	// The previous window's counter is read as the current one for a whole window more.
 	ttl := w - elapsed + w + ttlSlack
-	res, err := slidingScript.Run(ctx, l.r.rdb,
+	res, err := l.r.scripts.run(ctx, slidingScript,
 		[]string{l.redisKey(key, strconv.FormatInt(idx, 10)), l.redisKey(key, strconv.FormatInt(idx-1, 10))},
-		l.spec.Count, w.Milliseconds(), elapsed.Milliseconds(), ceilMillis(ttl)).Int64Slice()
+		l.spec.Count, w.Milliseconds(), elapsed.Milliseconds(), ceilMillis(ttl))
 	if err != nil {
 		return Decision{}, err
 	}
@@ -163,8 +163,8 @@ func (l *redisLimiter) sliding(ctx context.Context, now time.Time, key string) (
 
 func (l *redisLimiter) req(ctx context.Context, now time.Time, key string) (Decision, error) {
 	us := now.UnixMicro()
-	res, err := gcraScript.Run(ctx, l.r.rdb, []string{l.redisKey(key, "tat")},
-		us, l.g.interval, l.g.tolerance).Int64Slice()
+	res, err := l.r.scripts.run(ctx, gcraScript, []string{l.redisKey(key, "tat")},
+		us, l.g.interval, l.g.tolerance)
 	if err != nil {
 		return Decision{}, err
 	}

@@ -302,3 +302,53 @@ func BenchmarkRedisCount(b *testing.B) {
 		}
 	})
 }
+
+// TestRedisScriptsReloaded: after Redis forgets its scripts (a restart, SCRIPT FLUSH), racing
+// checks, batched into pipelines of EVALSHA, still run, and exactly the limit gets through.
+func TestRedisScriptsReloaded(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := newClient(t, srv.Addr)
+	r := NewRegistry(RegistryOptions{Redis: rdb, RedisTimeout: 5 * time.Second, SweepInterval: -1})
+	defer r.Close()
+	l := r.Limiter("group:bots", redisSpec(Spec{Kind: KindCount, Count: 50, Window: time.Hour}))
+	if _, err := l.Allow(context.Background(), "warm"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ScriptFlush(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var admitted, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 5 {
+				d, err := l.Allow(context.Background(), "k")
+				switch {
+				case err != nil:
+					failed.Add(1)
+				case d.Allowed:
+					admitted.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got := failed.Load(); got != 0 {
+		t.Errorf("got %d failed checks, want 0", got)
+	}
+	if got := admitted.Load(); got != 50 {
+		t.Errorf("got %d admitted of 80, want 50", got)
+	}
+}
+
+func TestRedisClosedRegistry(t *testing.T) {
+	srv := redistest.Start(t)
+	r := NewRegistry(RegistryOptions{Redis: newClient(t, srv.Addr), SweepInterval: -1})
+	l := r.Limiter("route:r", redisSpec(Spec{Kind: KindCount, Count: 5, Window: time.Minute}))
+	r.Close()
+	if _, err := l.Allow(context.Background(), "k"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("got %v, want ErrUnavailable", err)
+	}
+}

@@ -42,6 +42,7 @@ type RegistryOptions struct {
 type Registry struct {
 	logger   *slog.Logger
 	rdb      redis.UniversalClient
+	scripts  *scriptPipeline // nil without rdb
 	timeout  time.Duration
 	now      func() time.Time
 	onCall   func(op string, d time.Duration, err error)
@@ -96,6 +97,9 @@ func NewRegistry(opts RegistryOptions) *Registry {
 		sweepers: make(map[string]sweeper),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+	}
+	if r.rdb != nil {
+		r.scripts = newScriptPipeline(r.rdb, r.timeout)
 	}
 	if r.rdb != nil && !contextTimeouts(r.rdb) {
 		r.logger.Warn("redis client ignores context deadlines: a hung redis holds requests for the client's read timeout, not the rate limit timeout")
@@ -270,6 +274,9 @@ func (r *Registry) Close() error {
 	r.closeOnce.Do(func() {
 		close(r.stop)
 		<-r.done
+		if r.scripts != nil {
+			r.scripts.Close()
+		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		for _, l := range r.limiters {
