@@ -7,12 +7,15 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -58,6 +61,7 @@ type BasicAuth struct {
 	// cacheKey keys the HMAC that names a successful check in the cache, so the cache never holds
 	// anything from which a password could be recovered offline.
 	cacheKey [32]byte
+	macs     sync.Pool // of hmac.New(sha256.New, cacheKey)
 	cache    *expiringMap[[sha256.Size]byte, struct{}]
 	flight   singleflight.Group
 	slots    chan struct{}
@@ -102,6 +106,7 @@ func NewBasicAuth(cfg BasicAuthConfig, logger *slog.Logger) *BasicAuth {
 	}
 	// crypto/rand.Read never fails (it aborts the process instead).
 	rand.Read(b.cacheKey[:])
+	b.macs.New = func() any { return hmac.New(sha256.New, b.cacheKey[:]) }
 	return b
 }
 
@@ -256,15 +261,20 @@ func (b *BasicAuth) bcryptCheck(key [sha256.Size]byte, hash []byte, password str
 
 // checkKey names a (user, password, stored hash) triple by a keyed hash. Including the stored
 // hash makes a changed password invalidate its cache entries.
-func (b *BasicAuth) checkKey(user, password string, hash []byte) [sha256.Size]byte {
-	m := hmac.New(sha256.New, b.cacheKey[:])
-	var n [4]byte
-	for _, part := range [][]byte{[]byte(user), []byte(password), hash} {
-		l := len(part)
-		n[0], n[1], n[2], n[3] = byte(l>>24), byte(l>>16), byte(l>>8), byte(l)
-		m.Write(n[:])
-		m.Write(part)
-	}
+// It runs on every request with a cached password: the keyed HMACs are pooled, and the
+// length-prefixed parts are written at once from a stack buffer.
+func (b *BasicAuth) checkKey(user, password string, storedHash []byte) [sha256.Size]byte {
+	m := b.macs.Get().(hash.Hash)
+	defer b.macs.Put(m)
+	m.Reset()
+	var scratch [256]byte
+	buf := binary.BigEndian.AppendUint32(scratch[:0], uint32(len(user)))
+	buf = append(buf, user...)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(password)))
+	buf = append(buf, password...)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(storedHash)))
+	buf = append(buf, storedHash...)
+	m.Write(buf)
 	var out [sha256.Size]byte
 	m.Sum(out[:0])
 	return out

@@ -262,6 +262,16 @@ func TestBasicAuthCacheKeyHasNoPassword(t *testing.T) {
 	if p.checkKey("ab", "c", hash) == p.checkKey("a", "bc", hash) {
 		t.Error("got equal cache keys for differently split user and password")
 	}
+	if p.checkKey("u", "pw", hash) == p.checkKey("u", "pw", []byte(minCostHash(t, "pw"))) {
+		t.Error("got equal cache keys for two stored hashes, want a changed hash to miss the cache")
+	}
+	// The HMACs are pooled: a reused one must start afresh.
+	first := p.checkKey("u", "pw", hash)
+	for range 3 {
+		if got := p.checkKey("u", "pw", hash); got != first {
+			t.Fatalf("got cache key %x, want %x for the same triple", got, first)
+		}
+	}
 }
 
 // blockingCompare holds every bcrypt call until released, reporting each entry.
