@@ -154,11 +154,11 @@ func (g *Gateway) Close() error {
 		delete(g.pools, addr)
 		_ = p.Close()
 	}
-	g.mu.Unlock()
 	g.base.CloseIdleConnections()
 	for _, t := range g.headerTransports {
 		t.CloseIdleConnections()
 	}
+	g.mu.Unlock()
 	return c.snap.Close()
 }
 

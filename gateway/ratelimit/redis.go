@@ -61,8 +61,8 @@ return {1, nxt}
 const ttlSlack = time.Second
 
 // redisLimiter is a limit whose state lives in Redis: limit-count (fixed or sliding) or
-// limit-req. One script call per check, pipelined with the concurrent ones (scriptPipeline). Redis expires idle keys itself, so there is nothing to
-// sweep.
+// limit-req. One script call per check, pipelined with the concurrent ones (scriptPipeline).
+// Redis expires idle keys itself, so there is nothing to sweep.
 type redisLimiter struct {
 	r    *Registry
 	id   string
