@@ -158,6 +158,14 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 			trace.add("", "chain", true, "no credential: anonymous consumer %q", anonymous)
 			return &Result{Consumer: anonymous, Anonymous: true, Identifier: "anonymous"}, nil
 		}
+		for _, p := range c.providers {
+			if dp, ok := p.(Decliner); ok {
+				if d := dp.Declined(r); d != nil {
+					trace.add(p.Name(), "credential", false, "present, claimed by no provider: %s", d.Error())
+					return nil, d
+				}
+			}
+		}
 		d := c.missing()
 		trace.add("", "chain", false, "no credential in request")
 		return nil, d

@@ -122,6 +122,7 @@ type OIDC struct {
 
 var (
 	_ Provider = (*OIDC)(nil)
+	_ Decliner = (*OIDC)(nil)
 	_ Readier  = (*OIDC)(nil)
 )
 
@@ -397,6 +398,47 @@ func (o *OIDC) Extract(ctx context.Context, r *http.Request) (*Credential, error
 		return nil, o.invalid.WithReason("token has no %s claim", o.cfg.SubjectClaim)
 	}
 	return &Credential{Lookup: sub, Claims: claims, Userinfo: userinfo, State: st}, nil
+}
+
+// Declined refuses a token in this provider's places that no provider claimed: one of an issuer
+// no provider of the policy accepts, or an opaque one nobody introspects. Such a caller has a
+// token, an invalid one here, and RFC 6750 calls that invalid_token, not a missing token.
+func (o *OIDC) Declined(r *http.Request) *Denial {
+	for _, v := range r.Header.Values(o.cfg.Header) {
+		t := o.stripBearer(v)
+		if o.authHeader {
+			var ok bool
+			if t, ok = oidcCutBearer(v); !ok {
+				continue // another scheme (Basic, HMAC): not a bearer token
+			}
+		}
+		if t != "" {
+			return o.declined(t)
+		}
+	}
+	if o.cfg.Query != "" && r.URL.RawQuery != "" {
+		if v := r.URL.Query().Get(o.cfg.Query); v != "" {
+			return o.declined(v)
+		}
+	}
+	if o.cfg.Cookie != "" {
+		if c, err := r.Cookie(o.cfg.Cookie); err == nil && c.Value != "" {
+			return o.declined(c.Value)
+		}
+	}
+	return nil
+}
+
+func (o *OIDC) declined(tok string) *Denial {
+	if isCompactJWS(tok, false) {
+		if iss, ok := oidcUnverifiedIssuer(tok); ok {
+			if len(iss) > 200 {
+				iss = iss[:200] + "…" // the caller wrote it: keep the log line bounded
+			}
+			return o.invalid.WithReason("no identity provider accepts the token's issuer %q", iss)
+		}
+	}
+	return o.invalid.WithReason("no identity provider claims the bearer token")
 }
 
 // tokenCheck is what deciding whether a token is ours learnt about it, so that Extract does

@@ -837,3 +837,97 @@ func TestOIDCVerifiedTokenCache(t *testing.T) {
 	_, err := f.p.Extract(t.Context(), bearerRequest(tok))
 	wantDenial(t, err, 401, `error="invalid_token"`)
 }
+
+func TestOIDCDeclined(t *testing.T) {
+	corp := newOIDCFixture(t, nil)
+	partner := newOIDCFixture(t, func(c *OIDCConfig) { c.Name = "partner" })
+	own := newOIDCFixture(t, func(c *OIDCConfig) { c.Header = "X-Corp-Token"; c.Query = "access_token" })
+	partnerTok := partner.token(t, "k1", nil)
+	tests := []struct {
+		name       string
+		p          *OIDC
+		build      func(r *http.Request)
+		wantReason string // "" when nothing is declined
+	}{
+		{"nothing", corp.p, func(*http.Request) {}, ""},
+		{"another scheme", corp.p, func(r *http.Request) { r.Header.Set("Authorization", "Basic YWxpY2U6cHc=") }, ""},
+		{"empty bearer", corp.p, func(r *http.Request) { r.Header.Set("Authorization", "Bearer ") }, ""},
+		{"token of another issuer", corp.p, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+partnerTok) },
+			"no identity provider accepts the token's issuer \"" + partner.is.URL() + "\""},
+		{"opaque bearer", corp.p, func(r *http.Request) { r.Header.Set("Authorization", "Bearer not-a-token") },
+			"no identity provider claims the bearer token"},
+		{"another issuer in an own header", own.p, func(r *http.Request) { r.Header.Set("X-Corp-Token", partnerTok) },
+			"no identity provider accepts the token's issuer"},
+		{"another issuer in an own query parameter", own.p, func(r *http.Request) { r.URL.RawQuery = "access_token=" + partnerTok },
+			"no identity provider accepts the token's issuer"},
+		{"authorization is not an own header's place", own.p, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+partnerTok) }, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			tc.build(r)
+			d := tc.p.Declined(r)
+			if tc.wantReason == "" {
+				if d != nil {
+					t.Fatalf("Declined = %v, want nil", d)
+				}
+				return
+			}
+			if d == nil {
+				t.Fatalf("Declined = nil, want a denial with reason %q", tc.wantReason)
+			}
+			if d.Status != http.StatusUnauthorized || d.Message != "Invalid token" || !strings.Contains(d.Challenge, `error="invalid_token"`) {
+				t.Errorf("got %d %q challenge %q, want 401 \"Invalid token\" with error=\"invalid_token\"", d.Status, d.Message, d.Challenge)
+			}
+			if !strings.Contains(d.Reason, tc.wantReason) {
+				t.Errorf("reason = %q, want it to contain %q", d.Reason, tc.wantReason)
+			}
+		})
+	}
+}
+
+// A token no provider of the policy claims is an invalid token for the chain, not a missing one;
+// a route with an anonymous consumer still serves such a caller as anonymous.
+func TestChainDeclinedToken(t *testing.T) {
+	corp := newOIDCFixture(t, nil)
+	partner := newOIDCFixture(t, func(c *OIDCConfig) { c.Name = "partner" })
+	keys := NewKeyAuth(KeyAuthConfig{Name: "keys"})
+	idx := &localIndex{entries: map[[2]string]localEntry{}, chains: map[string][]Bound{}}
+	idx.add(t, "svc", corp.p, BindingSpec{Subject: "svc-1"})
+	chain := NewChain([]Provider{keys, corp.p}, idx)
+	tests := []struct {
+		name      string
+		tok       string
+		anonymous string
+		wantMsg   string
+		wantAnon  bool
+	}{
+		{name: "own token", tok: corp.token(t, "k1", nil)},
+		{name: "no token", wantMsg: "Missing API key in request"},
+		{name: "token of an issuer no provider accepts", tok: partner.token(t, "k1", nil), wantMsg: "Invalid token"},
+		{name: "opaque token", tok: "opaque", wantMsg: "Invalid token"},
+		{name: "anonymous route", tok: partner.token(t, "k1", nil), anonymous: "guest", wantAnon: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := &Trace{}
+			res, err := chain.Evaluate(t.Context(), bearerRequest(tc.tok), tc.anonymous, tr)
+			if tc.wantMsg == "" {
+				if err != nil {
+					t.Fatalf("Evaluate: %v", err)
+				}
+				if res.Anonymous != tc.wantAnon {
+					t.Fatalf("Anonymous = %v, want %v", res.Anonymous, tc.wantAnon)
+				}
+				return
+			}
+			d := wantDenial(t, err, http.StatusUnauthorized, "")
+			if d.Message != tc.wantMsg {
+				t.Fatalf("message = %q, want %q", d.Message, tc.wantMsg)
+			}
+			if last := tr.Steps[len(tr.Steps)-1]; last.OK {
+				t.Errorf("last trace step %+v, want a refusal", last)
+			}
+		})
+	}
+}

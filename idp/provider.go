@@ -62,6 +62,18 @@ type Provider interface {
 	HideCredentials(r *http.Request)
 }
 
+// Decliner is implemented by providers that read a place other providers may share (a bearer
+// token in Authorization) and there pass over credentials that are not theirs. When no provider
+// found a credential in a request, the chain asks each Decliner, in policy order, whether such a
+// place holds one: a token of an issuer no provider accepts is then refused as an invalid token
+// rather than reported missing, which would send its caller looking for the wrong fault.
+type Decliner interface {
+	// Declined returns the denial for a credential in this provider's places that no provider
+	// claimed, or nil when those places are empty. It verifies nothing and never fails: the
+	// credential is nobody's.
+	Declined(r *http.Request) *Denial
+}
+
 // Readier is implemented by providers that depend on something remote (an OIDC issuer).
 // Ready returns nil when the provider can currently verify credentials.
 type Readier interface {

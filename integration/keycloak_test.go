@@ -481,9 +481,10 @@ func TestKeycloakTokens(t *testing.T) {
 		{name: "tampered claims", header: bearerHeader(tamperedClaims), status: 401, message: "Invalid token", challenge: invalidToken},
 		{name: "tampered signature", header: bearerHeader(tamperedSignature), status: 401, message: "Invalid token", challenge: invalidToken},
 		{name: "wrong audience", header: bearerHeader(otherAudience), status: 401, message: "Invalid token", challenge: invalidToken},
-		// No provider of this policy has the partners issuer: the token is nobody's credential.
-		{name: "token of another realm", header: bearerHeader(otherRealm), status: 401, message: "Missing bearer token in request"},
-		{name: "not a token", header: bearerHeader("not-a-token"), status: 401},
+		// No provider of this policy has the partners issuer: the token is nobody's credential,
+		// and its caller learns that it is invalid here, not that it is missing.
+		{name: "token of another realm", header: bearerHeader(otherRealm), status: 401, message: "Invalid token", challenge: invalidToken},
+		{name: "not a token", header: bearerHeader("not-a-token"), status: 401, message: "Invalid token", challenge: invalidToken},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -638,7 +639,7 @@ func TestKeycloakTwoRealmsChain(t *testing.T) {
 		{name: "corp token missing", header: map[string]string{"X-Partner-Token": partnerTok}, status: 401, message: "Missing bearer token in request"},
 		{name: "tokens of two different consumers", header: map[string]string{"Authorization": "Bearer " + botTok, "X-Partner-Token": partnerTok},
 			status: 401, message: "credentials belong to different consumers"},
-		{name: "a partners token in the corp header is nobody's", header: bearerHeader(partnerTok), status: 401, message: "Missing bearer token in request"},
+		{name: "a partners token in the corp header is nobody's", header: bearerHeader(partnerTok), status: 401, message: "Invalid token"},
 		{name: "a consumer bound to one realm needs one token", header: bearerHeader(botTok), status: 200, consumer: "FetchBot"},
 	}
 	for _, tt := range tests {

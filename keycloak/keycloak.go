@@ -61,6 +61,7 @@ type Provider struct {
 var (
 	_ idp.Provider = (*Provider)(nil)
 	_ idp.Readier  = (*Provider)(nil)
+	_ idp.Decliner = (*Provider)(nil)
 )
 
 // Issuer returns a realm's issuer URL.
