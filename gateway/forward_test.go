@@ -7,9 +7,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/portcullis/portcullis/policies"
 )
 
 const forwardPolicy = `{
@@ -224,5 +230,64 @@ func TestRouteTimeout(t *testing.T) {
 	time.AfterFunc(200*time.Millisecond, func() { close(release) })
 	if rec := serve(gw, "GET", "/body", map[string]string{"apikey": "ka"}); rec.Code != http.StatusOK || rec.Body.String() != "late" {
 		t.Errorf("headers in time, slow body: got %d %q, want 200 \"late\"", rec.Code, rec.Body)
+	}
+}
+
+// The upstream connection counters: one dial, then reuse over keep-alive; an address the policy
+// no longer names loses its series on reload.
+func TestUpstreamConnectionMetrics(t *testing.T) {
+	const policy = `{
+  "idps": [ { "name": "keys", "type": "key-auth" } ],
+  "consumers": [ { "username": "alice", "idps": [ { "idp": "keys", "key": "ka" } ] } ],
+  "routes": [ { "name": "r", "paths": ["/r"], "upstream": { "targets": [ { "url": "%s" } ] } } ]
+}`
+	gw, up := newTestGateway(t, policy, nil)
+	addr := strings.TrimPrefix(up.URL, "http://")
+	for i := range 3 {
+		if rec := serve(gw, "GET", "/r", map[string]string{"apikey": "ka"}); rec.Code != 200 {
+			t.Fatalf("request %d: got %d, want 200", i+1, rec.Code)
+		}
+	}
+	for event, want := range map[string]float64{"dialed": 1, "reused": 2, "stale": 0} {
+		var m dto.Metric
+		if err := gw.metrics.upstreamConns.WithLabelValues(addr, event).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.GetCounter().GetValue(); got != want {
+			t.Errorf("portcullis_upstream_connections_total{event=%q}: got %v, want %v", event, got, want)
+		}
+	}
+
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
+	t.Cleanup(other.Close)
+	path := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(policy, other.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := policies.Load(path, policies.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Swap(snap); err != nil {
+		t.Fatalf("swap: %v", err)
+	}
+	if rec := serve(gw, "GET", "/r", map[string]string{"apikey": "ka"}); rec.Code != 200 {
+		t.Fatalf("after reload: got %d, want 200", rec.Code)
+	}
+	families, err := gw.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var series []string
+	for _, f := range families {
+		if f.GetName() == "portcullis_upstream_connections_total" {
+			for _, m := range f.GetMetric() {
+				series = append(series, m.GetLabel()[1].GetValue()) // labels sorted: event, upstream
+			}
+		}
+	}
+	want := strings.TrimPrefix(other.URL, "http://")
+	if len(series) != 3 || series[0] != want || series[1] != want || series[2] != want {
+		t.Errorf("upstream series after reload: got %q, want three of %s (the old address's gone)", series, want)
 	}
 }

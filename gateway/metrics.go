@@ -22,6 +22,7 @@ type Metrics struct {
 	rateRejections  *prometheus.CounterVec
 	rateDegradedCnt *prometheus.CounterVec
 	upstream        *prometheus.HistogramVec
+	upstreamConns   *prometheus.CounterVec
 	reloads         *prometheus.CounterVec
 	policyInfoG     *prometheus.GaugeVec
 	consumersG      prometheus.Gauge
@@ -58,6 +59,10 @@ func NewMetrics() *Metrics {
 			Name: "portcullis_upstream_duration_seconds", Help: "Time from forwarding to the upstream's response headers.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"route"}),
+		upstreamConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_upstream_connections_total",
+			Help: "Connections to plain-http upstream addresses: dialed (opened), reused (taken from the keep-alive pool), stale (found closed by the upstream when taken).",
+		}, []string{"upstream", "event"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portcullis_policy_reloads_total", Help: "Policy reloads by result (success, failure).",
 		}, []string{"result"}),
@@ -89,7 +94,7 @@ func NewMetrics() *Metrics {
 	m.authUnauth = m.authDecisions.WithLabelValues("unauthenticated")
 	m.authForbidden = m.authDecisions.WithLabelValues("forbidden")
 	m.authUnavail = m.authDecisions.WithLabelValues("unavailable")
-	reg.MustRegister(m.requests, m.authDecisions, m.rateRejections, m.rateDegradedCnt, m.upstream, m.reloads,
+	reg.MustRegister(m.requests, m.authDecisions, m.rateRejections, m.rateDegradedCnt, m.upstream, m.upstreamConns, m.reloads,
 		m.policyInfoG, m.consumersG, m.idpCalls, m.idpCache, m.redisCalls, m.redisBreaker)
 	return m
 }
@@ -132,6 +137,21 @@ func (m *Metrics) rateDegraded(l *limit) {
 // upstreamObserver is resolved once per route at compile time.
 func (m *Metrics) upstreamObserver(route string) prometheus.Observer {
 	return m.upstream.WithLabelValues(route)
+}
+
+// h1Counters resolves the connection counters of one upstream address, once, when its pool is
+// made: the request path only increments them.
+func (m *Metrics) h1Counters(addr string) h1Counters {
+	return h1Counters{
+		dialed: m.upstreamConns.WithLabelValues(addr, "dialed"),
+		reused: m.upstreamConns.WithLabelValues(addr, "reused"),
+		stale:  m.upstreamConns.WithLabelValues(addr, "stale"),
+	}
+}
+
+// forgetUpstream drops the series of an address the policy no longer names.
+func (m *Metrics) forgetUpstream(addr string) {
+	m.upstreamConns.DeletePartialMatch(prometheus.Labels{"upstream": addr})
 }
 
 // Reload counts a reload attempt.

@@ -66,7 +66,7 @@ func (g *Gateway) poolFor(u *url.URL) *h1Pool {
 	if p, ok := g.pools[addr]; ok {
 		return p
 	}
-	p := newH1Pool(addr)
+	p := newH1Pool(addr, g.metrics.h1Counters(addr))
 	g.pools[addr] = p
 	return p
 }
@@ -93,6 +93,7 @@ func (g *Gateway) retainTransports(c *compiled) {
 		if !pools[p] {
 			delete(g.pools, addr)
 			_ = p.Close()
+			g.metrics.forgetUpstream(addr)
 		}
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // h1Pool is the request path's HTTP/1.1 client for one plain-http upstream address: keep-alive
@@ -23,12 +25,24 @@ import (
 // Expect: 100-continue, CONNECT) stays with http.Transport: see h1Eligible.
 type h1Pool struct {
 	addr string
+	m    h1Counters
 
 	mu     sync.Mutex
 	idle   []*h1Conn // most recently used last
 	closed bool
 	stop   chan struct{}
 	done   chan struct{}
+}
+
+// h1Counters count what happens to a pool's connections; a nil counter counts nothing.
+type h1Counters struct {
+	dialed, reused, stale prometheus.Counter
+}
+
+func inc(c prometheus.Counter) {
+	if c != nil {
+		c.Inc()
+	}
 }
 
 // h1Conn is one connection to the upstream with its buffers.
@@ -54,8 +68,8 @@ const (
 // new connection.
 var errH1Stale = errors.New("upstream closed the idle connection")
 
-func newH1Pool(addr string) *h1Pool {
-	p := &h1Pool{addr: addr, stop: make(chan struct{}), done: make(chan struct{})}
+func newH1Pool(addr string, m h1Counters) *h1Pool {
+	p := &h1Pool{addr: addr, m: m, stop: make(chan struct{}), done: make(chan struct{})}
 	go p.janitor()
 	return p
 }
@@ -130,6 +144,7 @@ func (p *h1Pool) roundTrip(r *http.Request, host string, timeout, dialTimeout ti
 	}
 	resp, err := p.send(ctx, pc, r, host, timeout, reused)
 	if errors.Is(err, errH1Stale) && replayable {
+		inc(p.m.stale)
 		if pc, err = p.dial(ctx, dialTimeout); err != nil {
 			return nil, err
 		}
@@ -159,8 +174,10 @@ func (p *h1Pool) get(replayable bool) (*h1Conn, bool) {
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
 		if (replayable && now.Sub(pc.idleSince) < h1ProbeAfter) || alive(pc.c) {
+			inc(p.m.reused)
 			return pc, true
 		}
+		inc(p.m.stale)
 		_ = pc.c.Close()
 	}
 }
@@ -211,6 +228,7 @@ func (p *h1Pool) dial(ctx context.Context, timeout time.Duration) (*h1Conn, erro
 	if err != nil {
 		return nil, err
 	}
+	inc(p.m.dialed)
 	return &h1Conn{c: c, br: bufio.NewReaderSize(c, 32<<10), bw: bufio.NewWriterSize(c, 4<<10)}, nil
 }
 

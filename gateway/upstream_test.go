@@ -119,7 +119,7 @@ func h1Do(t *testing.T, p *h1Pool, method string, body string) (int, string, err
 }
 
 func newTestPool(t *testing.T, u *url.URL) *h1Pool {
-	p := newH1Pool(u.Host)
+	p := newH1Pool(u.Host, h1Counters{})
 	t.Cleanup(func() { p.Close() })
 	return p
 }

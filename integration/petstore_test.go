@@ -165,6 +165,13 @@ func TestPetstoreScenario(t *testing.T) {
 		if got := gw.metric("portcullis_upstream_duration_seconds_count", `route="petstore"`); got < 1 {
 			t.Errorf("upstream latency histogram: got %v observations, want >= 1", got)
 		}
+		// The requests above went one after another to one upstream: keep-alive reuses its
+		// connection.
+		dialed := gw.metric("portcullis_upstream_connections_total", `event="dialed"`)
+		reused := gw.metric("portcullis_upstream_connections_total", `event="reused"`)
+		if dialed < 1 || reused <= dialed {
+			t.Errorf("portcullis_upstream_connections_total: dialed %v, reused %v; want reuse to outnumber dials", dialed, reused)
+		}
 	})
 	t.Run("the access log has one line per request and never a key", func(t *testing.T) {
 		log := gw.stdout.String()
