@@ -142,7 +142,9 @@ func measure(ctx context.Context, l *lab, c, direct *contestant, first bool) (ru
 		return r, errors.New("wrk completed no request")
 	}
 	r.rps, r.requests = w.rps, w.requests
-	r.cpuUS = float64(cpu1-cpu0) * 1e6 / float64(ticks) / float64(w.requests)
+	used := cpu1.minus(cpu0)
+	r.cpuUS = float64(used.total()) * 1e6 / float64(ticks) / float64(w.requests)
+	r.sysUS = float64(used.sys) * 1e6 / float64(ticks) / float64(w.requests)
 	r.auxUS = float64(aux1-aux0) * 1e6 / float64(ticks) / float64(w.requests)
 	r.errors = w.non2xx + w.socketErrors
 	if r.errors > 0 {
@@ -186,7 +188,7 @@ func auxTicks(c *contestant) int64 {
 	var n int64
 	for _, p := range c.aux {
 		if t, err := treeTicks(p.pid()); err == nil {
-			n += t
+			n += t.total()
 		}
 	}
 	return n

@@ -207,17 +207,25 @@ func parseProcStat(s string) (procStat, error) {
 	return procStat{ppid: ppid, utime: ut, stime: st}, nil
 }
 
-// treeTicks sums utime+stime of pid and its direct children (nginx's workers). Threads are
+// cpuTicks is CPU time in clock ticks: in user space, and in the kernel on the process's behalf
+// (system calls, and the loopback network stack they run).
+type cpuTicks struct{ user, sys int64 }
+
+func (t cpuTicks) total() int64 { return t.user + t.sys }
+
+func (t cpuTicks) minus(u cpuTicks) cpuTicks { return cpuTicks{t.user - u.user, t.sys - u.sys} }
+
+// treeTicks sums utime and stime of pid and its direct children (nginx's workers). Threads are
 // already included in a process's own counters.
-func treeTicks(pid int) (int64, error) {
+func treeTicks(pid int) (cpuTicks, error) {
 	st, err := readProcStat(pid)
 	if err != nil {
-		return 0, fmt.Errorf("reading CPU time of %d: %w", pid, err)
+		return cpuTicks{}, fmt.Errorf("reading CPU time of %d: %w", pid, err)
 	}
-	total := st.utime + st.stime
+	total := cpuTicks{st.utime, st.stime}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0, fmt.Errorf("listing /proc: %w", err)
+		return cpuTicks{}, fmt.Errorf("listing /proc: %w", err)
 	}
 	for _, e := range entries {
 		child, err := strconv.Atoi(e.Name())
@@ -228,7 +236,8 @@ func treeTicks(pid int) (int64, error) {
 		if err != nil || cs.ppid != pid {
 			continue // gone, or not a child
 		}
-		total += cs.utime + cs.stime
+		total.user += cs.utime
+		total.sys += cs.stime
 	}
 	return total, nil
 }

@@ -22,6 +22,7 @@ type runResult struct {
 	rps      float64
 	requests int64
 	cpuUS    float64 // contestant CPU per request
+	sysUS    float64 // the part of cpuUS spent in the kernel
 	auxUS    float64 // helpers' CPU per request (redis-server)
 	errors   int64   // wrk non-2xx and socket errors, fixed-rate failures
 	errNote  string
@@ -35,6 +36,7 @@ type summary struct {
 	runs   int
 	rps    float64
 	cpuUS  float64
+	sysUS  float64
 	auxUS  float64
 	errors int64 // summed over runs
 	notes  []string
@@ -76,11 +78,12 @@ func medianDur(xs []time.Duration) time.Duration {
 // summarize takes the median of each metric over the runs (each metric on its own).
 func summarize(c *contestant, runs []runResult, levels []int) summary {
 	s := summary{c: c, runs: len(runs), roundRPS: map[int]float64{}}
-	var rps, cpu, aux, tw []float64
+	var rps, cpu, sys, aux, tw []float64
 	for _, r := range runs {
 		s.roundRPS[r.round] = r.rps
 		rps = append(rps, r.rps)
 		cpu = append(cpu, r.cpuUS)
+		sys = append(sys, r.sysUS)
 		aux = append(aux, r.auxUS)
 		tw = append(tw, float64(r.timeWait))
 		s.errors += r.errors
@@ -88,7 +91,7 @@ func summarize(c *contestant, runs []runResult, levels []int) summary {
 			s.notes = append(s.notes, r.errNote)
 		}
 	}
-	s.rps, s.cpuUS, s.auxUS, s.tw = median(rps), median(cpu), median(aux), median(tw)
+	s.rps, s.cpuUS, s.sysUS, s.auxUS, s.tw = median(rps), median(cpu), median(sys), median(aux), median(tw)
 	for i, pct := range levels {
 		ls := levelSummary{pct: pct}
 		var target, achieved []float64
@@ -187,8 +190,8 @@ func markdown(in reportInput) string {
 		return "–"
 	}
 
-	fmt.Fprintf(&b, "\n| contestant | req/s | CPU µs/req | added p50 µs | added p99 µs | added p99.9 µs | × nginx proxy | × nginx key+limit | × direct | TIME_WAIT + | errors |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "\n| contestant | req/s | CPU µs/req | of which kernel | added p50 µs | added p99 µs | added p99.9 µs | × nginx proxy | × nginx key+limit | × direct | TIME_WAIT + | errors |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range in.summaries {
 		a50, a99, a999 := "–", "–", "–"
 		if l, ok := s.level(in.mainLevel); ok && s.c.name != "direct" {
@@ -198,10 +201,10 @@ func markdown(in reportInput) string {
 			}
 			a50, a99, a999 = us(l.add50)+mark, us(l.add99)+mark, us(l.add999)+mark
 		}
-		fmt.Fprintf(&b, "| %s | %.0f | %.1f | %s | %s | %s | %s | %s | %s | %.0f | %d |\n",
-			s.c.title, s.rps, s.cpuUS, a50, a99, a999, ratioTo(s, "nginx-proxy"), ratioTo(s, "nginx-key-limit"), ratioTo(s, "direct"), s.tw, s.errors)
+		fmt.Fprintf(&b, "| %s | %.0f | %.1f | %.1f | %s | %s | %s | %s | %s | %s | %.0f | %d |\n",
+			s.c.title, s.rps, s.cpuUS, s.sysUS, a50, a99, a999, ratioTo(s, "nginx-proxy"), ratioTo(s, "nginx-key-limit"), ratioTo(s, "direct"), s.tw, s.errors)
 	}
-	fmt.Fprintf(&b, "\nreq/s: wrk, median of runs. × columns: the median over rounds of the ratio within a round (every contestant is measured once per round, in turn). CPU µs/req: the contestant's utime+stime (nginx: master and worker) over the wrk run / requests. "+
+	fmt.Fprintf(&b, "\nreq/s: wrk, median of runs. × columns: the median over rounds of the ratio within a round (every contestant is measured once per round, in turn). CPU µs/req: the contestant's utime+stime (nginx: master and worker) over the wrk run / requests; of which kernel: the stime part (system calls and the loopback TCP stack they run, wake-ups of the other CPU included). "+
 		"Added latency: at %d %% of the contestant's own maximum, the contestant's percentile minus the upstream's own percentile at the same rate in the same run (fixed-rate generator, median of runs). "+
 		"TIME_WAIT +: new TIME_WAIT sockets on the contestant's listener and upstream side during one run (median). "+
 		"† the generator sent < 95 %% of the requested rate (it shares its core with the upstream), so the latency there is the generator's as much as the contestant's.\n", in.mainLevel)
