@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -566,4 +568,104 @@ func TestRedisOutage(t *testing.T) {
 		recovered(t)
 		bucketCounts(t)
 	})
+}
+
+// TestRedisClusterLimitsSharedAcrossReplicas: two gateway binaries share limits on a real
+// three-node Redis Cluster (policy redis.addrs). The consumers' counters live on different
+// nodes, and every consumer still gets exactly its limit across both replicas.
+func TestRedisClusterLimitsSharedAcrossReplicas(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	up := newUpstream(t, nil)
+	const consumers = 24 // two sets of 12: a run that crosses a window boundary is repeated
+	var cons []any
+	for i := range consumers {
+		name := fmt.Sprintf("c%02d", i)
+		cons = append(cons, map[string]any{"username": name, "idps": keyAuth(name)})
+	}
+	policy := policyJSON(t, map[string]any{
+		"redis":     map[string]any{"addrs": rc.Addrs, "timeout": "500ms"},
+		"idps":      []any{map[string]any{"name": "keys", "type": "key-auth"}},
+		"consumers": cons,
+		"routes": []any{
+			route("fixed", up.URL, map[string]any{"limit-count": map[string]any{
+				"count": 10, "time_window": redisWindow, "key": "consumer", "policy": "redis",
+			}}),
+			route("req", up.URL, map[string]any{"limit-req": map[string]any{
+				"rate": 0.01, "burst": 9, "nodelay": true, "key": "consumer", "policy": "redis",
+			}}),
+		},
+	})
+	gws := startReplicas(t, 2, policy)
+
+	for _, tc := range []struct {
+		path     string
+		windowed bool
+		reject   int
+	}{{"fixed", true, 429}, {"req", false, 503}} {
+		t.Run(tc.path, func(t *testing.T) {
+			var tallies map[string]*tally
+			for set := 0; ; set++ {
+				var names []string
+				for i := range consumers / 2 {
+					names = append(names, fmt.Sprintf("c%02d", set*consumers/2+i))
+				}
+				before := time.Now()
+				tallies = burst(gws, "/"+tc.path, names, 30, 6)
+				if !tc.windowed || sameWindow(before, time.Now(), redisWindow) {
+					break
+				}
+				if set == 1 {
+					t.Fatalf("two runs crossed a %d s window boundary", redisWindow)
+				}
+			}
+			for name, ta := range tallies {
+				if len(ta.errs) > 0 {
+					t.Fatalf("%s: requests failed: %v", name, ta.errs)
+				}
+				rejected := 0
+				for what, n := range ta.rejected {
+					if !strings.HasPrefix(what, strconv.Itoa(tc.reject)+" ") {
+						t.Errorf("%s: unexpected answer %q ×%d", name, what, n)
+					}
+					rejected += n
+				}
+				if ta.admitted != 10 || rejected != 20 {
+					t.Errorf("%s: admitted %d, rejected %d; want exactly 10 and 20 (per replica %v)", name, ta.admitted, rejected, ta.perReplica)
+				}
+			}
+		})
+	}
+
+	nodesWithKeys := 0
+	for _, n := range rc.Nodes {
+		if size := dbSize(t, n.Addr); size > 0 {
+			nodesWithKeys++
+		}
+	}
+	if nodesWithKeys < 2 {
+		t.Errorf("the counters of %d consumers live on %d node(s), want them spread over the cluster", consumers, nodesWithKeys)
+	}
+}
+
+// dbSize asks one Redis node, over its plain protocol, how many keys it holds.
+func dbSize(t *testing.T, addr string) int {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		t.Fatalf("dialing redis %s: %v", addr, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := io.WriteString(c, "DBSIZE\r\n"); err != nil {
+		t.Fatalf("DBSIZE on %s: %v", addr, err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, ":") {
+		t.Fatalf("DBSIZE on %s: got %q, %v", addr, line, err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(line[1:]))
+	if err != nil {
+		t.Fatalf("DBSIZE on %s: %q: %v", addr, line, err)
+	}
+	return n
 }

@@ -29,6 +29,7 @@ type Server struct {
 	bin  string
 	port int
 	dir  string
+	args []string // added to the command line (cluster mode)
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -41,6 +42,12 @@ type Server struct {
 // (CI must not silently skip the Redis tests).
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return startWith(t, lookPath(t), nil)
+}
+
+// lookPath finds redis-server, or skips the test (fails it under CI) without one.
+func lookPath(t testing.TB) string {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		msg := "redis-server not found on PATH (apt-get install redis-server): " + err.Error()
@@ -49,12 +56,25 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skip(msg)
 	}
+	return bin
+}
+
+// startWith starts a server whose command line ends with the arguments extra returns for its
+// port (nil: none).
+func startWith(t testing.TB, bin string, extra func(port int) ([]string, error)) *Server {
+	t.Helper()
 	s := &Server{t: t, bin: bin, dir: t.TempDir()}
 	// Another process may take the free port between our probe and redis-server's bind.
 	for attempt := 0; ; attempt++ {
+		var err error
 		s.port, err = freePort()
 		if err != nil {
 			t.Fatalf("finding a free port: %v", err)
+		}
+		if extra != nil {
+			if s.args, err = extra(s.port); err != nil {
+				t.Fatalf("finding a free port: %v", err)
+			}
 		}
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 		if err = s.start(); err == nil {
@@ -79,7 +99,7 @@ func freePort() (int, error) {
 
 // start launches redis-server on s.port and waits until it answers PING.
 func (s *Server) start() error {
-	cmd := exec.Command(s.bin,
+	args := append([]string{
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -87,7 +107,8 @@ func (s *Server) start() error {
 		"--dir", s.dir,
 		"--daemonize", "no",
 		"--loglevel", "warning",
-	)
+	}, s.args...)
+	cmd := exec.Command(s.bin, args...)
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
