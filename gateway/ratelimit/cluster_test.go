@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -116,5 +117,65 @@ func TestRedisClusterSharedExact(t *testing.T) {
 				t.Errorf("the keys of %d consumers live on %d node(s), want them spread over the cluster", keys, nodesWithKeys)
 			}
 		})
+	}
+}
+
+// TestRedisClusterNodeRestart: a cluster node that goes away fails the checks it holds with
+// ErrUnavailable within the timeout, never a hang; restarted (empty, on its address, with its
+// cluster identity), it is found again by the same registry, and every check succeeds.
+func TestRedisClusterNodeRestart(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	clk := newClock(t0)
+	r := NewRegistry(RegistryOptions{Redis: newClusterClient(t, c.Addrs), Now: clk.Now, RedisTimeout: 200 * time.Millisecond,
+		SweepInterval: -1, BreakerThreshold: 1, BreakerCooldown: time.Second})
+	defer r.Close()
+	l := r.Limiter("group:g", redisSpec(Spec{Kind: KindCount, Count: 1000, Window: time.Hour}))
+	const keys = 16
+	checkAll := func() (failed int, err error) {
+		for k := range keys {
+			if _, e := l.Allow(context.Background(), fmt.Sprintf("consumer-%d", k)); e != nil {
+				failed, err = failed+1, e
+			}
+		}
+		return failed, err
+	}
+	if failed, err := checkAll(); failed > 0 {
+		t.Fatalf("before the restart: %d checks failed: %v", failed, err)
+	}
+	var down *redistest.Server
+	for _, n := range c.Nodes {
+		nc := redis.NewClient(&redis.Options{Addr: n.Addr})
+		size, err := nc.DBSize(context.Background()).Result()
+		_ = nc.Close()
+		if err == nil && size > 0 {
+			down = n
+			break
+		}
+	}
+	if down == nil {
+		t.Fatal("no node holds a counter")
+	}
+
+	down.Stop()
+	failed, err := checkAll()
+	if failed == 0 {
+		t.Fatalf("with node %s down: every check succeeded, want those it holds to fail", down.Addr)
+	}
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("with node %s down: got %v, want ErrUnavailable", down.Addr, err)
+	}
+
+	down.Restart()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		clk.Add(time.Second) // past the breaker's cool-down: the next check probes
+		failed, err = checkAll()
+		if failed == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s restarted 30 s ago: %d checks still fail: %v", down.Addr, failed, err)
+		}
+		time.Sleep(100 * time.Millisecond) // poll interval while the cluster takes the node back
 	}
 }
