@@ -669,3 +669,60 @@ func dbSize(t *testing.T, addr string) int {
 	}
 	return n
 }
+
+// TestRedisSyncIntervalAcrossReplicas: with sync_interval a replica decides locally and
+// reconciles with Redis in the background; what one replica admitted reaches the other, which
+// then refuses the consumer too.
+func TestRedisSyncIntervalAcrossReplicas(t *testing.T) {
+	rd := redistest.Start(t)
+	up := newUpstream(t, nil)
+	policy := policyJSON(t, map[string]any{
+		"redis": map[string]any{"addr": rd.Addr, "timeout": "500ms"},
+		"idps":  []any{map[string]any{"name": "keys", "type": "key-auth"}},
+		"consumers": []any{map[string]any{"username": "c00", "idps": keyAuth("c00"),
+			"plugins": map[string]any{"limit-count": map[string]any{
+				"count": 10, "time_window": redisWindow, "policy": "redis", "sync_interval": "50ms",
+			}}}},
+		"routes": []any{route("api", up.URL, nil)},
+	})
+	gws := startReplicas(t, 2, policy)
+	client := &http.Client{Timeout: hangLimit}
+	get := func(gw *gatewayProc) int {
+		t.Helper()
+		r, err := fetch(client, "GET", gw.URL+"/api", map[string]string{"apikey": "c00-key"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Status
+	}
+	start := time.Now()
+	for i := range 10 {
+		if got := get(gws[0]); got != 200 {
+			t.Fatalf("replica 0, request %d: got %d, want 200", i+1, got)
+		}
+	}
+	if got := get(gws[0]); got != 429 {
+		t.Fatalf("replica 0 after 10: got %d, want 429", got)
+	}
+	// Replica 1 has admitted nothing itself: it refuses once a sync has brought it replica 0's
+	// ten. Each admission on the way counts too, so it admits at most a few.
+	admitted := 0
+	eventually(t, "replica 1 refusing the consumer", func() (bool, string) {
+		switch got := get(gws[1]); got {
+		case 429:
+			return true, ""
+		case 200:
+			admitted++
+			return false, fmt.Sprintf("admitted %d", admitted)
+		default:
+			t.Fatalf("replica 1: got %d", got)
+			return false, ""
+		}
+	})
+	if !sameWindow(start, time.Now(), redisWindow) {
+		t.Skip("the run crossed a window boundary")
+	}
+	if admitted >= 10 {
+		t.Errorf("replica 1 admitted %d before refusing: it never learnt replica 0's ten", admitted)
+	}
+}

@@ -17,15 +17,6 @@ type limiter interface {
 	close()
 }
 
-// sweeper is a limiter that keeps keys of its own rather than in the Registry's shared
-// stores; the janitor sweeps it besides them.
-type sweeper interface {
-	limiter
-	// sweep evicts keys whose state equals a fresh key's at now, so eviction never changes a
-	// decision; it returns how many it removed.
-	sweep(now time.Time) int
-}
-
 var (
 	_ limiter = (*localFixed)(nil)
 	_ limiter = (*localSliding)(nil)

@@ -49,14 +49,12 @@ type Registry struct {
 	breaker  *breaker
 	errNoRdb error
 
-	// local holds the keys of every in-memory limiter.
+	// local holds the keys of every in-memory limiter, syncs those of the sync_interval ones.
 	local *localStores
+	syncs *syncs
 
 	mu       sync.Mutex
 	limiters map[string]limiter
-	// sweepers are the limiters with keys of their own, which the janitor sweeps besides
-	// local; a subset of limiters, kept apart so that a sweep does not walk every limit.
-	sweepers map[string]sweeper
 	closed   bool
 
 	stop      chan struct{}
@@ -94,10 +92,10 @@ func NewRegistry(opts RegistryOptions) *Registry {
 		errNoRdb: fmt.Errorf("%w: no redis configured", ErrUnavailable),
 		local:    newLocalStores(opts.Now),
 		limiters: make(map[string]limiter),
-		sweepers: make(map[string]sweeper),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	r.syncs = newSyncs(r)
 	if r.rdb != nil {
 		r.scripts = newScriptPipeline(r.rdb, r.timeout)
 	}
@@ -137,16 +135,12 @@ func (r *Registry) Limiter(id string, spec Spec) Limiter {
 			return old
 		}
 		old.close()
-		delete(r.sweepers, id)
 	}
 	lim := r.build(id, spec)
 	if r.closed {
 		lim.close() // a late caller still gets a working limiter, without goroutines
 	}
 	r.limiters[id] = lim
-	if s, ok := lim.(sweeper); ok {
-		r.sweepers[id] = s
-	}
 	return lim
 }
 
@@ -185,7 +179,6 @@ func (r *Registry) Retain(ids map[string]bool) {
 		if !ids[id] {
 			l.close()
 			delete(r.limiters, id)
-			delete(r.sweepers, id)
 		}
 	}
 }
@@ -252,20 +245,9 @@ func (r *Registry) janitor(every time.Duration) {
 // sweep evicts idle keys of every limiter.
 func (r *Registry) sweep() (removed int) { return r.sweepAt(r.now()) }
 
-// sweepAt evicts the keys idle at now: those of local limiters, dropped ones included, and
-// those of limiters keeping their own.
+// sweepAt evicts the keys idle at now, those of dropped limiters included.
 func (r *Registry) sweepAt(now time.Time) (removed int) {
-	r.mu.Lock()
-	sws := make([]sweeper, 0, len(r.sweepers))
-	for _, s := range r.sweepers {
-		sws = append(sws, s)
-	}
-	r.mu.Unlock()
-	removed = r.local.sweep(now)
-	for _, s := range sws {
-		removed += s.sweep(now)
-	}
-	return removed
+	return r.local.sweep(now) + r.syncs.sweep(now)
 }
 
 // Close stops the janitor and every limiter's goroutines. It does not close the Redis
@@ -282,6 +264,7 @@ func (r *Registry) Close() error {
 		for _, l := range r.limiters {
 			l.close()
 		}
+		r.syncs.close()
 		r.closed = true
 	})
 	return nil

@@ -131,21 +131,22 @@ func (s *store[O, T]) len(owner *O) (n int) {
 	return n
 }
 
-// snapshot appends every key and entry held to dst, for a pass over all keys that must not
-// hold shard locks while it works. It is for stores of a single owner.
-func (s *store[O, T]) snapshot(dst []keyed[T]) []keyed[T] {
+// snapshot appends every key and entry held, with its owner, to dst: for a pass over all keys
+// that must not hold shard locks while it works.
+func (s *store[O, T]) snapshot(dst []keyed[O, T]) []keyed[O, T] {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.RLock()
 		for k, e := range sh.m {
-			dst = append(dst, keyed[T]{key: k.key, e: e})
+			dst = append(dst, keyed[O, T]{owner: k.owner, key: k.key, e: e})
 		}
 		sh.mu.RUnlock()
 	}
 	return dst
 }
 
-type keyed[T any] struct {
-	key string
-	e   *T
+type keyed[O, T any] struct {
+	owner *O
+	key   string
+	e     *T
 }

@@ -120,9 +120,98 @@ func TestSyncCountTicks(t *testing.T) {
 		time.Sleep(5 * time.Millisecond) // readiness poll
 	}
 	r.Retain(nil)
-	select {
-	case <-l.done:
-	default:
-		t.Fatal("sync goroutine still running after Retain dropped its limiter")
+	r.syncs.mu.Lock()
+	loops := len(r.syncs.loops)
+	r.syncs.mu.Unlock()
+	if loops != 0 {
+		t.Fatalf("sync loops after Retain dropped the only sync limit: got %d, want 0", loops)
+	}
+}
+
+// TestSyncLoopsPerInterval: every sync limit of one interval is reconciled by one loop, in
+// shared round trips; a loop ends with the last limit of its interval.
+func TestSyncLoopsPerInterval(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := newClient(t, srv.Addr)
+	clk := newClock(t0)
+	r := NewRegistry(RegistryOptions{Redis: rdb, Now: clk.Now, SweepInterval: -1})
+	defer r.Close()
+	loops := func() int {
+		r.syncs.mu.Lock()
+		defer r.syncs.mu.Unlock()
+		return len(r.syncs.loops)
+	}
+	const limits = 1500 // more than one round trip's keys
+	fast := redisSpec(Spec{Kind: KindCount, Count: 10, Window: time.Minute, SyncInterval: 5 * time.Millisecond})
+	slow := fast
+	slow.SyncInterval = time.Hour
+	ids := map[string]bool{}
+	var keys []string
+	for i := range limits {
+		id := "consumer:c" + strconv.Itoa(i)
+		ids[id] = true
+		l := r.Limiter(id, fast).(*syncCount)
+		for range 2 {
+			if _, err := l.Allow(context.Background(), "c"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		keys = append(keys, l.base+"c}:"+windowName(t0, time.Minute))
+	}
+	r.Limiter("group:slow", slow)
+	if got := loops(); got != 2 {
+		t.Fatalf("loops for %d limits of one interval and one of another: got %d, want 2", limits, got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		vals, err := rdb.MGet(context.Background(), keys...).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pushed := 0
+		for _, v := range vals {
+			if v == "2" {
+				pushed++
+			}
+		}
+		if pushed == limits {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Redis counters at 2: got %d of %d, want all pushed by the loop", pushed, limits)
+		}
+		time.Sleep(5 * time.Millisecond) // readiness poll
+	}
+	delete(ids, "consumer:c0")
+	r.Retain(ids) // the slow limit goes, and one fast one
+	if got := loops(); got != 1 {
+		t.Fatalf("loops after the slow limit was dropped: got %d, want 1", got)
+	}
+}
+
+// TestSyncAfterScriptFlush: a sync after Redis forgot its scripts (a restart, SCRIPT FLUSH)
+// sends them again and succeeds.
+func TestSyncAfterScriptFlush(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := newClient(t, srv.Addr)
+	clk := newClock(t0)
+	r := NewRegistry(RegistryOptions{Redis: rdb, Now: clk.Now, SweepInterval: -1})
+	defer r.Close()
+	l := r.Limiter("group:g", redisSpec(Spec{Kind: KindCount, Count: 10, Window: time.Minute, SyncInterval: time.Hour})).(*syncCount)
+	ctx := context.Background()
+	for i, step := range []func() error{
+		func() error { _, err := l.Allow(ctx, "k"); return err },
+		func() error { return l.sync(ctx) }, // loads the script
+		func() error { return rdb.ScriptFlush(ctx).Err() },
+		func() error { _, err := l.Allow(ctx, "k"); return err },
+		func() error { return l.sync(ctx) }, // NOSCRIPT, then EVAL
+	} {
+		if err := step(); err != nil {
+			t.Fatalf("step %d: %v", i+1, err)
+		}
+	}
+	got, err := rdb.Get(ctx, l.base+"k}:"+windowName(t0, time.Minute)).Int64()
+	if err != nil || got != 2 {
+		t.Fatalf("Redis counter: got %d, %v; want 2", got, err)
 	}
 }
