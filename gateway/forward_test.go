@@ -7,15 +7,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-
-	"github.com/portcullis/portcullis/policies"
 )
 
 const forwardPolicy = `{
@@ -260,17 +256,7 @@ func TestUpstreamConnectionMetrics(t *testing.T) {
 
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
 	t.Cleanup(other.Close)
-	path := filepath.Join(t.TempDir(), "policy.json")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(policy, other.URL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	snap, err := policies.Load(path, policies.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := gw.Swap(snap); err != nil {
-		t.Fatalf("swap: %v", err)
-	}
+	swapPolicy(t, gw, policy, other.URL)
 	if rec := serve(gw, "GET", "/r", map[string]string{"apikey": "ka"}); rec.Code != 200 {
 		t.Fatalf("after reload: got %d, want 200", rec.Code)
 	}

@@ -43,14 +43,7 @@ func newTestGateway(t testing.TB, policy string, upstream http.HandlerFunc) (*Ga
 // newTestGatewayAt is newTestGateway with an upstream of the test's own at upstreamURL.
 func newTestGatewayAt(t testing.TB, policy, upstreamURL string) *Gateway {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "policy.json")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(policy, upstreamURL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	snap, err := policies.Load(path, policies.Options{})
-	if err != nil {
-		t.Fatalf("loading policy: %v", err)
-	}
+	snap := loadPolicy(t, policy, upstreamURL)
 	reg := ratelimit.NewRegistry(ratelimit.RegistryOptions{})
 	t.Cleanup(func() { reg.Close() })
 	gw, err := New(snap, Options{Limiters: reg, Metrics: NewMetrics()})
@@ -59,6 +52,29 @@ func newTestGatewayAt(t testing.TB, policy, upstreamURL string) *Gateway {
 	}
 	t.Cleanup(func() { gw.Close() })
 	return gw
+}
+
+// loadPolicy loads policy (a format string whose %s is the upstream URL) through the real
+// policy loader.
+func loadPolicy(t testing.TB, policy, upstreamURL string) *policies.Snapshot {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(policy, upstreamURL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := policies.Load(path, policies.Options{})
+	if err != nil {
+		t.Fatalf("loading policy: %v", err)
+	}
+	return snap
+}
+
+// swapPolicy reloads gw with policy, as a file change would.
+func swapPolicy(t testing.TB, gw *Gateway, policy, upstreamURL string) {
+	t.Helper()
+	if err := gw.Swap(loadPolicy(t, policy, upstreamURL)); err != nil {
+		t.Fatalf("swap: %v", err)
+	}
 }
 
 const pipelinePolicy = `{
@@ -206,17 +222,7 @@ func TestSwapKeepsCountersOfUnchangedLimits(t *testing.T) {
 	if rec := serve(gw, "GET", "/limited", map[string]string{"apikey": "ka"}); rec.Code != 200 {
 		t.Fatalf("got %d", rec.Code)
 	}
-	path := filepath.Join(t.TempDir(), "policy.json")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(pipelinePolicy, up.URL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	snap, err := policies.Load(path, policies.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := gw.Swap(snap); err != nil {
-		t.Fatalf("swap: %v", err)
-	}
+	swapPolicy(t, gw, pipelinePolicy, up.URL)
 	if rec := serve(gw, "GET", "/limited", map[string]string{"apikey": "ka"}); rec.Code != 429 {
 		t.Fatalf("after reload: got %d, want 429 (the counter survives an unchanged limit)", rec.Code)
 	}
@@ -388,17 +394,7 @@ func TestInFlightRequestsFinishOnTheirSnapshot(t *testing.T) {
 	go func() { done <- serve(gw, "GET", "/r", map[string]string{"apikey": "k"}) }()
 	<-arrived
 
-	path := filepath.Join(t.TempDir(), "policy.json")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(strings.ReplaceAll(policy, "%[2]s", "after"), up.URL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	snap, err := policies.Load(path, policies.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := gw.Swap(snap); err != nil {
-		t.Fatal(err)
-	}
+	swapPolicy(t, gw, strings.ReplaceAll(policy, "%[2]s", "after"), up.URL)
 	if rec := serve(gw, "GET", "/r", map[string]string{"apikey": "k"}); rec.Body.String() != "after" {
 		t.Errorf("a new request: got %q, want it served as the new policy's consumer", rec.Body)
 	}

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -22,14 +20,7 @@ func newLimitGateway(tb testing.TB, policy string, rdb redis.UniversalClient) *G
 	tb.Helper()
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(make([]byte, 1024)) }))
 	tb.Cleanup(up.Close)
-	path := filepath.Join(tb.TempDir(), "policy.json")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(policy, up.URL)), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	snap, err := policies.Load(path, policies.Options{})
-	if err != nil {
-		tb.Fatalf("loading policy: %v", err)
-	}
+	snap := loadPolicy(tb, policy, up.URL)
 	reg := ratelimit.NewRegistry(ratelimit.RegistryOptions{Redis: rdb, RedisTimeout: 100 * time.Millisecond})
 	tb.Cleanup(func() { reg.Close() })
 	gw, err := New(snap, Options{Limiters: reg, Metrics: NewMetrics()})
