@@ -405,12 +405,12 @@ func (o *OIDC) Extract(ctx context.Context, r *http.Request) (*Credential, error
 // token, an invalid one here, and RFC 6750 calls that invalid_token, not a missing token.
 func (o *OIDC) Declined(r *http.Request) *Denial {
 	for _, v := range r.Header.Values(o.cfg.Header) {
-		t := o.stripBearer(v)
-		if o.authHeader {
-			var ok bool
-			if t, ok = oidcCutBearer(v); !ok {
+		t, ok := oidcCutBearer(v)
+		if !ok {
+			if o.authHeader {
 				continue // another scheme (Basic, HMAC): not a bearer token
 			}
+			t = strings.TrimSpace(v) // an own header may carry the bare token
 		}
 		if t != "" {
 			return o.declined(t)
