@@ -27,6 +27,8 @@ type compiled struct {
 	// consumerGroups is the X-Consumer-Groups value per consumer.
 	consumerGroups map[string]string
 	limiterIDs     map[string]bool
+	// clients resolves a request's client address (remote_addr limits, the access log).
+	clients clientAddrs
 
 	// inflight is held (read-locked) by every request on this snapshot; closing the snapshot's
 	// providers waits for them.
@@ -101,6 +103,7 @@ func (g *Gateway) compile(snap *policies.Snapshot) (*compiled, error) {
 		groupLimits:    map[string][]*limit{},
 		consumerGroups: map[string]string{},
 		limiterIDs:     map[string]bool{},
+		clients:        clientAddrs{trusted: snap.TrustedProxies},
 	}
 	for _, cons := range snap.Policy.Consumers {
 		if cons.Group != "" {

@@ -106,7 +106,7 @@ func (g *Gateway) Explain(r *http.Request) *Explanation {
 		for _, l := range ls {
 			n++
 			e.add("limit", true, "%s %s of %s applies, counted by %s %q (rejects with %d; not consumed by explain)",
-				l.kind, l.describe(), l.owner, l.keyName(), l.keyFor(r, res.Consumer, rt.name), l.rejectedCode)
+				l.kind, l.describe(), l.owner, l.keyName(), l.keyFor(r, c, res.Consumer, rt.name), l.rejectedCode)
 		}
 	}
 	if n == 0 {

@@ -191,10 +191,10 @@ func (rt *route) upstreamURL(t *target, in *url.URL, u *url.URL) *url.URL {
 	return u
 }
 
-// setForwarded sets X-Forwarded-For (appending the client to any chain it sent),
-// X-Forwarded-Host and X-Forwarded-Proto, as nginx's $proxy_add_x_forwarded_for does.
+// setForwarded sets X-Forwarded-For (appending the TCP peer to any chain it sent, as every
+// proxy does), X-Forwarded-Host and X-Forwarded-Proto.
 func setForwarded(h http.Header, r *http.Request, x *exchange) {
-	ip := clientIP(r)
+	ip := peerIP(r)
 	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
 		ip = strings.Join(prior, ", ") + ", " + ip
 	}

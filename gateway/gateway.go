@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -204,14 +203,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{decision: "forwarded"}
 	err := g.serve(c, w, r, x)
 	if errors.Is(err, errAbort) {
-		g.record(r, x, time.Since(start))
+		g.record(r, c, x, time.Since(start))
 		// The status line is out: only a cut connection tells the client the body is incomplete.
 		panic(http.ErrAbortHandler)
 	}
 	if err != nil {
 		g.writeError(w, r, err, x)
 	}
-	g.record(r, x, time.Since(start))
+	g.record(r, c, x, time.Since(start))
 }
 
 // writeError is the one place that turns a pipeline error into a response.
@@ -321,7 +320,7 @@ func (rt *route) authorize(consumer, group string) error {
 func (g *Gateway) limit(r *http.Request, c *compiled, rt *route, consumer, group string, x *exchange) error {
 	for _, ls := range [3][]*limit{c.consumerLimits[consumer], c.groupLimits[group], rt.limits} {
 		for _, l := range ls {
-			key := l.keyFor(r, consumer, rt.name)
+			key := l.keyFor(r, c, consumer, rt.name)
 			d, err := l.limiter.Allow(r.Context(), key)
 			if err != nil {
 				if l.allowDegradation {
@@ -353,24 +352,16 @@ func (g *Gateway) limit(r *http.Request, c *compiled, rt *route, consumer, group
 	return nil
 }
 
-func (l *limit) keyFor(r *http.Request, consumer, routeName string) string {
+func (l *limit) keyFor(r *http.Request, c *compiled, consumer, routeName string) string {
 	switch l.key {
 	case keyConsumer:
 		return consumer
 	case keyRoute:
 		return routeName
 	case keyRemoteAddr:
-		return clientIP(r)
+		return c.clients.ip(r)
 	}
 	return ""
-}
-
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 func setRateHeaders(h http.Header, d *ratelimit.Decision, x *exchange) {
@@ -452,7 +443,7 @@ func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // record writes the access-log line and the request metrics. Never a credential: the path is
 // logged without its query string, which may carry an API key.
-func (g *Gateway) record(r *http.Request, x *exchange, d time.Duration) {
+func (g *Gateway) record(r *http.Request, c *compiled, x *exchange, d time.Duration) {
 	if x.status == 0 {
 		x.status = http.StatusOK
 	}
@@ -460,6 +451,8 @@ func (g *Gateway) record(r *http.Request, x *exchange, d time.Duration) {
 	if !g.access.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}
+	peer := peerIP(r)
+	client := c.clients.ipFrom(r, peer)
 	attrs := []slog.Attr{
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
@@ -468,7 +461,10 @@ func (g *Gateway) record(r *http.Request, x *exchange, d time.Duration) {
 		slog.Int("status", x.status),
 		slog.String("decision", x.decision),
 		slog.Float64("latency_ms", float64(d.Microseconds())/1000),
-		slog.String("remote", clientIP(r)),
+		slog.String("remote", client),
+	}
+	if peer != client {
+		attrs = append(attrs, slog.String("peer", peer)) // the trusted proxy it came through
 	}
 	if x.err != nil {
 		attrs = append(attrs, slog.String("reason", x.err.Error()))

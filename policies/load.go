@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -240,9 +241,9 @@ type consumerSpan struct {
 
 // merged is the policy of all files with where each part came from.
 type merged struct {
-	policy                     Policy
-	listen, adminListen, redis *origin
-	idps, groups, routes       []origin
+	policy                                     Policy
+	listen, adminListen, redis, trustedProxies *origin
+	idps, groups, routes                       []origin
 	// consumerSpans locate the consumers; their paths are only formatted for an error.
 	consumerSpans []consumerSpan
 	// masks are the binding fields present (bindingField bits) of the consumers, by merged
@@ -280,6 +281,7 @@ func (m *merged) add(src *source, p Policy, masks map[int][]uint32) {
 	top("listen", p.Listen != "", &m.listen, func() { m.policy.Listen = p.Listen })
 	top("admin_listen", p.AdminListen != "", &m.adminListen, func() { m.policy.AdminListen = p.AdminListen })
 	top("redis", p.Redis != nil, &m.redis, func() { m.policy.Redis = p.Redis })
+	top("trusted_proxies", len(p.TrustedProxies) > 0, &m.trustedProxies, func() { m.policy.TrustedProxies = p.TrustedProxies })
 
 	list := func(key string, n int, dst *[]origin) {
 		for i := 0; i < n; i++ {
@@ -431,6 +433,11 @@ func (m *merged) check(errs *errorList) {
 	if m.adminListen != nil {
 		checkAddress(*m.adminListen, p.AdminListen, errs)
 	}
+	for i, s := range p.TrustedProxies {
+		if _, err := ParseTrustedProxy(s); err != nil {
+			errs.add(m.trustedProxies.src.errAt(m.trustedProxies.path.index(i), "%v", err))
+		}
+	}
 	if m.redis != nil && (p.Redis.Addr == "") == (len(p.Redis.Addrs) == 0) {
 		errs.add(m.redis.src.errAt(m.redis.path, "redis needs exactly one of addr (one server) or addrs (a cluster)"))
 	}
@@ -531,6 +538,23 @@ func (m *merged) check(errs *errorList) {
 		m.checkRoute(m.routes[i], r, c, errs)
 	}
 	m.checker = c
+}
+
+// ParseTrustedProxy reads one trusted_proxies entry: an IP address (one host) or a CIDR prefix.
+func ParseTrustedProxy(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("trusted proxy %q is not a CIDR prefix (10.0.0.0/8, fd00::/8)", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("trusted proxy %q is not an IP address or a CIDR prefix", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 func checkAddress(o origin, addr string, errs *errorList) {
@@ -685,9 +709,15 @@ func (m *merged) compile(errs *errorList, env buildEnv) *Snapshot {
 	c := m.checker
 	snap := &Snapshot{
 		Policy:          p,
+		TrustedProxies:  make([]netip.Prefix, 0, len(p.TrustedProxies)),
 		ProviderByName:  make(map[string]idp.Provider, len(p.IdPs)),
 		ConsumerPlugins: make(map[string]Plugins, len(p.Consumers)),
 		GroupPlugins:    make(map[string]Plugins, len(p.ConsumerGroups)),
+	}
+	for _, s := range p.TrustedProxies {
+		if pfx, err := ParseTrustedProxy(s); err == nil { // check reported the others
+			snap.TrustedProxies = append(snap.TrustedProxies, pfx)
+		}
 	}
 	for i, cfg := range p.IdPs {
 		if c.idpByName[cfg.Name] != i {

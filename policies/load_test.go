@@ -298,6 +298,16 @@ func TestLoadErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "trusted proxies",
+			policy: `{
+  "trusted_proxies": ["10.0.0.0/8", "proxy.local", "10.0.0.1/33", "::1"]
+}`,
+			want: []string{
+				`p.json:2:37: $.trusted_proxies[1]: trusted proxy "proxy.local" is not an IP address or a CIDR prefix`,
+				`p.json:2:52: $.trusted_proxies[2]: trusted proxy "10.0.0.1/33" is not a CIDR prefix (10.0.0.0/8, fd00::/8)`,
+			},
+		},
+		{
 			name: "binding rejected by the provider",
 			policy: `{
   "idps": [ { "name": "keys", "type": "key-auth" } ],
@@ -420,6 +430,22 @@ func TestPetstoreLoads(t *testing.T) {
 				t.Errorf("got consumer %q, want %q", res.Consumer, tt.want)
 			}
 		})
+	}
+}
+
+func TestTrustedProxiesCompile(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"p.json": `{ "trusted_proxies": ["10.1.2.3/8", "::ffff:192.0.2.1", "2001:db8::/32"] }`})
+	snap, err := Load(filepath.Join(dir, "p.json"), Options{})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	defer snap.Close()
+	var got []string
+	for _, p := range snap.TrustedProxies {
+		got = append(got, p.String())
+	}
+	if want := "10.0.0.0/8 192.0.2.1/32 2001:db8::/32"; strings.Join(got, " ") != want {
+		t.Errorf("TrustedProxies: got %q, want %q (masked, one host per address, IPv4-mapped unmapped)", got, want)
 	}
 }
 

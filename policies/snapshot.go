@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/portcullis/portcullis/consumers"
@@ -23,6 +24,12 @@ type Snapshot struct {
 
 	// Policy is the decoded document with secrets substituted. Never log it whole.
 	Policy *Policy
+
+	// TrustedProxies are the policy's trusted_proxies. When a request comes from one of them,
+	// its client is the nearest address in X-Forwarded-For, read from the right, that is not a
+	// trusted proxy (nginx's set_real_ip_from with real_ip_recursive on); without them, the TCP
+	// peer, whatever X-Forwarded-For says.
+	TrustedProxies []netip.Prefix
 
 	// Providers are every identity provider, in policy order; ProviderByName indexes them.
 	Providers      []idp.Provider

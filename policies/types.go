@@ -10,8 +10,11 @@ import (
 
 // Policy is the policy document as written (after merging the files of a folder).
 type Policy struct {
-	Listen         string          `json:"listen,omitempty"`
-	AdminListen    string          `json:"admin_listen,omitempty"`
+	Listen      string `json:"listen,omitempty"`
+	AdminListen string `json:"admin_listen,omitempty"`
+	// TrustedProxies are the proxies in front of the gateway (IP addresses or CIDR prefixes)
+	// whose X-Forwarded-For is believed: see Snapshot.TrustedProxies.
+	TrustedProxies []string        `json:"trusted_proxies,omitempty"`
 	Redis          *Redis          `json:"redis,omitempty"`
 	IdPs           []IdP           `json:"idps,omitempty"`
 	ConsumerGroups []ConsumerGroup `json:"consumer_groups,omitempty"`
