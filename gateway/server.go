@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +44,10 @@ type Server struct {
 	gw      *Gateway
 	metrics *Metrics
 
+	// startTLS and the addresses are what the listeners were opened with.
+	startTLS                bool
+	startListen, startAdmin string
+
 	mu          sync.Mutex
 	loadedAt    time.Time
 	lastErr     error
@@ -73,7 +78,8 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		_ = snap.Close()
 		return nil, fmt.Errorf("building gateway: %w", err)
 	}
-	return &Server{opts: opts, log: opts.Logger, gw: gw, metrics: opts.Metrics, loadedAt: snap.LoadedAt}, nil
+	return &Server{opts: opts, log: opts.Logger, gw: gw, metrics: opts.Metrics, loadedAt: snap.LoadedAt,
+		startTLS: snap.TLS != nil, startListen: snap.Policy.Listen, startAdmin: snap.Policy.AdminListen}, nil
 }
 
 // Gateway returns the request handler.
@@ -99,6 +105,9 @@ func (s *Server) Reload() error {
 	}
 	s.lastErr = nil
 	s.loadedAt = snap.LoadedAt
+	if (snap.TLS != nil) != s.startTLS || snap.Policy.Listen != s.startListen || snap.Policy.AdminListen != s.startAdmin {
+		s.log.Warn("listen, admin_listen and turning tls on or off take effect at the next restart")
+	}
 	s.log.Info("policy reloaded", "version", snap.Version, "consumers", snap.Consumers.Len(), "routes", len(snap.Policy.Routes))
 	return nil
 }
@@ -123,19 +132,39 @@ func (s *Server) Serve(ctx context.Context, reload <-chan struct{}) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	start := s.gw.Snapshot()
+	if fallback := start.TLS; fallback != nil { // not start itself: a closure must not pin a snapshot
+		proxy.TLSConfig = &tls.Config{
+			MinVersion: tlsVersion(start.Policy.TLS.MinVersion),
+			// The certificate of the policy being served: a reload that names other files
+			// takes effect at once, and each Source reads its files again when they change.
+			GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+				if src := s.gw.Snapshot().TLS; src != nil {
+					return src.GetCertificate(hello)
+				}
+				return fallback.GetCertificate(hello)
+			},
+		}
+	}
 	admin := &http.Server{
 		Handler:           s.AdminHandler(),
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	s.log.Info("portcullis listening", "proxy", pl.Addr().String(), "admin", al.Addr().String(), "version", s.gw.Snapshot().Version)
+	s.log.Info("portcullis listening", "proxy", pl.Addr().String(), "tls", start.TLS != nil, "admin", al.Addr().String(), "version", start.Version)
 	if s.opts.OnListen != nil {
 		s.opts.OnListen(pl.Addr(), al.Addr())
 	}
 
 	errc := make(chan error, 2)
-	go func() { errc <- proxy.Serve(pl) }()
+	go func() {
+		if proxy.TLSConfig != nil {
+			errc <- proxy.ServeTLS(pl, "", "") // HTTP/2 is negotiated as well
+			return
+		}
+		errc <- proxy.Serve(pl)
+	}()
 	go func() { errc <- admin.Serve(al) }()
 
 	var serveErr error
@@ -160,6 +189,14 @@ loop:
 		err = errors.Join(fmt.Errorf("serving: %w", serveErr), err)
 	}
 	return err
+}
+
+// tlsVersion maps the policy's min_version (validated) to crypto/tls's constant.
+func tlsVersion(v string) uint16 {
+	if v == "1.3" {
+		return tls.VersionTLS13
+	}
+	return tls.VersionTLS12
 }
 
 // Close releases the gateway's providers.

@@ -23,6 +23,7 @@ import (
 	"github.com/portcullis/portcullis/consumers"
 	"github.com/portcullis/portcullis/idp"
 	"github.com/portcullis/portcullis/keycloak"
+	"github.com/portcullis/portcullis/tlscert"
 )
 
 // Defaults filled into a loaded policy.
@@ -241,9 +242,9 @@ type consumerSpan struct {
 
 // merged is the policy of all files with where each part came from.
 type merged struct {
-	policy                                     Policy
-	listen, adminListen, redis, trustedProxies *origin
-	idps, groups, routes                       []origin
+	policy                                          Policy
+	listen, adminListen, redis, trustedProxies, tls *origin
+	idps, groups, routes                            []origin
 	// consumerSpans locate the consumers; their paths are only formatted for an error.
 	consumerSpans []consumerSpan
 	// masks are the binding fields present (bindingField bits) of the consumers, by merged
@@ -281,6 +282,7 @@ func (m *merged) add(src *source, p Policy, masks map[int][]uint32) {
 	top("listen", p.Listen != "", &m.listen, func() { m.policy.Listen = p.Listen })
 	top("admin_listen", p.AdminListen != "", &m.adminListen, func() { m.policy.AdminListen = p.AdminListen })
 	top("redis", p.Redis != nil, &m.redis, func() { m.policy.Redis = p.Redis })
+	top("tls", p.TLS != nil, &m.tls, func() { m.policy.TLS = p.TLS })
 	top("trusted_proxies", len(p.TrustedProxies) > 0, &m.trustedProxies, func() { m.policy.TrustedProxies = p.TrustedProxies })
 
 	list := func(key string, n int, dst *[]origin) {
@@ -713,6 +715,13 @@ func (m *merged) compile(errs *errorList, env buildEnv) *Snapshot {
 		ProviderByName:  make(map[string]idp.Provider, len(p.IdPs)),
 		ConsumerPlugins: make(map[string]Plugins, len(p.Consumers)),
 		GroupPlugins:    make(map[string]Plugins, len(p.ConsumerGroups)),
+	}
+	if p.TLS != nil {
+		src, err := tlscert.Load(p.TLS.CertFile, p.TLS.KeyFile, tlscert.Options{Logger: env.logger})
+		if err != nil {
+			errs.add(m.tls.src.errAt(m.tls.path.key("cert_file"), "%v", err))
+		}
+		snap.TLS = src
 	}
 	for _, s := range p.TrustedProxies {
 		if pfx, err := ParseTrustedProxy(s); err == nil { // check reported the others

@@ -308,6 +308,15 @@ func TestLoadErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "tls key pair that does not load",
+			policy: `{
+  "tls": { "cert_file": "/nonexistent/tls.crt", "key_file": "/nonexistent/tls.key" }
+}`,
+			want: []string{
+				`p.json:2:25: $.tls.cert_file: reading the TLS key pair: stat /nonexistent/tls.crt: no such file or directory`,
+			},
+		},
+		{
 			name: "binding rejected by the provider",
 			policy: `{
   "idps": [ { "name": "keys", "type": "key-auth" } ],

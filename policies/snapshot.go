@@ -11,6 +11,7 @@ import (
 
 	"github.com/portcullis/portcullis/consumers"
 	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/tlscert"
 )
 
 // Snapshot is a loaded, validated and compiled policy. It is immutable: a reload builds a new
@@ -30,6 +31,8 @@ type Snapshot struct {
 	// trusted proxy (nginx's set_real_ip_from with real_ip_recursive on); without them, the TCP
 	// peer, whatever X-Forwarded-For says.
 	TrustedProxies []netip.Prefix
+	// TLS serves the listener's certificate when the policy has tls; nil without.
+	TLS *tlscert.Source
 
 	// Providers are every identity provider, in policy order; ProviderByName indexes them.
 	Providers      []idp.Provider

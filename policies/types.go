@@ -15,11 +15,19 @@ type Policy struct {
 	// TrustedProxies are the proxies in front of the gateway (IP addresses or CIDR prefixes)
 	// whose X-Forwarded-For is believed: see Snapshot.TrustedProxies.
 	TrustedProxies []string        `json:"trusted_proxies,omitempty"`
+	TLS            *TLS            `json:"tls,omitempty"`
 	Redis          *Redis          `json:"redis,omitempty"`
 	IdPs           []IdP           `json:"idps,omitempty"`
 	ConsumerGroups []ConsumerGroup `json:"consumer_groups,omitempty"`
 	Consumers      []Consumer      `json:"consumers,omitempty"`
 	Routes         []Route         `json:"routes,omitempty"`
+}
+
+// TLS is the gateway listener's TLS.
+type TLS struct {
+	CertFile   string `json:"cert_file"`
+	KeyFile    string `json:"key_file"`
+	MinVersion string `json:"min_version,omitempty"`
 }
 
 // Redis is the shared store of the redis rate-limit policy.

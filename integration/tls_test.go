@@ -1,0 +1,78 @@
+package integration
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/portcullis/portcullis/internal/testcert"
+)
+
+// TestTLSListener: with tls the gateway serves HTTPS, HTTP/2 included, through the whole
+// pipeline; a renewed certificate is served after a reload.
+func TestTLSListener(t *testing.T) {
+	up := newUpstream(t, nil)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	first := testcert.Write(t, certFile, keyFile, "127.0.0.1")
+	gw := startGatewayArgs(t, policyJSON(t, map[string]any{
+		"tls":       map[string]any{"cert_file": certFile, "key_file": keyFile},
+		"idps":      []any{map[string]any{"name": "keys", "type": "key-auth"}},
+		"consumers": []any{map[string]any{"username": "c00", "idps": keyAuth("c00")}},
+		"routes":    []any{route("api", up.URL, nil)},
+	}), []string{"-watch=false"})
+	url := strings.Replace(gw.URL, "http://", "https://", 1) + "/api"
+
+	client := func(trust *x509.Certificate) *http.Client {
+		pool := x509.NewCertPool()
+		pool.AddCert(trust)
+		return &http.Client{Timeout: hangLimit, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true,
+		}}
+	}
+	get := func(c *http.Client, header map[string]string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest("GET", url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+
+	c := client(first)
+	resp := get(c, map[string]string{"apikey": "c00-key"})
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("with a key: got %d over %s, want 200 over HTTP/2", resp.StatusCode, resp.Proto)
+	}
+	if got := up.last().Header.Get("X-Forwarded-Proto"); got != "https" {
+		t.Errorf("upstream X-Forwarded-Proto: got %q, want https", got)
+	}
+	if got := get(c, nil).StatusCode; got != 401 {
+		t.Errorf("without a key: got %d, want 401", got)
+	}
+
+	// Renewal: new files in place, then a reload (the files are also read again on their own
+	// within tlscert.CheckEvery of a change).
+	second := testcert.Write(t, certFile, keyFile, "127.0.0.1")
+	before := gw.status()["reloads"].(float64)
+	gw.reloadSignal()
+	gw.waitStatus("the reload", func(st map[string]any) bool { return st["reloads"].(float64) > before })
+	resp = get(client(second), map[string]string{"apikey": "c00-key"})
+	if resp.StatusCode != 200 {
+		t.Fatalf("after renewal: got %d, want 200", resp.StatusCode)
+	}
+	if got := resp.TLS.PeerCertificates[0].SerialNumber; got.Cmp(second.SerialNumber) != 0 {
+		t.Errorf("after renewal: served serial %v, want the renewed %v", got, second.SerialNumber)
+	}
+}
