@@ -49,3 +49,34 @@ func TestClientAddrs(t *testing.T) {
 		})
 	}
 }
+
+// FuzzClientAddrs: whatever a trusted proxy forwards, the client is the peer or one of the
+// addresses in the header, and the walk never panics.
+func FuzzClientAddrs(f *testing.F) {
+	for _, s := range []string{"203.0.113.7", "203.0.113.7, 10.2.2.2", " , ,", "garbage, 10.0.0.1", "[::1]:80, ::ffff:10.0.0.1", strings.Repeat("10.0.0.1,", 50)} {
+		f.Add(s)
+	}
+	c := clientAddrs{trusted: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
+	f.Fuzz(func(t *testing.T, xff string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = "10.1.1.1:5000"
+		r.Header.Set("X-Forwarded-For", xff)
+		got := c.ip(r)
+		if got == "10.1.1.1" {
+			return
+		}
+		a, err := netip.ParseAddr(got)
+		if err != nil {
+			t.Fatalf("client %q is not an address", got)
+		}
+		found := false
+		for _, e := range strings.Split(xff, ",") {
+			if h, ok := parseHop(strings.TrimSpace(e)); ok && h == a {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("client %q is neither the peer nor an entry of %q", got, xff)
+		}
+	})
+}
