@@ -3,7 +3,9 @@ package integration
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -74,5 +76,35 @@ func TestTLSListener(t *testing.T) {
 	}
 	if got := resp.TLS.PeerCertificates[0].SerialNumber; got.Cmp(second.SerialNumber) != 0 {
 		t.Errorf("after renewal: served serial %v, want the renewed %v", got, second.SerialNumber)
+	}
+}
+
+// TestPrivateCAUpstream: an https upstream with a certificate of a private CA is refused by
+// default (502) and reached when SSL_CERT_FILE names the CA, as the README says.
+func TestPrivateCAUpstream(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "up.crt"), filepath.Join(dir, "up.key")
+	testcert.Write(t, certFile, keyFile, "127.0.0.1")
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "private") }))
+	up.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	policy := policyJSON(t, map[string]any{
+		"idps":      []any{map[string]any{"name": "keys", "type": "key-auth"}},
+		"consumers": []any{map[string]any{"username": "c00", "idps": keyAuth("c00")}},
+		"routes":    []any{route("api", up.URL, nil)},
+	})
+	key := map[string]string{"apikey": "c00-key"}
+
+	if r := do(t, "GET", startGateway(t, policy).URL+"/api", key); r.Status != 502 {
+		t.Errorf("without the CA: got %d, want 502", r.Status)
+	}
+	r := do(t, "GET", startGateway(t, policy, "SSL_CERT_FILE="+certFile).URL+"/api", key)
+	if r.Status != 200 || r.Body != "private" {
+		t.Errorf("with SSL_CERT_FILE: got %d %q, want 200 \"private\"", r.Status, r.Body)
 	}
 }
