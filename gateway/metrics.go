@@ -154,6 +154,19 @@ func (m *Metrics) forgetUpstream(addr string) {
 	m.upstreamConns.DeletePartialMatch(prometheus.Labels{"upstream": addr})
 }
 
+// certificateExpiry reports the listener certificate's expiry, read at each scrape.
+func (m *Metrics) certificateExpiry(notAfter func() time.Time) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "portcullis_tls_certificate_expiry_timestamp_seconds",
+		Help: "When the certificate the listener serves expires (Unix time).",
+	}, func() float64 {
+		if t := notAfter(); !t.IsZero() {
+			return float64(t.Unix())
+		}
+		return 0
+	}))
+}
+
 // Reload counts a reload attempt.
 func (m *Metrics) Reload(err error) {
 	if err != nil {

@@ -78,8 +78,17 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		_ = snap.Close()
 		return nil, fmt.Errorf("building gateway: %w", err)
 	}
-	return &Server{opts: opts, log: opts.Logger, gw: gw, metrics: opts.Metrics, loadedAt: snap.LoadedAt,
-		startTLS: snap.TLS != nil, startListen: snap.Policy.Listen, startAdmin: snap.Policy.AdminListen}, nil
+	s := &Server{opts: opts, log: opts.Logger, gw: gw, metrics: opts.Metrics, loadedAt: snap.LoadedAt,
+		startTLS: snap.TLS != nil, startListen: snap.Policy.Listen, startAdmin: snap.Policy.AdminListen}
+	if s.startTLS {
+		opts.Metrics.certificateExpiry(func() time.Time {
+			if src := gw.Snapshot().TLS; src != nil {
+				return src.NotAfter()
+			}
+			return time.Time{}
+		})
+	}
+	return s, nil
 }
 
 // Gateway returns the request handler.

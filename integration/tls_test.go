@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/portcullis/portcullis/internal/testcert"
 )
@@ -19,7 +20,7 @@ func TestTLSListener(t *testing.T) {
 	up := newUpstream(t, nil)
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	first := testcert.Write(t, certFile, keyFile, "127.0.0.1")
+	first := testcert.Write(t, certFile, keyFile, "127.0.0.1", 24*time.Hour)
 	gw := startGatewayArgs(t, policyJSON(t, map[string]any{
 		"tls":       map[string]any{"cert_file": certFile, "key_file": keyFile},
 		"idps":      []any{map[string]any{"name": "keys", "type": "key-auth"}},
@@ -63,10 +64,14 @@ func TestTLSListener(t *testing.T) {
 	if got := get(c, nil).StatusCode; got != 401 {
 		t.Errorf("without a key: got %d, want 401", got)
 	}
+	expiry := func() float64 { return gw.metric("portcullis_tls_certificate_expiry_timestamp_seconds") }
+	if got, want := expiry(), float64(first.NotAfter.Unix()); got != want {
+		t.Errorf("certificate expiry metric: got %v, want %v", got, want)
+	}
 
 	// Renewal: new files in place, then a reload (the files are also read again on their own
 	// within tlscert.CheckEvery of a change).
-	second := testcert.Write(t, certFile, keyFile, "127.0.0.1")
+	second := testcert.Write(t, certFile, keyFile, "127.0.0.1", 90*24*time.Hour)
 	before := gw.status()["reloads"].(float64)
 	gw.reloadSignal()
 	gw.waitStatus("the reload", func(st map[string]any) bool { return st["reloads"].(float64) > before })
@@ -77,6 +82,9 @@ func TestTLSListener(t *testing.T) {
 	if got := resp.TLS.PeerCertificates[0].SerialNumber; got.Cmp(second.SerialNumber) != 0 {
 		t.Errorf("after renewal: served serial %v, want the renewed %v", got, second.SerialNumber)
 	}
+	if got, want := expiry(), float64(second.NotAfter.Unix()); got != want {
+		t.Errorf("certificate expiry metric after renewal: got %v, want %v", got, want)
+	}
 }
 
 // TestPrivateCAUpstream: an https upstream with a certificate of a private CA is refused by
@@ -84,7 +92,7 @@ func TestTLSListener(t *testing.T) {
 func TestPrivateCAUpstream(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "up.crt"), filepath.Join(dir, "up.key")
-	testcert.Write(t, certFile, keyFile, "127.0.0.1")
+	testcert.Write(t, certFile, keyFile, "127.0.0.1", time.Hour)
 	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)

@@ -98,6 +98,16 @@ func (s *Source) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) 
 	return s.cert, nil
 }
 
+// NotAfter is the expiry of the certificate being served (its leaf).
+func (s *Source) NotAfter() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cert.Leaf == nil {
+		return time.Time{}
+	}
+	return s.cert.Leaf.NotAfter
+}
+
 func (s *Source) unchanged() bool {
 	for i, f := range [2]string{s.certFile, s.keyFile} {
 		fi, err := os.Stat(f)

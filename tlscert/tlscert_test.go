@@ -13,7 +13,9 @@ import (
 	"github.com/portcullis/portcullis/internal/testcert"
 )
 
-func writePair(t *testing.T, certFile, keyFile, cn string) { testcert.Write(t, certFile, keyFile, cn) }
+func writePair(t *testing.T, certFile, keyFile, cn string) {
+	testcert.Write(t, certFile, keyFile, cn, time.Hour)
+}
 
 // later moves the files' modification time a minute past the newest it has seen.
 func later(t *testing.T, files ...string) {

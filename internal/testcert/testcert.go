@@ -15,9 +15,10 @@ import (
 	"time"
 )
 
-// Write writes a self-signed certificate for name (a DNS name or an IP address), valid for an
-// hour, to certFile and its ECDSA key to keyFile, and returns the certificate.
-func Write(t testing.TB, certFile, keyFile, name string) *x509.Certificate {
+// Write writes a self-signed certificate for name (a DNS name or an IP address), valid from an
+// hour ago for validFor from now, to certFile and its ECDSA key to keyFile, and returns the
+// certificate.
+func Write(t testing.TB, certFile, keyFile, name string, validFor time.Duration) *x509.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -28,7 +29,7 @@ func Write(t testing.TB, certFile, keyFile, name string) *x509.Certificate {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(validFor),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	if ip := net.ParseIP(name); ip != nil {
 		tmpl.IPAddresses = []net.IP{ip}
