@@ -55,13 +55,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	if isUpgrade(r) {
 		return g.forwardUpgrade(w, r, rt, x)
 	}
-	t := rt.balancer.next()
-
 	// The route timeout bounds the dial and the wait for the response headers, and leaves a
 	// slow but healthy body to the client.
 	out := &x.out
 	*out = *r // shallow: the header map is forwarded in place
-	out.URL = rt.upstreamURL(t, r.URL, &x.url)
 	out.RequestURI = ""
 	out.Close = false
 	if r.ContentLength == 0 {
@@ -77,14 +74,33 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	start := time.Now()
 	var resp *http.Response
 	var err error
-	if t.pool != nil && h1Eligible(out) {
-		host := out.Host
-		if host == "" {
-			host = out.URL.Host
+	// A target that cannot be connected to is passed over for a while, and the request, of
+	// which it received nothing, goes to the next one (nginx's proxy_next_upstream error).
+	for tries := len(rt.balancer.targets); ; tries-- {
+		t := rt.balancer.next(start)
+		out.URL = rt.upstreamURL(t, r.URL, &x.url)
+		bodyKept := out.Body == nil
+		if t.pool != nil && h1Eligible(out) {
+			host := out.Host
+			if host == "" {
+				host = out.URL.Host
+			}
+			resp, err = t.pool.roundTrip(out, host, rt.timeout, rt.dialTimeout())
+			bodyKept = true // h1Pool reads no body before it is connected
+		} else {
+			resp, err = rt.transport.RoundTrip(out) // closes the body, even on a failed dial
 		}
-		resp, err = t.pool.roundTrip(out, host, rt.timeout, rt.dialTimeout())
-	} else {
-		resp, err = rt.transport.RoundTrip(out)
+		if err == nil || !isDialError(err) || r.Context().Err() != nil {
+			break
+		}
+		if len(rt.balancer.targets) > 1 {
+			t.markDown(time.Now())
+			g.log.Warn("upstream target unreachable, passed over for a while", "route", rt.name, "target", t.url.Host,
+				"for", targetFailTimeout, "err", err)
+		}
+		if tries <= 1 || !bodyKept {
+			break
+		}
 	}
 	if err != nil && rt.timeout > 0 && isTimeout(err) {
 		err = fmt.Errorf("%w: %w", errUpstreamTimeout, err)
@@ -130,6 +146,12 @@ func (rt *route) dialTimeout() time.Duration {
 		return min(rt.timeout, 5*time.Second)
 	}
 	return 5 * time.Second
+}
+
+// isDialError reports a failure to connect: the upstream received nothing of the request.
+func isDialError(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
 // isTimeout reports the transport's own timeouts (response headers, dial), not a cancelled
@@ -209,7 +231,7 @@ func setForwarded(h http.Header, r *http.Request, x *exchange) {
 
 // forwardUpgrade proxies a protocol switch with httputil.ReverseProxy.
 func (g *Gateway) forwardUpgrade(w http.ResponseWriter, r *http.Request, rt *route, x *exchange) error {
-	ps := &proxyState{rt: rt, target: rt.balancer.next()}
+	ps := &proxyState{rt: rt, target: rt.balancer.next(time.Now())}
 	ctx := context.WithValue(r.Context(), proxyStateKey{}, ps)
 	if rt.timeout > 0 {
 		ctx = context.WithValue(ctx, routeTimeoutKey{}, rt.timeout)

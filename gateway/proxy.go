@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -167,7 +168,15 @@ type target struct {
 	current int
 	// pool is the lean HTTP/1.1 client of a plain-http target (nil for https).
 	pool *h1Pool
+	// downUntil (Unix nanoseconds) keeps the balancer off a target that could not be
+	// connected to, for targetFailTimeout (nginx's max_fails=1 fail_timeout=10s).
+	downUntil atomic.Int64
 }
+
+// targetFailTimeout is how long a target that could not be connected to is passed over.
+const targetFailTimeout = 10 * time.Second
+
+func (t *target) markDown(now time.Time) { t.downUntil.Store(now.Add(targetFailTimeout).UnixNano()) }
 
 func newBalancer(targets []*target) *balancer {
 	b := &balancer{targets: targets}
@@ -177,22 +186,39 @@ func newBalancer(targets []*target) *balancer {
 	return b
 }
 
-func (b *balancer) next() *target {
+// next picks a target by smooth weighted round-robin among those not marked down at now; when
+// every target is down it picks among all of them, so that a recovered upstream is found.
+func (b *balancer) next(now time.Time) *target {
 	if b.single != nil {
 		return b.single
 	}
+	ns := now.UnixNano()
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	if t := b.pick(func(t *target) bool { return t.downUntil.Load() <= ns }); t != nil {
+		return t
+	}
+	return b.pick(func(*target) bool { return true })
+}
+
+// pick is one round of smooth weighted round-robin over the targets ok accepts; nil when it
+// accepts none. Called with b.mu held.
+func (b *balancer) pick(ok func(*target) bool) *target {
 	total := 0
 	var best *target
 	for _, t := range b.targets {
+		if !ok(t) {
+			continue
+		}
 		t.current += t.weight
 		total += t.weight
 		if best == nil || t.current > best.current {
 			best = t
 		}
 	}
-	best.current -= total
-	b.mu.Unlock()
+	if best != nil {
+		best.current -= total
+	}
 	return best
 }
 

@@ -274,6 +274,7 @@ func TestUpstreamFailures(t *testing.T) {
 	defer close(release)
 	a := newUpstream(t, nil)
 	b := newUpstream(t, nil)
+	c := newUpstream(t, nil)
 
 	gw := startGateway(t, fmt.Sprintf(`{
   "listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0",
@@ -283,9 +284,11 @@ func TestUpstreamFailures(t *testing.T) {
     { "name": "refused", "paths": ["/refused"], "upstream": { "targets": [ { "url": %q } ] } },
     { "name": "slow", "paths": ["/slow"], "upstream": { "targets": [ { "url": %q } ], "timeout": "200ms" } },
     { "name": "balanced", "paths": ["/api/{rest:.*}"], "strip_prefix": "/api",
-      "upstream": { "targets": [ { "url": %q, "weight": 3 }, { "url": %q, "weight": 1 } ] } }
+      "upstream": { "targets": [ { "url": %q, "weight": 3 }, { "url": %q, "weight": 1 } ] } },
+    { "name": "failover", "paths": ["/failover"], "methods": ["GET", "POST"],
+      "upstream": { "targets": [ { "url": %q }, { "url": %q } ] } }
   ]
-}`, refused, slow.URL, a.URL, b.URL))
+}`, refused, slow.URL, a.URL, b.URL, refused, c.URL))
 	john := map[string]string{"apikey": "john-key"}
 
 	tests := []struct {
@@ -307,6 +310,20 @@ func TestUpstreamFailures(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("a target that refuses is passed over, no request fails", func(t *testing.T) {
+		for i, method := range []string{"POST", "GET", "POST", "GET"} {
+			if r := do(t, method, gw.URL+"/failover", john); r.Status != 200 {
+				t.Fatalf("%s %d: got %d %q, want 200 from the other target", method, i+1, r.Status, r.Body)
+			}
+		}
+		if c.count() != 4 {
+			t.Errorf("the live target served %d of 4", c.count())
+		}
+		if n := strings.Count(gw.stderr.String(), "upstream target unreachable"); n != 1 {
+			t.Errorf("warnings about the refusing target: got %d, want 1", n)
+		}
+	})
 
 	t.Run("weights, strip_prefix and hidden credentials", func(t *testing.T) {
 		for i := range 8 {
