@@ -142,7 +142,9 @@ func requestOK(client *http.Client, url string, header http.Header, want int) fu
 		if err != nil {
 			return err
 		}
-		req.Header = header.Clone()
+		if header != nil {
+			req.Header = header.Clone()
+		}
 		resp, err := client.Do(req)
 		if err != nil {
 			return err

@@ -137,17 +137,7 @@ func waitReady(ctx context.Context, p *proc, timeout time.Duration, check func()
 
 // httpOK is a readiness check: GET url answers want.
 func httpOK(client *http.Client, url string, want int) func() error {
-	return func() error {
-		resp, err := client.Get(url)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			return fmt.Errorf("GET %s: status %d, want %d", url, resp.StatusCode, want)
-		}
-		return nil
-	}
+	return requestOK(client, url, nil, want)
 }
 
 // freePort asks the kernel for a free loopback port. Another process may take it before the
