@@ -60,7 +60,10 @@ func (o Options) withDefaults() Options {
 		o.LookupEnv = os.LookupEnv
 	}
 	if o.ReadFile == nil {
-		o.ReadFile = os.ReadFile
+		o.ReadFile = func(path string) ([]byte, error) { return readRegular(path, MaxSecretFileSize) }
+	}
+	if o.MaxFileSize <= 0 {
+		o.MaxFileSize = DefaultMaxFileSize
 	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{Timeout: 10 * time.Second}
@@ -81,7 +84,7 @@ type loadMode struct {
 
 func load(path string, opts Options, mode loadMode) (*Snapshot, error) {
 	var errs errorList
-	srcs, err := readSources(path)
+	srcs, err := readSources(path, opts.MaxFileSize)
 	if err != nil {
 		return nil, err
 	}
@@ -148,14 +151,15 @@ type rawFile struct {
 	data []byte
 }
 
-// readSources reads a file, or the non-hidden *.json files of a folder sorted by name.
-func readSources(path string) ([]rawFile, error) {
+// readSources reads a file, or the non-hidden *.json files of a folder sorted by name. Each
+// must be a regular file of at most limit bytes (see readRegular).
+func readSources(path string, limit int64) ([]rawFile, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, errors.Join(&Error{File: path, Msg: "cannot read policy: " + fileErrReason(err)})
 	}
 	if !fi.IsDir() {
-		data, err := os.ReadFile(path)
+		data, err := readRegular(path, limit)
 		if err != nil {
 			return nil, errors.Join(&Error{File: path, Msg: "cannot read policy: " + fileErrReason(err)})
 		}
@@ -178,10 +182,11 @@ func readSources(path string) ([]rawFile, error) {
 			errs.add(&Error{File: full, Msg: "cannot read policy: " + fileErrReason(err)})
 			continue
 		}
-		if !st.Mode().IsRegular() {
+		if st.IsDir() {
 			continue
 		}
-		data, err := os.ReadFile(full)
+		// A FIFO, device or socket named *.json is refused, not skipped: it is a mistake.
+		data, err := readRegular(full, limit)
 		if err != nil {
 			errs.add(&Error{File: full, Msg: "cannot read policy: " + fileErrReason(err)})
 			continue
