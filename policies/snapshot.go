@@ -22,6 +22,9 @@ type Snapshot struct {
 	// Source is the file or folder it was loaded from; LoadedAt when.
 	Source   string
 	LoadedAt time.Time
+	// Warnings are what the policy has that is valid but most likely a mistake (no routes:
+	// every request is answered 404). Loading does not fail for them; the caller says them.
+	Warnings []*Error
 
 	// Policy is the decoded document with secrets substituted. Never log it whole.
 	Policy *Policy
