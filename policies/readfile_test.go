@@ -178,3 +178,21 @@ func TestDefaultMaxFileSize(t *testing.T) {
 		t.Errorf("DefaultMaxFileSize %d is less than three times the million-consumer policy", DefaultMaxFileSize)
 	}
 }
+
+// TestReadRegularAllocatesOnce: a large policy is read into one buffer of its size, as
+// os.ReadFile does, not grown by doubling (twice the start-up peak for a large policy).
+func TestReadRegularAllocatesOnce(t *testing.T) {
+	const size = 8 << 20
+	path := filepath.Join(t.TempDir(), "big.json")
+	if err := os.WriteFile(path, make([]byte, size), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	n := allocated(func() { _, err = readRegular(path, DefaultMaxFileSize) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n > size+size/4 {
+		t.Errorf("reading %d bytes allocated %d, want about one buffer of the file's size", size, n)
+	}
+}
