@@ -1,7 +1,6 @@
 package policies
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -52,17 +51,34 @@ func readRegular(path string, limit int64) ([]byte, error) {
 	}
 	// Sized up front, as os.ReadFile does: a large policy is read into one allocation, not
 	// grown by doubling (which would double the start-up peak of a million consumers).
-	var buf bytes.Buffer
-	buf.Grow(int(fi.Size()) + bytes.MinRead)
-	if _, err := buf.ReadFrom(io.LimitReader(f, limit+1)); err != nil {
+	data, err := readAllSized(io.LimitReader(f, limit+1), fi.Size())
+	if err != nil {
 		return nil, err
 	}
-	data := buf.Bytes()
 	if int64(len(data)) > limit {
 		// It grew while being read.
 		return nil, &fs.PathError{Op: "read", Path: path, Err: fmt.Errorf("%w: more than %s, the limit", errTooLarge, byteSize(limit))}
 	}
 	return data, nil
+}
+
+// readAllSized reads r to its end into a buffer sized for size bytes, growing it only if r
+// holds more.
+func readAllSized(r io.Reader, size int64) ([]byte, error) {
+	data := make([]byte, 0, size+512)
+	for {
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)]
+		}
+		n, err := r.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if err == io.EOF {
+			return data, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 func checkRegular(path string, fi fs.FileInfo, limit int64) error {
