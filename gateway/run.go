@@ -28,6 +28,8 @@ type RunConfig struct {
 	Reload <-chan struct{}
 	// OnListen is told the bound addresses.
 	OnListen func(proxy, admin net.Addr)
+	// MaxPolicySize caps each policy file, in bytes; 0 is policies.DefaultMaxFileSize.
+	MaxPolicySize int64
 }
 
 // Run loads the policy, serves it, reloads it on request and on file changes, and drains
@@ -37,7 +39,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	metrics := NewMetrics()
-	opts := policies.Options{Logger: cfg.Logger, Context: ctx, Hooks: policies.Hooks{
+	opts := policies.Options{Logger: cfg.Logger, Context: ctx, MaxFileSize: cfg.MaxPolicySize, Hooks: policies.Hooks{
 		IdPCall: metrics.IdPCall, IdPCache: metrics.IdPCache,
 	}}
 	first, err := policies.Load(cfg.Path, opts)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -35,6 +36,9 @@ type ServerOptions struct {
 	DrainTimeout time.Duration
 	// OnListen, when set, is told the bound addresses (useful with port 0).
 	OnListen func(proxy, admin net.Addr)
+	// ReloadGrace bounds how long Serve, once drained, waits for a reload still running
+	// before it returns and abandons it (see Serve). Default 5s.
+	ReloadGrace time.Duration
 }
 
 // Server is the gateway with its listeners, admin endpoints and reloads.
@@ -47,6 +51,14 @@ type Server struct {
 	// startTLS and the addresses are what the listeners were opened with.
 	startTLS                bool
 	startListen, startAdmin string
+
+	// reloadMu runs one Reload at a time.
+	reloadMu sync.Mutex
+	// swapMu orders a reload's swap with Close; closed tells that Close ran, so that a reload
+	// that was abandoned at shutdown and finishes late closes its snapshot instead of swapping
+	// it into a closed gateway.
+	swapMu sync.Mutex
+	closed bool
 
 	mu          sync.Mutex
 	loadedAt    time.Time
@@ -66,18 +78,22 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	if opts.DrainTimeout == 0 {
 		opts.DrainTimeout = 30 * time.Second
 	}
+	if opts.ReloadGrace == 0 {
+		opts.ReloadGrace = 5 * time.Second
+	}
 	if opts.Limiters == nil {
 		return nil, errors.New("server needs a rate-limit registry")
 	}
-	snap, err := opts.Load()
+	snap, err := safeLoad(opts.Logger, opts.Load)
 	if err != nil {
 		return nil, fmt.Errorf("loading policy: %w", err)
 	}
-	gw, err := New(snap, Options{Logger: opts.Logger, AccessLog: opts.AccessLog, Limiters: opts.Limiters, Metrics: opts.Metrics})
+	gw, err := safeNew(opts.Logger, snap, Options{Logger: opts.Logger, AccessLog: opts.AccessLog, Limiters: opts.Limiters, Metrics: opts.Metrics})
 	if err != nil {
 		_ = snap.Close()
 		return nil, fmt.Errorf("building gateway: %w", err)
 	}
+	logWarnings(opts.Logger, snap)
 	s := &Server{opts: opts, log: opts.Logger, gw: gw, metrics: opts.Metrics, loadedAt: snap.LoadedAt,
 		startTLS: snap.TLS != nil, startListen: snap.Policy.Listen, startAdmin: snap.Policy.AdminListen}
 	if s.startTLS {
@@ -94,14 +110,75 @@ func NewServer(opts ServerOptions) (*Server, error) {
 // Gateway returns the request handler.
 func (s *Server) Gateway() *Gateway { return s.gw }
 
-// Reload loads the policy again and swaps it in. A policy that fails to load or compile is
-// logged with all its errors and the old one keeps serving.
-func (s *Server) Reload() error {
-	snap, err := s.opts.Load()
-	if err == nil {
-		if err = s.gw.Swap(snap); err != nil {
+// errPanic is a panic of the load path turned into an error.
+var errPanic = errors.New("internal error (a bug; please report it)")
+
+// errServerClosed is a reload that finished after Close.
+var errServerClosed = errors.New("the server is closed")
+
+// safeLoad calls load, turning a panic into an error: a policy must never kill the process,
+// whatever the loader (and the libraries it calls) does with it.
+func safeLoad(log *slog.Logger, load Loader) (snap *policies.Snapshot, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("panic while loading the policy", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			snap, err = nil, fmt.Errorf("%w: %v", errPanic, r)
+		}
+	}()
+	return load()
+}
+
+// safeNew is New with a panic of compiling snap turned into an error.
+func safeNew(log *slog.Logger, snap *policies.Snapshot, opts Options) (gw *Gateway, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("panic while compiling the policy", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			gw, err = nil, fmt.Errorf("compiling the policy: %w: %v", errPanic, r)
+		}
+	}()
+	return New(snap, opts)
+}
+
+// swap swaps snap in unless the server is closed; on error (a panic of compiling it included)
+// snap is closed and the old policy keeps serving.
+func (s *Server) swap(snap *policies.Snapshot) (err error) {
+	s.swapMu.Lock()
+	defer s.swapMu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic while compiling the policy", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = fmt.Errorf("compiling the policy: %w: %v", errPanic, r)
+		}
+		if err != nil {
 			_ = snap.Close()
 		}
+	}()
+	if s.closed {
+		return errServerClosed
+	}
+	return s.gw.Swap(snap)
+}
+
+// logWarnings says what a policy that loaded most likely got wrong.
+func logWarnings(log *slog.Logger, snap *policies.Snapshot) {
+	for _, w := range snap.Warnings {
+		log.Warn("policy warning", "version", snap.Version, "warning", w.Error())
+	}
+}
+
+// Reload loads the policy again and swaps it in. A policy that fails to load or compile, or
+// makes either panic, is logged with all its errors and the old one keeps serving. Reloads
+// run one at a time.
+func (s *Server) Reload() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	snap, err := safeLoad(s.log, s.opts.Load)
+	if err == nil {
+		err = s.swap(snap)
+	}
+	if errors.Is(err, errServerClosed) {
+		s.log.Info("policy reload finished after shutdown; discarded")
+		return err
 	}
 	s.metrics.Reload(err)
 	s.mu.Lock()
@@ -118,11 +195,18 @@ func (s *Server) Reload() error {
 		s.log.Warn("listen, admin_listen and turning tls on or off take effect at the next restart")
 	}
 	s.log.Info("policy reloaded", "version", snap.Version, "consumers", snap.Consumers.Len(), "routes", len(snap.Policy.Routes))
+	logWarnings(s.log, snap)
 	return nil
 }
 
 // Serve listens on the policy's addresses and serves until ctx is done, then drains in-flight
 // requests. reload receives a value for each requested reload (SIGHUP, file change).
+//
+// Reloads run in a goroutine of their own, one at a time, with requests that come during one
+// merged into a single next reload (it reads the newest files): a slow or stuck load never
+// delays shutdown or the handling of ctx. Once drained, Serve waits up to ReloadGrace for a
+// reload still running, then returns without it: the abandoned reload, if it ever finishes,
+// finds the server closed and closes its snapshot instead of swapping it in.
 func (s *Server) Serve(ctx context.Context, reload <-chan struct{}) error {
 	pol := s.gw.Snapshot().Policy
 	pl, err := net.Listen("tcp", pol.Listen)
@@ -176,6 +260,11 @@ func (s *Server) Serve(ctx context.Context, reload <-chan struct{}) error {
 	}()
 	go func() { errc <- admin.Serve(al) }()
 
+	pending := make(chan struct{}, 1)
+	stopReloads := make(chan struct{})
+	reloaderDone := make(chan struct{})
+	go s.reloader(pending, stopReloads, reloaderDone)
+
 	var serveErr error
 loop:
 	for {
@@ -183,12 +272,16 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-reload:
-			_ = s.Reload()
+			select {
+			case pending <- struct{}{}:
+			default: // one is pending already; it will read the newest files
+			}
 		case err := <-errc:
 			serveErr = err
 			break loop
 		}
 	}
+	close(stopReloads)
 
 	s.log.Info("shutting down: draining in-flight requests", "timeout", s.opts.DrainTimeout)
 	dctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout)
@@ -197,7 +290,32 @@ loop:
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		err = errors.Join(fmt.Errorf("serving: %w", serveErr), err)
 	}
+	grace := time.NewTimer(s.opts.ReloadGrace)
+	defer grace.Stop()
+	select {
+	case <-reloaderDone:
+	case <-grace.C:
+		s.log.Warn("shutting down with a policy reload still running: it is abandoned", "waited", s.opts.ReloadGrace)
+	}
 	return err
+}
+
+// reloader runs the reloads asked for on pending, one at a time, until stop is closed.
+func (s *Server) reloader(pending <-chan struct{}, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-pending:
+		}
+		select {
+		case <-stop: // both were ready: shutting down wins
+			return
+		default:
+		}
+		_ = s.Reload()
+	}
 }
 
 // tlsVersion maps the policy's min_version (validated) to crypto/tls's constant.
@@ -208,8 +326,16 @@ func tlsVersion(v string) uint16 {
 	return tls.VersionTLS12
 }
 
-// Close releases the gateway's providers.
-func (s *Server) Close() error { return s.gw.Close() }
+// Close releases the gateway's providers. A reload that finishes afterwards is discarded.
+func (s *Server) Close() error {
+	s.swapMu.Lock()
+	defer s.swapMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.gw.Close()
+}
 
 // Status is the /status document.
 type Status struct {

@@ -33,6 +33,11 @@ func readFile(f rawFile, sch *schemas, res *resolver, slowConsumers bool, errs *
 	src := &source{name: f.name, data: f.data}
 	sc, ok := scanSource(src)
 	if !ok {
+		if sc.tooDeep != nil {
+			// Positioned already; the slow parser must not walk such a file.
+			errs.add(sc.tooDeep)
+			return nil, nil
+		}
 		*errs = append(*errs, syntaxErrors(src)...)
 		return nil, nil
 	}

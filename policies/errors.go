@@ -211,12 +211,14 @@ func parentPath(p jsonPath) (jsonPath, bool) {
 }
 
 // syntaxErrors words the syntax errors and duplicate keys of a file that the scanner
-// rejected, the way encoding/json's tokenizer sees them. It is slow and only runs then.
+// rejected, the way encoding/json's tokenizer sees them. It is slow and only runs then. Its
+// cost stays linear in the file: it keeps the path as segments, formats it only for an
+// error, and stops at MaxDepth like the scanner.
 func syntaxErrors(s *source) []*Error {
 	dec := json.NewDecoder(bytes.NewReader(s.data))
 	dec.UseNumber()
 	p := &parser{src: s, dec: dec}
-	err := p.value(rootPath)
+	err := p.value()
 	if err == nil {
 		off := skipSpace(s.data, int(dec.InputOffset()))
 		if _, terr := dec.Token(); terr != io.EOF {
@@ -241,9 +243,15 @@ type parser struct {
 	src  *source
 	dec  *json.Decoder
 	dups []*Error
+	// path is the current value's path as segments; pathString formats it for an error.
+	path []pathSeg
 }
 
-func (p *parser) syntax(err error, path jsonPath) error {
+func (p *parser) pathString() jsonPath {
+	return formatPath(p.path)
+}
+
+func (p *parser) syntax(err error) error {
 	data := p.src.data
 	var se *json.SyntaxError
 	switch {
@@ -251,63 +259,78 @@ func (p *parser) syntax(err error, path jsonPath) error {
 		// A Decoder's Token reports the offset of the offending byte (unlike Unmarshal's, which
 		// is just past it).
 		off := int(se.Offset)
-		return p.src.errAtOffset(off, path, "invalid JSON: %s", se.Error())
+		return p.src.errAtOffset(off, p.pathString(), "invalid JSON: %s", se.Error())
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		return p.src.errAtOffset(len(data), path, "invalid JSON: unexpected end of file")
+		return p.src.errAtOffset(len(data), p.pathString(), "invalid JSON: unexpected end of file")
 	default:
-		return p.src.errAtOffset(int(p.dec.InputOffset()), path, "invalid JSON: %s", err.Error())
+		return p.src.errAtOffset(int(p.dec.InputOffset()), p.pathString(), "invalid JSON: %s", err.Error())
 	}
 }
 
-func (p *parser) value(path jsonPath) error {
+func (p *parser) value() error {
 	start := skipSpace(p.src.data, int(p.dec.InputOffset()))
 	tok, err := p.dec.Token()
 	if err != nil {
-		return p.syntax(err, path)
+		return p.syntax(err)
 	}
 	switch t := tok.(type) {
 	case json.Delim:
 		switch t {
 		case '{':
+			if len(p.path) >= MaxDepth {
+				return p.src.errAtOffset(start, p.pathString(), "nesting deeper than %d levels of arrays and objects", MaxDepth)
+			}
 			// First occurrence of each key, for the duplicate-key message.
 			keys := map[string]int{}
+			p.path = append(p.path, pathSeg{index: -1})
+			seg := len(p.path) - 1
 			for p.dec.More() {
 				keyStart := skipSpace(p.src.data, int(p.dec.InputOffset()))
 				kt, err := p.dec.Token()
 				if err != nil {
-					return p.syntax(err, path)
+					p.path = p.path[:seg]
+					return p.syntax(err)
 				}
 				k, ok := kt.(string)
 				if !ok {
-					return p.src.errAtOffset(keyStart, path, "invalid JSON: object key must be a string")
+					p.path = p.path[:seg]
+					return p.src.errAtOffset(keyStart, p.pathString(), "invalid JSON: object key must be a string")
 				}
-				child := path.key(k)
+				p.path[seg].key = k
 				if first, dup := keys[k]; dup {
 					line, col := p.src.lineCol(first)
-					p.dups = append(p.dups, p.src.errAtOffset(keyStart, child, "duplicate key %q (first at line %d, column %d)", k, line, col))
+					p.dups = append(p.dups, p.src.errAtOffset(keyStart, p.pathString(), "duplicate key %q (first at line %d, column %d)", k, line, col))
 				} else {
 					keys[k] = keyStart
 				}
-				if err := p.value(child); err != nil {
+				if err := p.value(); err != nil {
 					return err
 				}
 			}
+			p.path = p.path[:seg]
 			if _, err := p.dec.Token(); err != nil {
-				return p.syntax(err, path)
+				return p.syntax(err)
 			}
 			return nil
 		case '[':
+			if len(p.path) >= MaxDepth {
+				return p.src.errAtOffset(start, p.pathString(), "nesting deeper than %d levels of arrays and objects", MaxDepth)
+			}
+			p.path = append(p.path, pathSeg{})
+			seg := len(p.path) - 1
 			for i := 0; p.dec.More(); i++ {
-				if err := p.value(path.index(i)); err != nil {
+				p.path[seg].index = i
+				if err := p.value(); err != nil {
 					return err
 				}
 			}
+			p.path = p.path[:seg]
 			if _, err := p.dec.Token(); err != nil {
-				return p.syntax(err, path)
+				return p.syntax(err)
 			}
 			return nil
 		default:
-			return p.src.errAtOffset(start, path, "invalid JSON: unexpected %q", string(t))
+			return p.src.errAtOffset(start, p.pathString(), "invalid JSON: unexpected %q", string(t))
 		}
 	default:
 		return nil

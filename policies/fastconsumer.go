@@ -12,7 +12,8 @@ import (
 // accepts a subset of what the slow way (generic tree, JSON Schema, secrets, strict decoding)
 // accepts and must decode it identically (fastconsumer_test.go runs both): whatever it does
 // not recognise, or finds wrong, it declines, and the element goes the slow way, which words
-// the problems. The input is valid JSON without duplicate keys (the scanner checked).
+// the problems. The input is valid JSON without duplicate keys, nested at most MaxDepth deep
+// (the scanner checked), so its recursion, which follows the schema's shapes, is bounded.
 type consumerDecoder struct {
 	res      *resolver
 	duration *regexp.Regexp

@@ -276,13 +276,32 @@ func FuzzScan(f *testing.F) {
 	for _, s := range []string{`{}`, `[]`, `{"a": 1, "a": 2}`, `{"consumers": [{"username": "a", "username": "b"}]}`,
 		`{"a": [1, 2.5e-3, -0, true, false, null, "x\u00e9\n"]}`, `{"a\u0062": 1, "ab": 2}`, "{\"\xff\": 1, \"\xfe\": 2}",
 		`{"a": 01}`, `{"a": 1.}`, `{"a": "\x"}`, `{} {}`, `{"a": [1,]}`, `{"a" 1}`, ` {"a": tru}`, `"\u12"`, "\ufeff{}",
-		`{"consumers": [1, {"x": {"y": 1, "y": 2}}], "consumers": 3}`} {
+		`{"consumers": [1, {"x": {"y": 1, "y": 2}}], "consumers": 3}`,
+		strings.Repeat("[", MaxDepth) + strings.Repeat("]", MaxDepth), strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1),
+		`{"a": ` + strings.Repeat(`{"b": [`, MaxDepth/2) + `"[[[["` + strings.Repeat("]}", MaxDepth/2) + `}`,
+		strings.Repeat(`[{"x":`, 40) + `tru`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		src := &source{name: "f.json", data: data}
 		sc, ok := scanSource(src)
-		if want := json.Valid(data); ok != want {
+		if sc.tooDeep != nil {
+			// Refused for its depth, which must really be too deep; the slow parser, if it
+			// gets as far, says the same.
+			if ok {
+				t.Fatalf("scanner ok with a nesting error: %q", data)
+			}
+			if d := nesting(data); d <= MaxDepth {
+				t.Fatalf("nesting error at depth %d: %q", d, data)
+			}
+			if json.Valid(data) {
+				if errs := syntaxErrors(src); errs[0].Error() != sc.tooDeep.Error() {
+					t.Fatalf("slow parser: got %q, want %q", errs[0], sc.tooDeep)
+				}
+			}
+			return
+		}
+		if want := json.Valid(data) && nesting(data) <= MaxDepth; ok != want {
 			t.Fatalf("scanner ok %v, encoding/json valid %v: %q", ok, want, data)
 		}
 		if !ok {
@@ -302,6 +321,23 @@ func FuzzScan(f *testing.F) {
 			t.Fatalf("duplicate keys: got %q, want %q in %q", got, want, data)
 		}
 	})
+}
+
+// nesting is the deepest nesting of brackets outside strings in data.
+func nesting(data []byte) int {
+	depth, deepest := 0, 0
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case '[', '{':
+			depth++
+			deepest = max(deepest, depth)
+		case ']', '}':
+			depth--
+		case '"':
+			i = skipString(data, i) - 1
+		}
+	}
+	return deepest
 }
 
 // TestScanMutations runs FuzzScan's property on mutations of a policy.

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"time"
@@ -45,11 +46,18 @@ func Load(path string, opts Options) (*Snapshot, error) {
 // Validate runs every check of Load without side effects: providers are built (their
 // constructors do no I/O), used to compile the bindings, and closed again; nothing is started.
 func Validate(path string, opts Options) error {
+	_, err := Check(path, opts)
+	return err
+}
+
+// Check is Validate that also returns the warnings of a policy that loads: what is valid but
+// most likely a mistake (see Snapshot.Warnings).
+func Check(path string, opts Options) ([]*Error, error) {
 	snap, err := load(path, opts.withDefaults(), loadMode{validateOnly: true})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return snap.Close()
+	return snap.Warnings, snap.Close()
 }
 
 func (o Options) withDefaults() Options {
@@ -60,7 +68,10 @@ func (o Options) withDefaults() Options {
 		o.LookupEnv = os.LookupEnv
 	}
 	if o.ReadFile == nil {
-		o.ReadFile = os.ReadFile
+		o.ReadFile = func(path string) ([]byte, error) { return readRegular(path, MaxSecretFileSize) }
+	}
+	if o.MaxFileSize <= 0 {
+		o.MaxFileSize = DefaultMaxFileSize
 	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{Timeout: 10 * time.Second}
@@ -79,9 +90,17 @@ type loadMode struct {
 	slowConsumers bool
 }
 
-func load(path string, opts Options, mode loadMode) (*Snapshot, error) {
+func load(path string, opts Options, mode loadMode) (snap *Snapshot, err error) {
+	// The last line of defence: a panic in any check or constructor (a library's, on input no
+	// check foresaw) is a failed load, never a dead process. What it built is not closed.
+	defer func() {
+		if r := recover(); r != nil {
+			opts.Logger.Error("panic while loading the policy", "path", path, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			snap, err = nil, errors.Join(&Error{File: path, Msg: fmt.Sprintf("internal error while loading the policy (a bug; please report it): %v", r)})
+		}
+	}()
 	var errs errorList
-	srcs, err := readSources(path)
+	srcs, err := readSources(path, opts.MaxFileSize)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +141,7 @@ func load(path string, opts Options, mode loadMode) (*Snapshot, error) {
 	}
 	m.policy.applyDefaults()
 	m.check(&errs)
-	snap := m.compile(&errs, buildEnv{
+	snap = m.compile(&errs, buildEnv{
 		ctx:          opts.Context,
 		logger:       opts.Logger,
 		httpClient:   opts.HTTPClient,
@@ -139,7 +158,17 @@ func load(path string, opts Options, mode loadMode) (*Snapshot, error) {
 	snap.Version = version(srcs)
 	snap.Source = path
 	snap.LoadedAt = time.Now()
+	snap.Warnings = warnings(path, &m.policy)
 	return snap, nil
+}
+
+// warnings lists what is valid in p, loaded from path, but most likely a mistake.
+func warnings(path string, p *Policy) []*Error {
+	var out []*Error
+	if len(p.Routes) == 0 {
+		out = append(out, &Error{File: path, Msg: "the policy has no routes: every request is answered 404"})
+	}
+	return out
 }
 
 type rawFile struct {
@@ -148,14 +177,15 @@ type rawFile struct {
 	data []byte
 }
 
-// readSources reads a file, or the non-hidden *.json files of a folder sorted by name.
-func readSources(path string) ([]rawFile, error) {
+// readSources reads a file, or the non-hidden *.json files of a folder sorted by name. Each
+// must be a regular file of at most limit bytes (see readRegular).
+func readSources(path string, limit int64) ([]rawFile, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, errors.Join(&Error{File: path, Msg: "cannot read policy: " + fileErrReason(err)})
 	}
 	if !fi.IsDir() {
-		data, err := os.ReadFile(path)
+		data, err := readRegular(path, limit)
 		if err != nil {
 			return nil, errors.Join(&Error{File: path, Msg: "cannot read policy: " + fileErrReason(err)})
 		}
@@ -178,10 +208,11 @@ func readSources(path string) ([]rawFile, error) {
 			errs.add(&Error{File: full, Msg: "cannot read policy: " + fileErrReason(err)})
 			continue
 		}
-		if !st.Mode().IsRegular() {
+		if st.IsDir() {
 			continue
 		}
-		data, err := os.ReadFile(full)
+		// A FIFO, device or socket named *.json is refused, not skipped: it is a mistake.
+		data, err := readRegular(full, limit)
 		if err != nil {
 			errs.add(&Error{File: full, Msg: "cannot read policy: " + fileErrReason(err)})
 			continue

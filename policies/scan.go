@@ -7,9 +7,11 @@ import (
 	"unicode/utf8"
 )
 
-// maxDepth is encoding/json's nesting limit; deeper documents go to the slow parser, which
-// reports them with encoding/json's own message.
-const maxDepth = 10000
+// MaxDepth is the deepest nesting of arrays and objects a policy file may have. A policy
+// needs about eight levels; the bound keeps every later stage (the generic tree, the schema
+// engine, the error paths) linear in the file's size, where 100 000 nested "[" would
+// otherwise cost gigabytes. The scanner, the first reader of every file, enforces it.
+const MaxDepth = 64
 
 // member is one top-level member of a policy file.
 type member struct {
@@ -28,6 +30,8 @@ type scan struct {
 	consumers      []int
 	// dups are the duplicate keys found, as the slow parser would report them.
 	dups []*Error
+	// tooDeep is the error at the first value nested deeper than MaxDepth; the scan stops there.
+	tooDeep *Error
 }
 
 // scanner checks that a file is JSON exactly as encoding/json accepts it, finds duplicate keys
@@ -48,12 +52,13 @@ type pathSeg struct {
 	index int // -1 for a key segment
 }
 
-// scanSource validates src. ok is false on a syntax error (including trailing data).
+// scanSource validates src. ok is false on a syntax error (including trailing data) and on
+// nesting deeper than MaxDepth, which the returned scan's tooDeep then reports.
 func scanSource(src *source) (scan, bool) {
 	s := &scanner{src: src, data: src.data}
 	s.skipWS()
 	if !s.value() {
-		return scan{}, false
+		return scan{tooDeep: s.out.tooDeep}, false
 	}
 	s.skipWS()
 	if s.pos != len(s.data) {
@@ -215,8 +220,18 @@ type seenKey struct {
 	off  int
 }
 
+// enter counts one more level of nesting at the '{' or '[' at s.pos; false when it is one
+// too many. The path is formatted once, for the error, and is at most MaxDepth segments.
+func (s *scanner) enter() bool {
+	if s.depth++; s.depth > MaxDepth {
+		s.out.tooDeep = s.src.errAtOffset(s.pos, s.pathString(), "nesting deeper than %d levels of arrays and objects", MaxDepth)
+		return false
+	}
+	return true
+}
+
 func (s *scanner) object() bool {
-	if s.depth++; s.depth > maxDepth {
+	if !s.enter() {
 		return false
 	}
 	defer func() { s.depth-- }()
@@ -319,7 +334,7 @@ func (s *scanner) consumersArray() bool {
 }
 
 func (s *scanner) elements(record func(start, end int)) bool {
-	if s.depth++; s.depth > maxDepth {
+	if !s.enter() {
 		return false
 	}
 	defer func() { s.depth-- }()
@@ -358,9 +373,12 @@ func (s *scanner) elements(record func(start, end int)) bool {
 	}
 }
 
-func (s *scanner) pathString() jsonPath {
+func (s *scanner) pathString() jsonPath { return formatPath(s.path) }
+
+// formatPath formats a path kept as segments, for an error.
+func formatPath(segs []pathSeg) jsonPath {
 	p := rootPath
-	for _, seg := range s.path {
+	for _, seg := range segs {
 		if seg.index >= 0 {
 			p = p.index(seg.index)
 		} else {

@@ -14,29 +14,40 @@ type resolver struct {
 
 // resolveTree substitutes references in every string value of tree, the value at base in src,
 // in place, and returns the new tree. Problems are reported at the string's position and never
-// quote a resolved value.
+// quote a resolved value. The path is kept as segments and formatted only for a problem, so
+// that walking a tree costs nothing per level.
 func (r *resolver) resolveTree(src *source, base jsonPath, tree any, errs *errorList) any {
-	var walk func(v any, path jsonPath) any
-	walk = func(v any, path jsonPath) any {
+	var segs []pathSeg
+	var walk func(v any) any
+	walk = func(v any) any {
 		switch n := v.(type) {
 		case map[string]any:
+			segs = append(segs, pathSeg{index: -1})
 			for k, c := range n {
-				n[k] = walk(c, path.key(k))
+				segs[len(segs)-1].key = k
+				n[k] = walk(c)
 			}
+			segs = segs[:len(segs)-1]
 		case []any:
+			segs = append(segs, pathSeg{})
 			for i, c := range n {
-				n[i] = walk(c, path.index(i))
+				segs[len(segs)-1].index = i
+				n[i] = walk(c)
 			}
+			segs = segs[:len(segs)-1]
 		case string:
 			out, problems := r.resolve(n)
-			for _, p := range problems {
-				errs.add(src.errAt(path, "%s", p))
+			if len(problems) > 0 {
+				path := base + formatPath(segs)[len(rootPath):]
+				for _, p := range problems {
+					errs.add(src.errAt(path, "%s", p))
+				}
 			}
 			return out
 		}
 		return v
 	}
-	return walk(tree, base)
+	return walk(tree)
 }
 
 // resolve substitutes the references of s. "$${" stands for a literal "${". The problems name

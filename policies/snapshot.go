@@ -22,6 +22,9 @@ type Snapshot struct {
 	// Source is the file or folder it was loaded from; LoadedAt when.
 	Source   string
 	LoadedAt time.Time
+	// Warnings are what the policy has that is valid but most likely a mistake (no routes:
+	// every request is answered 404). Loading does not fail for them; the caller says them.
+	Warnings []*Error
 
 	// Policy is the decoded document with secrets substituted. Never log it whole.
 	Policy *Policy
@@ -52,8 +55,11 @@ type Options struct {
 	Logger *slog.Logger
 	// LookupEnv resolves ${env:NAME}. Defaults to os.LookupEnv.
 	LookupEnv func(string) (string, bool)
-	// ReadFile resolves ${file:PATH}. Defaults to os.ReadFile.
+	// ReadFile resolves ${file:PATH}. Defaults to reading a regular file of at most
+	// MaxSecretFileSize bytes (a FIFO or device at the path is an error, not a wait).
 	ReadFile func(string) ([]byte, error)
+	// MaxFileSize caps each policy file, in bytes. Defaults to DefaultMaxFileSize.
+	MaxFileSize int64
 	// HTTPClient is used by providers that call an IdP. Defaults to a client with timeouts.
 	HTTPClient *http.Client
 	// Context bounds start-up work of providers (OIDC discovery). Providers must not fail to

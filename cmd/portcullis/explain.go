@@ -24,6 +24,7 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.Var(&headers, "H", `request header "Name: value" (repeatable)`)
 	body := fs.String("d", "", "request body")
 	remote := fs.String("remote-addr", "127.0.0.1:40000", "client address the request comes from")
+	maxSize := maxPolicySizeFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return exitError(2)
 	}
@@ -37,7 +38,7 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	req.RemoteAddr = *remote
 
-	snap, err := policies.Load(*path, policies.Options{Context: ctx})
+	snap, err := policies.Load(*path, policies.Options{Context: ctx, MaxFileSize: int64(*maxSize)})
 	if err != nil {
 		return fmt.Errorf("loading policy %s:\n%w", *path, err)
 	}

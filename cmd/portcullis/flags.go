@@ -1,8 +1,13 @@
 package main
 
 import (
+	"flag"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
+
+	"github.com/portcullis/portcullis/policies"
 )
 
 // repeated collects a flag given several times (-H, --header, --claim).
@@ -18,4 +23,35 @@ func cutHeader(flag, kv string) (name, value string, err error) {
 		return "", "", fmt.Errorf("parsing %s %q: want \"Name: value\"", flag, kv)
 	}
 	return strings.TrimSpace(name), strings.TrimSpace(value), nil
+}
+
+// byteSize is a size flag: bytes, or a number with KiB, MiB or GiB.
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+
+func (b *byteSize) Set(v string) error {
+	num, mult := v, int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if n, ok := strings.CutSuffix(v, u.suffix); ok {
+			num, mult = n, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > math.MaxInt64/mult {
+		return fmt.Errorf("want a positive size in bytes, or with KiB, MiB or GiB (512MiB), got %q", v)
+	}
+	*b = byteSize(n * mult)
+	return nil
+}
+
+// maxPolicySizeFlag adds -max-policy-size, the cap of each policy file.
+func maxPolicySizeFlag(fs *flag.FlagSet) *byteSize {
+	b := byteSize(policies.DefaultMaxFileSize)
+	fs.Var(&b, "max-policy-size", "largest policy file read, in bytes or with KiB, MiB, GiB")
+	return &b
 }

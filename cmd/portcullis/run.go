@@ -22,6 +22,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	accessLog := fs.Bool("access-log", true, "write one JSON line per request to stdout")
 	watch := fs.Bool("watch", true, "reload the policy when its file or folder changes (SIGHUP always reloads)")
+	maxSize := maxPolicySizeFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return exitError(2)
 	}
@@ -37,7 +38,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *accessLog {
 		access = slog.New(slog.NewJSONHandler(stdout, nil))
 	}
-	return serve(ctx, serveConfig{path: *path, logger: logger, access: access, noWatch: !*watch})
+	return serve(ctx, serveConfig{path: *path, logger: logger, access: access, noWatch: !*watch, maxPolicySize: int64(*maxSize)})
 }
 
 type serveConfig struct {
@@ -48,6 +49,8 @@ type serveConfig struct {
 	onListen func(proxy, admin net.Addr)
 	// noWatch disables reloading on file changes.
 	noWatch bool
+	// maxPolicySize caps each policy file; 0 is the default.
+	maxPolicySize int64
 }
 
 // serve runs the gateway on cfg.path; SIGHUP asks it to reload.
@@ -73,7 +76,7 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	}()
 	return gateway.Run(ctx, gateway.RunConfig{
 		Path: cfg.path, Logger: cfg.logger, AccessLog: cfg.access,
-		Watch: !cfg.noWatch, Reload: reload, OnListen: cfg.onListen,
+		Watch: !cfg.noWatch, Reload: reload, OnListen: cfg.onListen, MaxPolicySize: cfg.maxPolicySize,
 	})
 }
 
@@ -89,6 +92,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("c", "", "policy file or folder")
+	maxSize := maxPolicySizeFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return exitError(2)
 	}
@@ -96,7 +100,8 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "usage: portcullis validate -c PATH")
 		return exitError(2)
 	}
-	if err := policies.Validate(*path, policies.Options{}); err != nil {
+	warnings, err := policies.Check(*path, policies.Options{MaxFileSize: int64(*maxSize)})
+	if err != nil {
 		n := 0
 		for _, e := range flatten(err) {
 			fmt.Fprintln(stderr, e)
@@ -104,6 +109,14 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stderr, "%s: %d problem(s)\n", *path, n)
 		return exitError(1)
+	}
+	// Warnings do not fail validation: the policy loads as written.
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	if len(warnings) > 0 {
+		fmt.Fprintf(stdout, "%s: ok, %d warning(s)\n", *path, len(warnings))
+		return nil
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
 	return nil

@@ -1,0 +1,63 @@
+package policies
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestWarnings(t *testing.T) {
+	tests := []struct {
+		name   string
+		policy string
+		want   []string
+	}{
+		{name: "no routes", policy: `{}`, want: []string{"p.json: the policy has no routes: every request is answered 404"}},
+		{name: "only consumers", policy: `{"idps": [{"name": "k", "type": "key-auth"}], "consumers": [{"username": "a", "idps": [{"idp": "k", "key": "x"}]}]}`,
+			want: []string{"p.json: the policy has no routes: every request is answered 404"}},
+		{name: "a route", policy: `{"routes": [{"name": "r", "paths": ["/"], "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}}]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(writeFiles(t, map[string]string{"p.json": tt.policy}), "p.json")
+			warns, err := Check(path, Options{})
+			if err != nil {
+				t.Fatalf("Check: %v", err)
+			}
+			var got []string
+			for _, w := range warns {
+				got = append(got, filepath.Base(w.File)+": "+w.Msg)
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("Check warnings: got %q, want %q", got, tt.want)
+			}
+			snap, err := Load(path, Options{})
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			defer snap.Close()
+			if len(snap.Warnings) != len(tt.want) {
+				t.Errorf("Snapshot.Warnings: got %v, want %d", snap.Warnings, len(tt.want))
+			}
+		})
+	}
+}
+
+// TestLoadRecoversPanics: a panic anywhere in loading (here in a dependency) is a failed load
+// with an error, never a dead process.
+func TestLoadRecoversPanics(t *testing.T) {
+	path := filepath.Join(writeFiles(t, map[string]string{"p.json": smallPolicy}), "p.json")
+	opts := Options{ReadFile: func(string) ([]byte, error) { panic("boom") }}
+	for name, load := range map[string]func() error{
+		"Load":     func() error { _, err := Load(path, opts); return err },
+		"Validate": func() error { return Validate(path, opts) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := load()
+			errs := Errors(err)
+			if len(errs) != 1 || errs[0].File != path || !strings.Contains(errs[0].Msg, "internal error while loading the policy") || !strings.Contains(errs[0].Msg, "boom") {
+				t.Errorf("got %v, want one *Error at %s naming the panic", err, path)
+			}
+		})
+	}
+}
