@@ -28,6 +28,8 @@ type RunConfig struct {
 	Reload <-chan struct{}
 	// OnListen is told the bound addresses.
 	OnListen func(proxy, admin net.Addr)
+	// BuildVersion is the binary's version (start-up log, /status, portcullis_build_info).
+	BuildVersion string
 }
 
 // Run loads the policy, serves it, reloads it on request and on file changes, and drains
@@ -37,6 +39,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	metrics := NewMetrics()
+	metrics.BuildInfo(cfg.BuildVersion)
 	opts := policies.Options{Logger: cfg.Logger, Context: ctx, Hooks: policies.Hooks{
 		IdPCall: metrics.IdPCall, IdPCache: metrics.IdPCache,
 	}}
@@ -61,11 +64,12 @@ func Run(ctx context.Context, cfg RunConfig) error {
 
 	loads := 0
 	srv, err := NewServer(ServerOptions{
-		Logger:    cfg.Logger,
-		AccessLog: cfg.AccessLog,
-		Limiters:  limiters,
-		Metrics:   metrics,
-		OnListen:  cfg.OnListen,
+		Logger:       cfg.Logger,
+		AccessLog:    cfg.AccessLog,
+		Limiters:     limiters,
+		Metrics:      metrics,
+		OnListen:     cfg.OnListen,
+		BuildVersion: cfg.BuildVersion,
 		Load: func() (*policies.Snapshot, error) {
 			loads++
 			if loads == 1 {
@@ -78,9 +82,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 			if !sameRedis(first.Policy.Redis, snap.Policy.Redis) {
 				cfg.Logger.Warn("the redis block changed; it takes effect at the next restart")
 			}
-			if snap.Policy.Listen != first.Policy.Listen || snap.Policy.AdminListen != first.Policy.AdminListen {
-				cfg.Logger.Warn("listen addresses changed; they take effect at the next restart")
-			}
+			// A listen change is warned about once, by Server.Reload (which also covers tls).
 			return snap, nil
 		},
 	})

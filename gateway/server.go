@@ -35,6 +35,8 @@ type ServerOptions struct {
 	DrainTimeout time.Duration
 	// OnListen, when set, is told the bound addresses (useful with port 0).
 	OnListen func(proxy, admin net.Addr)
+	// BuildVersion is the binary's version, shown in the start-up log and /status.
+	BuildVersion string
 }
 
 // Server is the gateway with its listeners, admin endpoints and reloads.
@@ -161,7 +163,7 @@ func (s *Server) Serve(ctx context.Context, reload <-chan struct{}) error {
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	s.log.Info("portcullis listening", "proxy", pl.Addr().String(), "tls", start.TLS != nil, "admin", al.Addr().String(), "version", start.Version)
+	s.log.Info("portcullis listening", "proxy", pl.Addr().String(), "tls", start.TLS != nil, "admin", al.Addr().String(), "build", s.opts.BuildVersion, "version", start.Version)
 	if s.opts.OnListen != nil {
 		s.opts.OnListen(pl.Addr(), al.Addr())
 	}
@@ -190,7 +192,7 @@ loop:
 		}
 	}
 
-	s.log.Info("shutting down: draining in-flight requests", "timeout", s.opts.DrainTimeout)
+	s.log.Info("shutting down: draining in-flight requests", "timeout", s.opts.DrainTimeout.String())
 	dctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout)
 	defer cancel()
 	err = errors.Join(proxy.Shutdown(dctx), admin.Shutdown(dctx))
@@ -213,7 +215,9 @@ func (s *Server) Close() error { return s.gw.Close() }
 
 // Status is the /status document.
 type Status struct {
+	// Version is the served policy's version; Build the binary's.
 	Version         string    `json:"version"`
+	Build           string    `json:"build,omitempty"`
 	Source          string    `json:"source"`
 	LoadedAt        time.Time `json:"loaded_at"`
 	Consumers       int       `json:"consumers"`
@@ -228,7 +232,7 @@ func (s *Server) Status() Status {
 	snap := s.gw.Snapshot()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Status{Version: snap.Version, Source: snap.Source, LoadedAt: s.loadedAt,
+	st := Status{Version: snap.Version, Build: s.opts.BuildVersion, Source: snap.Source, LoadedAt: s.loadedAt,
 		Consumers: snap.Consumers.Len(), Routes: len(snap.Policy.Routes), Reloads: s.reloadCount}
 	if s.lastErr != nil {
 		st.LastReloadError = s.lastErr.Error()
