@@ -232,7 +232,11 @@ func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error, 
 	if he.Status == 499 {
 		return // nobody is listening
 	}
-	writeJSONMessage(w, he.Status, he.Message)
+	field := he.Field
+	if field == "" {
+		field = "message"
+	}
+	writeJSONField(w, he.Status, field, he.Message)
 }
 
 // serve runs match → sanitize → authenticate → authorize → limit → proxy.
@@ -349,15 +353,15 @@ func (g *Gateway) limit(r *http.Request, c *compiled, rt *route, consumer, group
 			}
 			if !d.Allowed {
 				g.metrics.rateRejected(rt.name, l)
-				msg := l.rejectedMsg
+				msg, field := l.rejectedMsg, "error_msg"
 				if msg == "" {
-					msg = http.StatusText(l.rejectedCode)
+					msg, field = http.StatusText(l.rejectedCode), ""
 				}
 				secs := int((d.Reset + time.Second - 1) / time.Second)
 				if secs < 1 {
 					secs = 1
 				}
-				return &HTTPError{Status: l.rejectedCode, Message: msg, Decision: "rate_limited",
+				return &HTTPError{Status: l.rejectedCode, Message: msg, Field: field, Decision: "rate_limited",
 					Header: http.Header{"Retry-After": {strconv.Itoa(secs)}},
 					Err:    fmt.Errorf("%s of %s exceeded", l.kind, l.owner)}
 			}

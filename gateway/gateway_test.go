@@ -198,8 +198,8 @@ func TestLimitOrder(t *testing.T) {
 		t.Fatalf("bot2 first: got %d", rec.Code)
 	}
 	rec := serve(gw, "GET", "/r", map[string]string{"apikey": "k2"})
-	if rec.Code != 503 || message(t, rec) != "slow down" {
-		t.Fatalf("bot2 second: got %d %s, want 503 slow down", rec.Code, rec.Body)
+	if got, want := rec.Body.String(), "{\"error_msg\":\"slow down\"}\n"; rec.Code != 503 || got != want {
+		t.Fatalf("bot2 second: got %d %s, want 503 %s (rejected_msg in APISIX's error_msg field)", rec.Code, got, want)
 	}
 	if rec.Header().Get("Retry-After") == "" {
 		t.Errorf("a rejection carries Retry-After")
