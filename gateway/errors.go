@@ -26,6 +26,9 @@ type HTTPError struct {
 	Header http.Header
 	// Err is the underlying cause, logged but never sent to the client.
 	Err error
+	// Field is the body's JSON field; "" means "message". A limit's rejected_msg is sent as
+	// "error_msg", as APISIX's limit-count and limit-req send it: clients parse that field.
+	Field string
 }
 
 func (e *HTTPError) Error() string {
@@ -94,11 +97,20 @@ func upstreamError(err error) *HTTPError {
 
 // writeJSONMessage writes {"message": msg} with status. msg is escaped as a JSON string.
 func writeJSONMessage(w http.ResponseWriter, status int, msg string) {
+	writeJSONField(w, status, "message", msg)
+}
+
+// writeJSONField writes {field: msg} with status; field is one of the package's constants.
+func writeJSONField(w http.ResponseWriter, status int, field, msg string) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	body, _ := json.Marshal(struct {
-		Message string `json:"message"`
-	}{msg})
+	v, _ := json.Marshal(msg)
+	body := make([]byte, 0, len(field)+len(v)+6)
+	body = append(body, `{"`...)
+	body = append(body, field...)
+	body = append(body, `":`...)
+	body = append(body, v...)
+	body = append(body, '}')
 	body = append(body, '\n')
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)

@@ -217,6 +217,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error, x *exchange) {
 	he := asHTTPError(err)
 	x.status, x.decision, x.err = he.Status, he.Decision, err
+	if he.Err != nil {
+		// The log's reason is the cause; the client's message is already in status and decision.
+		x.err = he.Err
+	}
 	if x.hasRate {
 		setRateHeaders(w.Header(), &x.rate, x)
 	}
@@ -228,7 +232,11 @@ func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error, 
 	if he.Status == 499 {
 		return // nobody is listening
 	}
-	writeJSONMessage(w, he.Status, he.Message)
+	field := he.Field
+	if field == "" {
+		field = "message"
+	}
+	writeJSONField(w, he.Status, field, he.Message)
 }
 
 // serve runs match → sanitize → authenticate → authorize → limit → proxy.
@@ -250,14 +258,15 @@ func (g *Gateway) serve(c *compiled, w http.ResponseWriter, r *http.Request, x *
 		g.metrics.authDecision(err)
 		return err
 	}
-	g.metrics.authDecision(nil)
 	x.consumer = res.Consumer
 
-	// 4. authorize
+	// 4. authorize: an allow/deny refusal is a "forbidden" decision, not a granted one.
 	group := c.consumerGroups[res.Consumer]
 	if err := rt.authorize(res.Consumer, group); err != nil {
+		g.metrics.authDecision(err)
 		return err
 	}
+	g.metrics.authDecision(nil)
 
 	// 5. limit
 	if err := g.limit(r, c, rt, res.Consumer, group, x); err != nil {
@@ -294,18 +303,23 @@ func setIdentity(h http.Header, res *idp.Result, group string, x *exchange) {
 	}
 }
 
-// errForbidden is APISIX consumer-restriction's answer.
-func errForbidden(reason string) error {
-	return &HTTPError{Status: http.StatusForbidden, Message: "The consumer_name is forbidden.", Decision: "forbidden", Err: errors.New(reason)}
+// APISIX consumer-restriction's answers: by the list type that refused the request.
+const (
+	msgConsumerForbidden = "The consumer_name is forbidden."
+	msgGroupForbidden    = "The consumer_group_id is forbidden."
+)
+
+func errForbidden(msg, reason string) error {
+	return &HTTPError{Status: http.StatusForbidden, Message: msg, Decision: "forbidden", Err: errors.New(reason)}
 }
 
 // authorize applies the route's allow and deny lists of consumers and groups.
 func (rt *route) authorize(consumer, group string) error {
 	if rt.denyConsumers[consumer] {
-		return errForbidden("consumer " + consumer + " is denied on route " + rt.name)
+		return errForbidden(msgConsumerForbidden, "consumer "+consumer+" is denied on route "+rt.name)
 	}
 	if group != "" && rt.denyGroups[group] {
-		return errForbidden("group " + group + " is denied on route " + rt.name)
+		return errForbidden(msgGroupForbidden, "group "+group+" is denied on route "+rt.name)
 	}
 	if rt.allowConsumers == nil && rt.allowGroups == nil {
 		return nil
@@ -313,7 +327,11 @@ func (rt *route) authorize(consumer, group string) error {
 	if rt.allowConsumers[consumer] || (group != "" && rt.allowGroups[group]) {
 		return nil
 	}
-	return errForbidden("consumer " + consumer + " is not allowed on route " + rt.name)
+	msg := msgConsumerForbidden
+	if rt.allowConsumers == nil {
+		msg = msgGroupForbidden // only a group list could have admitted it
+	}
+	return errForbidden(msg, "consumer "+consumer+" is not allowed on route "+rt.name)
 }
 
 // limit applies the consumer's, its group's and the route's limits, in that order; all must pass.
@@ -335,15 +353,15 @@ func (g *Gateway) limit(r *http.Request, c *compiled, rt *route, consumer, group
 			}
 			if !d.Allowed {
 				g.metrics.rateRejected(rt.name, l)
-				msg := l.rejectedMsg
+				msg, field := l.rejectedMsg, "error_msg"
 				if msg == "" {
-					msg = http.StatusText(l.rejectedCode)
+					msg, field = http.StatusText(l.rejectedCode), ""
 				}
 				secs := int((d.Reset + time.Second - 1) / time.Second)
 				if secs < 1 {
 					secs = 1
 				}
-				return &HTTPError{Status: l.rejectedCode, Message: msg, Decision: "rate_limited",
+				return &HTTPError{Status: l.rejectedCode, Message: msg, Field: field, Decision: "rate_limited",
 					Header: http.Header{"Retry-After": {strconv.Itoa(secs)}},
 					Err:    fmt.Errorf("%s of %s exceeded", l.kind, l.owner)}
 			}

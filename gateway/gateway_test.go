@@ -19,6 +19,7 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/policies"
@@ -134,7 +135,7 @@ func TestPipeline(t *testing.T) {
 		{"no key", "GET", "/r", "", 401, "Missing API key in request"},
 		{"bad key", "GET", "/r", "nope", 401, "Invalid API key in request"},
 		{"denied consumer", "GET", "/r", "ke", 403, "The consumer_name is forbidden."},
-		{"consumer outside the allowed group", "GET", "/team", "ka", 403, "The consumer_name is forbidden."},
+		{"consumer outside the allowed group", "GET", "/team", "ka", 403, "The consumer_group_id is forbidden."},
 		{"allowed", "GET", "/r", "ka", 200, ""},
 		{"group member allowed", "GET", "/team", "k1", 200, ""},
 	}
@@ -197,8 +198,8 @@ func TestLimitOrder(t *testing.T) {
 		t.Fatalf("bot2 first: got %d", rec.Code)
 	}
 	rec := serve(gw, "GET", "/r", map[string]string{"apikey": "k2"})
-	if rec.Code != 503 || message(t, rec) != "slow down" {
-		t.Fatalf("bot2 second: got %d %s, want 503 slow down", rec.Code, rec.Body)
+	if got, want := rec.Body.String(), "{\"error_msg\":\"slow down\"}\n"; rec.Code != 503 || got != want {
+		t.Fatalf("bot2 second: got %d %s, want 503 %s (rejected_msg in APISIX's error_msg field)", rec.Code, got, want)
 	}
 	if rec.Header().Get("Retry-After") == "" {
 		t.Errorf("a rejection carries Retry-After")
@@ -402,4 +403,65 @@ func TestInFlightRequestsFinishOnTheirSnapshot(t *testing.T) {
 	if rec := <-done; rec.Code != 200 || rec.Body.String() != "before" {
 		t.Errorf("the in-flight request: got %d %q, want 200 as the old policy's consumer", rec.Code, rec.Body)
 	}
+}
+
+func TestForbiddenIsCountedAsForbidden(t *testing.T) {
+	gw, _ := newTestGateway(t, pipelinePolicy, nil)
+	tests := []struct {
+		name               string
+		path, key          string
+		granted, forbidden float64
+	}{
+		{"denied consumer", "/r", "ke", 0, 1},
+		{"outside the allowed group", "/team", "ka", 0, 2},
+		{"allowed", "/r", "ka", 1, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			serve(gw, "GET", tt.path, map[string]string{"apikey": tt.key})
+			for label, want := range map[string]float64{"granted": tt.granted, "forbidden": tt.forbidden} {
+				var m dto.Metric
+				if err := gw.metrics.authDecisions.WithLabelValues(label).Write(&m); err != nil {
+					t.Fatal(err)
+				}
+				if got := m.GetCounter().GetValue(); got != want {
+					t.Errorf("portcullis_auth_decisions_total{decision=%q}: got %v, want %v", label, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestForbiddenReasonIsJustTheCause(t *testing.T) {
+	rt := &route{name: "r", denyConsumers: map[string]bool{"eve": true}}
+	he := asHTTPError(rt.authorize("eve", ""))
+	x := &exchange{}
+	gw, _ := newTestGateway(t, pipelinePolicy, nil)
+	gw.writeError(httptest.NewRecorder(), httptest.NewRequest("GET", "/r", nil), he, x)
+	if got, want := x.err.Error(), "consumer eve is denied on route r"; got != want {
+		t.Errorf("logged reason: got %q, want %q", got, want)
+	}
+}
+
+func TestBuildInfoMetric(t *testing.T) {
+	m := NewMetrics()
+	m.BuildInfo("v9.9.9")
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "portcullis_build_info" {
+			continue
+		}
+		labels := map[string]string{}
+		for _, l := range f.GetMetric()[0].GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["version"] != "v9.9.9" || labels["goversion"] == "" {
+			t.Errorf("portcullis_build_info labels: got %v, want version v9.9.9 and a goversion", labels)
+		}
+		return
+	}
+	t.Errorf("portcullis_build_info: got no series, want one")
 }

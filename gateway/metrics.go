@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -99,6 +100,15 @@ func NewMetrics() *Metrics {
 	return m
 }
 
+// BuildInfo sets portcullis_build_info{version,goversion} to 1 (call once, at start).
+func (m *Metrics) BuildInfo(version string) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "portcullis_build_info", Help: "The binary's version and Go version (value 1).",
+	}, []string{"version", "goversion"})
+	g.WithLabelValues(version, runtime.Version()).Set(1)
+	m.Registry.MustRegister(g)
+}
+
 func (m *Metrics) status(code int) string {
 	if code >= 0 && code < len(m.statusText) {
 		return m.statusText[code]
@@ -116,8 +126,9 @@ func (m *Metrics) authDecision(err error) {
 		return
 	}
 	var d *idp.Denial
+	var he *HTTPError
 	switch {
-	case errors.As(err, &d) && d.Status == 403:
+	case errors.As(err, &he) && he.Status == 403, errors.As(err, &d) && d.Status == 403:
 		m.authForbidden.Inc()
 	case errors.As(err, &d):
 		m.authUnauth.Inc()

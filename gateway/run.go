@@ -30,6 +30,8 @@ type RunConfig struct {
 	OnListen func(proxy, admin net.Addr)
 	// MaxPolicySize caps each policy file, in bytes; 0 is policies.DefaultMaxFileSize.
 	MaxPolicySize int64
+	// BuildVersion is the binary's version (start-up log, /status, portcullis_build_info).
+	BuildVersion string
 }
 
 // Run loads the policy, serves it, reloads it on request and on file changes, and drains
@@ -39,6 +41,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	metrics := NewMetrics()
+	metrics.BuildInfo(cfg.BuildVersion)
 	opts := policies.Options{Logger: cfg.Logger, Context: ctx, MaxFileSize: cfg.MaxPolicySize, Hooks: policies.Hooks{
 		IdPCall: metrics.IdPCall, IdPCache: metrics.IdPCache,
 	}}
@@ -63,11 +66,12 @@ func Run(ctx context.Context, cfg RunConfig) error {
 
 	loads := 0
 	srv, err := NewServer(ServerOptions{
-		Logger:    cfg.Logger,
-		AccessLog: cfg.AccessLog,
-		Limiters:  limiters,
-		Metrics:   metrics,
-		OnListen:  cfg.OnListen,
+		Logger:       cfg.Logger,
+		AccessLog:    cfg.AccessLog,
+		Limiters:     limiters,
+		Metrics:      metrics,
+		OnListen:     cfg.OnListen,
+		BuildVersion: cfg.BuildVersion,
 		Load: func() (*policies.Snapshot, error) {
 			loads++
 			if loads == 1 {
@@ -80,9 +84,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 			if !sameRedis(first.Policy.Redis, snap.Policy.Redis) {
 				cfg.Logger.Warn("the redis block changed; it takes effect at the next restart")
 			}
-			if snap.Policy.Listen != first.Policy.Listen || snap.Policy.AdminListen != first.Policy.AdminListen {
-				cfg.Logger.Warn("listen addresses changed; they take effect at the next restart")
-			}
+			// A listen change is warned about once, by Server.Reload (which also covers tls).
 			return snap, nil
 		},
 	})

@@ -39,6 +39,8 @@ type ServerOptions struct {
 	// ReloadGrace bounds how long Serve, once drained, waits for a reload still running
 	// before it returns and abandons it (see Serve). Default 5s.
 	ReloadGrace time.Duration
+	// BuildVersion is the binary's version, shown in the start-up log and /status.
+	BuildVersion string
 }
 
 // Server is the gateway with its listeners, admin endpoints and reloads.
@@ -245,7 +247,7 @@ func (s *Server) Serve(ctx context.Context, reload <-chan struct{}) error {
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	s.log.Info("portcullis listening", "proxy", pl.Addr().String(), "tls", start.TLS != nil, "admin", al.Addr().String(), "version", start.Version)
+	s.log.Info("portcullis listening", "proxy", pl.Addr().String(), "tls", start.TLS != nil, "admin", al.Addr().String(), "build", s.opts.BuildVersion, "version", start.Version)
 	if s.opts.OnListen != nil {
 		s.opts.OnListen(pl.Addr(), al.Addr())
 	}
@@ -283,7 +285,7 @@ loop:
 	}
 	close(stopReloads)
 
-	s.log.Info("shutting down: draining in-flight requests", "timeout", s.opts.DrainTimeout)
+	s.log.Info("shutting down: draining in-flight requests", "timeout", s.opts.DrainTimeout.String())
 	dctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout)
 	defer cancel()
 	err = errors.Join(proxy.Shutdown(dctx), admin.Shutdown(dctx))
@@ -339,7 +341,9 @@ func (s *Server) Close() error {
 
 // Status is the /status document.
 type Status struct {
+	// Version is the served policy's version; Build the binary's.
 	Version         string    `json:"version"`
+	Build           string    `json:"build,omitempty"`
 	Source          string    `json:"source"`
 	LoadedAt        time.Time `json:"loaded_at"`
 	Consumers       int       `json:"consumers"`
@@ -354,7 +358,7 @@ func (s *Server) Status() Status {
 	snap := s.gw.Snapshot()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Status{Version: snap.Version, Source: snap.Source, LoadedAt: s.loadedAt,
+	st := Status{Version: snap.Version, Build: s.opts.BuildVersion, Source: snap.Source, LoadedAt: s.loadedAt,
 		Consumers: snap.Consumers.Len(), Routes: len(snap.Policy.Routes), Reloads: s.reloadCount}
 	if s.lastErr != nil {
 		st.LastReloadError = s.lastErr.Error()

@@ -319,3 +319,12 @@ func (r response) message() string {
 	_ = json.Unmarshal([]byte(r.Body), &m)
 	return m.Message
 }
+
+// errorMsg decodes {"error_msg": ...}, a limit's rejected_msg as APISIX sends it.
+func (r response) errorMsg() string {
+	var m struct {
+		ErrorMsg string `json:"error_msg"`
+	}
+	_ = json.Unmarshal([]byte(r.Body), &m)
+	return m.ErrorMsg
+}

@@ -137,7 +137,7 @@ func (ta *tally) add(replica int, r response, err error) {
 		ta.perReplica[replica]++
 		ta.remaining = append(ta.remaining, r.Header.Get("X-RateLimit-Remaining"))
 	default:
-		ta.rejected[fmt.Sprintf("%d %s", r.Status, r.message())]++
+		ta.rejected[fmt.Sprintf("%d %s", r.Status, r.errorMsg())]++ // every limit here sets rejected_msg
 	}
 }
 

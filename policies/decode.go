@@ -79,7 +79,7 @@ func readFile(f rawFile, sch *schemas, res *resolver, slowConsumers bool, errs *
 
 	n := len(sc.consumers)
 	fl.consumers = make([]Consumer, n)
-	dec := newConsumerDecoder(res, sch.duration)
+	dec := newConsumerDecoder(res, sch)
 	for i, start := range sc.consumers {
 		span := f.data[start:skipValue(f.data, start)]
 		if !slowConsumers && dec.decode(span, &fl.consumers[i]) {

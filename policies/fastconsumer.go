@@ -17,6 +17,7 @@ import (
 type consumerDecoder struct {
 	res      *resolver
 	duration *regexp.Regexp
+	limits   limitBounds
 	// intern shares the strings that repeat across consumers (idp and group names).
 	intern map[string]string
 	// Chunks that consumers' bindings and limits are cut from, to allocate in bulk.
@@ -28,8 +29,8 @@ type consumerDecoder struct {
 
 const decoderChunk = 256
 
-func newConsumerDecoder(res *resolver, duration *regexp.Regexp) *consumerDecoder {
-	return &consumerDecoder{res: res, duration: duration, intern: map[string]string{}}
+func newConsumerDecoder(res *resolver, sch *schemas) *consumerDecoder {
+	return &consumerDecoder{res: res, duration: sch.duration, limits: sch.limits, intern: map[string]string{}}
 }
 
 type cursor struct {
@@ -187,8 +188,9 @@ func integer(c *cursor, lo, hi int) (int, bool) {
 }
 
 // number reads a plain decimal (no exponent, few digits, so that float64 holds its sign and
-// magnitude exactly enough for the bounds) that is above lo, or at least lo when inclusive.
-func number(c *cursor, lo float64, inclusive bool) (float64, bool) {
+// magnitude exactly enough for the bounds) that is above lo, or at least lo when inclusive,
+// and at most hi.
+func number(c *cursor, lo float64, inclusive bool, hi float64) (float64, bool) {
 	if p := c.peek(); p != '-' && (p < '0' || p > '9') {
 		return 0, false
 	}
@@ -202,7 +204,7 @@ func number(c *cursor, lo float64, inclusive bool) (float64, bool) {
 		}
 	}
 	f, err := strconv.ParseFloat(string(tok), 64)
-	if err != nil || f < lo || (!inclusive && f == lo) {
+	if err != nil || f < lo || (!inclusive && f == lo) || f > hi {
 		return 0, false
 	}
 	return f, true
@@ -391,10 +393,10 @@ func (d *consumerDecoder) limitCount(c *cursor, lc *LimitCount) bool {
 		var ok bool
 		switch string(k) {
 		case "count":
-			lc.Count, ok = integer(c, 1, 1<<30)
+			lc.Count, ok = integer(c, 1, d.limits.count)
 			hasCount = true
 		case "time_window":
-			lc.TimeWindow, ok = integer(c, 1, 1<<30)
+			lc.TimeWindow, ok = integer(c, 1, d.limits.timeWindow)
 			hasWindow = true
 		case "key":
 			lc.Key, ok = enum(c, "consumer", "route", "remote_addr")
@@ -421,10 +423,10 @@ func (d *consumerDecoder) limitReq(c *cursor, lr *LimitReq) bool {
 		var ok bool
 		switch string(k) {
 		case "rate":
-			lr.Rate, ok = number(c, 0, false)
+			lr.Rate, ok = number(c, 0, false, d.limits.rate)
 			hasRate = true
 		case "burst":
-			lr.Burst, ok = number(c, 0, true)
+			lr.Burst, ok = number(c, 0, true, d.limits.burst)
 		case "nodelay":
 			lr.NoDelay, ok = boolean(c)
 		case "key":

@@ -147,7 +147,7 @@ func TestFastConsumerMatchesSlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := testResolver()
-	dec := newConsumerDecoder(res, sch.duration)
+	dec := newConsumerDecoder(res, sch)
 	g := valueGen{r: rand.New(rand.NewPCG(6, 1))}
 	fixed := []string{
 		`{"username": "c0", "idps": [{"idp": "keys", "key": "key-0-abcdefgh"}], "plugins": {"limit-count": {"count": 100, "time_window": 60}}}`,

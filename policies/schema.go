@@ -33,6 +33,15 @@ type schemas struct {
 	policy, consumer *jsonschema.Schema
 	// duration is the schema's duration pattern, for the fast consumer decoder.
 	duration *regexp.Regexp
+	// limits are the schema's bounds of a limit's numbers, for the fast consumer decoder, so
+	// that it can never accept what validate refuses.
+	limits limitBounds
+}
+
+// limitBounds are the maxima of limit-count's and limit-req's numbers in the schema.
+type limitBounds struct {
+	count, timeWindow int
+	rate, burst       float64
 }
 
 var compiledSchemas = sync.OnceValues(func() (*schemas, error) {
@@ -56,6 +65,18 @@ var compiledSchemas = sync.OnceValues(func() (*schemas, error) {
 			Duration struct {
 				Pattern string `json:"pattern"`
 			} `json:"duration"`
+			LimitCount struct {
+				Properties struct {
+					Count      struct{ Maximum int } `json:"count"`
+					TimeWindow struct{ Maximum int } `json:"time_window"`
+				} `json:"properties"`
+			} `json:"limitCount"`
+			LimitReq struct {
+				Properties struct {
+					Rate  struct{ Maximum float64 } `json:"rate"`
+					Burst struct{ Maximum float64 } `json:"burst"`
+				} `json:"properties"`
+			} `json:"limitReq"`
 		} `json:"$defs"`
 	}
 	if err := json.Unmarshal(schemaJSON, &defs); err != nil {
@@ -63,6 +84,11 @@ var compiledSchemas = sync.OnceValues(func() (*schemas, error) {
 	}
 	if out.duration, err = regexp.Compile(defs.Defs.Duration.Pattern); err != nil {
 		return nil, fmt.Errorf("compiling the policy schema's duration pattern: %w", err)
+	}
+	lc, lr := defs.Defs.LimitCount.Properties, defs.Defs.LimitReq.Properties
+	out.limits = limitBounds{count: lc.Count.Maximum, timeWindow: lc.TimeWindow.Maximum, rate: lr.Rate.Maximum, burst: lr.Burst.Maximum}
+	if out.limits.count < 1 || out.limits.timeWindow < 1 || out.limits.rate <= 0 || out.limits.burst < 0 {
+		return nil, fmt.Errorf("reading the policy schema's limit bounds: got %+v, want every maximum set", out.limits)
 	}
 	return &out, nil
 })

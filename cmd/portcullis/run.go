@@ -77,6 +77,7 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	return gateway.Run(ctx, gateway.RunConfig{
 		Path: cfg.path, Logger: cfg.logger, AccessLog: cfg.access,
 		Watch: !cfg.noWatch, Reload: reload, OnListen: cfg.onListen, MaxPolicySize: cfg.maxPolicySize,
+		BuildVersion: buildVersion(),
 	})
 }
 
