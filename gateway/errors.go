@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"syscall"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/idp"
@@ -89,7 +88,7 @@ func upstreamError(err error) *HTTPError {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return &HTTPError{Status: http.StatusGatewayTimeout, Message: "upstream timed out", Decision: "upstream_timeout", Err: err}
 	}
-	if errors.Is(err, syscall.ECONNREFUSED) {
+	if isConnRefused(err) {
 		return &HTTPError{Status: http.StatusBadGateway, Message: errUpstreamBad, Decision: "upstream_refused", Err: err}
 	}
 	return &HTTPError{Status: http.StatusBadGateway, Message: errUpstreamBad, Decision: "upstream_error", Err: err}

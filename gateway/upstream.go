@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,11 +55,7 @@ type h1Conn struct {
 const (
 	h1MaxIdle     = 1024             // idle connections kept per upstream address
 	h1IdleTimeout = 90 * time.Second // an idle connection older than this is closed
-	// h1ProbeAfter is the idle time after which a connection is checked for a close by the
-	// upstream before it is reused: upstreams close idle connections after seconds (Node.js 5 s,
-	// Apache 5 s, nginx 75 s), and a request sent on such a connection fails.
-	h1ProbeAfter = time.Second
-	h1Max1xx     = 5 // informational responses accepted before the answer
+	h1Max1xx      = 5                // informational responses accepted before the answer
 )
 
 // errH1Stale marks a failure on a reused connection before any byte of the response: the
@@ -121,9 +116,10 @@ func (p *h1Pool) janitor() {
 }
 
 // h1Eligible reports whether h1Pool can send r: plain http, a body of known length, and
-// nothing that needs http.Transport's machinery.
+// nothing that needs http.Transport's machinery. Where the platform cannot check an idle
+// connection without reading it (alive), every request takes http.Transport.
 func h1Eligible(r *http.Request) bool {
-	return r.URL.Scheme == "http" && r.ContentLength >= 0 && r.Method != http.MethodConnect &&
+	return canPeek && r.URL.Scheme == "http" && r.ContentLength >= 0 && r.Method != http.MethodConnect &&
 		len(r.Trailer) == 0 && r.Header.Get("Expect") == ""
 }
 
@@ -135,7 +131,7 @@ func h1Eligible(r *http.Request) bool {
 func (p *h1Pool) roundTrip(r *http.Request, host string, timeout, dialTimeout time.Duration) (*http.Response, error) {
 	ctx := r.Context()
 	replayable := r.Body == nil && isIdempotent(r.Method)
-	pc, reused := p.get(replayable)
+	pc, reused := p.get()
 	if pc == nil {
 		var err error
 		if pc, err = p.dial(ctx, dialTimeout); err != nil {
@@ -153,15 +149,15 @@ func (p *h1Pool) roundTrip(r *http.Request, host string, timeout, dialTimeout ti
 	return resp, err
 }
 
-// get pops the most recently used idle connection, closing the ones the upstream has closed.
-// A connection is checked before it carries a request that cannot be replayed; a replayable one
-// is sent on a recently used connection unchecked (the check is a syscall), and replayed if the
-// connection turns out stale.
-func (p *h1Pool) get(replayable bool) (*h1Conn, bool) {
-	var now time.Time
-	if replayable {
-		now = time.Now()
-	}
+// get pops the most recently used idle connection, closing the ones that must not carry
+// another request. Every connection is checked before reuse, however recently it was used: an
+// upstream may have written bytes nobody asked for (a second response after a short
+// Content-Length), and a request sent on that connection would be answered with them; that
+// response, perhaps with another client's Set-Cookie, would go to the wrong client. nginx checks
+// readability on every reuse for the same reason, and http.Transport's reader goroutine reports
+// an "unsolicited response". A connection the upstream closes between the check and the write
+// is still caught (errH1Stale) and a replayable request sent again.
+func (p *h1Pool) get() (*h1Conn, bool) {
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
@@ -173,34 +169,13 @@ func (p *h1Pool) get(replayable bool) (*h1Conn, bool) {
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if (replayable && now.Sub(pc.idleSince) < h1ProbeAfter) || alive(pc.c) {
+		if pc.br.Buffered() == 0 && alive(pc.c) {
 			inc(p.m.reused)
 			return pc, true
 		}
 		inc(p.m.stale)
 		_ = pc.c.Close()
 	}
-}
-
-// alive peeks at the connection without blocking: an idle connection has nothing to read, so
-// anything there (an EOF, a reset, stray bytes) means it must not carry another request.
-func alive(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	ok = false
-	var buf [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		ok = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
-		return true // never wait for readiness
-	})
-	return err == nil && ok
 }
 
 // put gives a connection whose response was read to its end back to the pool.
@@ -262,7 +237,7 @@ func (p *h1Pool) send(ctx context.Context, pc *h1Conn, r *http.Request, host str
 	// The first byte tells a connection the upstream had closed (nothing comes) from a response
 	// cut short, which ReadResponse reports alike.
 	if _, err := pc.br.Peek(1); err != nil {
-		if reused && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+		if reused && (errors.Is(err, io.EOF) || isConnReset(err)) {
 			err = fmt.Errorf("%w: %w", errH1Stale, err)
 		}
 		return fail(fmt.Errorf("reading the response: %w", err))

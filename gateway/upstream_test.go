@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -364,4 +365,105 @@ func TestGatewaySmuggledResponse(t *testing.T) {
 			t.Fatalf("request %d: got %d %q, want 200 %q", i+1, rec.Code, rec.Body, want)
 		}
 	}
+}
+
+// TestH1PoolStrayResponse: an upstream answers with a short Content-Length and, once the pool
+// holds the connection idle, writes a second response nobody asked for. However recently the
+// connection was used, the next request (another client's) must not be answered with it.
+func TestH1PoolStrayResponse(t *testing.T) {
+	for _, method := range []string{"GET", "POST"} {
+		t.Run(method, func(t *testing.T) {
+			up := newPoisoningUpstream(t)
+			p := newTestPool(t, &url.URL{Scheme: "http", Host: up.ln.Addr().String()})
+			if status, body, err := h1Do(t, p, method, ""); err != nil || status != 200 || body != "ok" {
+				t.Fatalf("first request: got %d %q %v, want 200 \"ok\"", status, body, err)
+			}
+			p.mu.Lock()
+			if len(p.idle) != 1 {
+				p.mu.Unlock()
+				t.Fatalf("got %d idle connections after the first request, want 1", len(p.idle))
+			}
+			idle := p.idle[0].c
+			p.mu.Unlock()
+			up.poison <- struct{}{}
+			<-up.written
+			for alive(idle) { // the stray bytes are in flight on loopback until readable
+				runtime.Gosched()
+			}
+
+			status, body, err := h1Do(t, p, method, "")
+			if err != nil {
+				t.Fatalf("second request: %v", err)
+			}
+			if status != 200 || body != "fresh" {
+				t.Errorf("second request: got %d %q, want 200 \"fresh\" (the stray response answered it)", status, body)
+			}
+		})
+	}
+}
+
+// poisoningUpstream answers the first request of its first connection with "ok", then, when
+// told, writes a second response on that connection (Set-Cookie: session=attacker); every other
+// request gets "fresh".
+type poisoningUpstream struct {
+	ln      net.Listener
+	poison  chan struct{}
+	written chan struct{}
+}
+
+func newPoisoningUpstream(t *testing.T) *poisoningUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &poisoningUpstream{ln: ln, poison: make(chan struct{}), written: make(chan struct{})}
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for first := true; ; first = false {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func(c net.Conn, first bool) {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					if !first {
+						if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"); err != nil {
+							return
+						}
+						continue
+					}
+					first = false
+					if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+						return
+					}
+					select {
+					case <-u.poison:
+					case <-done:
+						return
+					}
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nSet-Cookie: session=attacker\r\nContent-Length: 5\r\n\r\nstray")
+					close(u.written)
+				}
+			}(c, first)
+		}
+	}()
+	t.Cleanup(func() {
+		close(done)
+		ln.Close()
+		wg.Wait()
+	})
+	return u
 }
