@@ -47,15 +47,49 @@ func inc(c prometheus.Counter) {
 // h1Conn is one connection to the upstream with its buffers.
 type h1Conn struct {
 	c         net.Conn
+	lr        headerLimiter // between c and br
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
 }
 
+// headerLimiter bounds what the upstream may send while the pool reads response headers:
+// textproto reads a header line of any length, and a 100 MB header would be held in memory (and
+// relayed). A budget of -1 reads without limit (the body, whose size is the client's business).
+type headerLimiter struct {
+	c      net.Conn
+	budget int64
+	read   int64 // bytes read since the budget was set
+}
+
+func (l *headerLimiter) Read(p []byte) (int, error) {
+	if l.budget < 0 {
+		return l.c.Read(p)
+	}
+	if l.budget == 0 {
+		return 0, errResponseHeaderTooLarge
+	}
+	if int64(len(p)) > l.budget {
+		p = p[:l.budget]
+	}
+	n, err := l.c.Read(p)
+	l.budget -= int64(n)
+	l.read += int64(n)
+	return n, err
+}
+
+// errResponseHeaderTooLarge: the upstream's response headers exceed maxResponseHeaderBytes.
+var errResponseHeaderTooLarge = fmt.Errorf("upstream response headers exceed %d bytes", maxResponseHeaderBytes)
+
 const (
 	h1MaxIdle     = 1024             // idle connections kept per upstream address
 	h1IdleTimeout = 90 * time.Second // an idle connection older than this is closed
 	h1Max1xx      = 5                // informational responses accepted before the answer
+	h1ReadBuffer  = 32 << 10
+	// maxResponseHeaderBytes bounds an upstream's response headers, informational responses
+	// included (Envoy's default is 60 KiB, nginx's proxy_buffer_size 4–8 KiB); beyond it the
+	// client gets a 502. It matches the listener's own MaxHeaderBytes for requests.
+	maxResponseHeaderBytes = 64 << 10
 )
 
 // errH1Stale marks a failure on a reused connection before any byte of the response: the
@@ -204,7 +238,9 @@ func (p *h1Pool) dial(ctx context.Context, timeout time.Duration) (*h1Conn, erro
 		return nil, err
 	}
 	inc(p.m.dialed)
-	return &h1Conn{c: c, br: bufio.NewReaderSize(c, 32<<10), bw: bufio.NewWriterSize(c, 4<<10)}, nil
+	pc := &h1Conn{c: c, lr: headerLimiter{c: c, budget: -1}, bw: bufio.NewWriterSize(c, 4<<10)}
+	pc.br = bufio.NewReaderSize(&pc.lr, h1ReadBuffer)
+	return pc, nil
 }
 
 // aLongTimeAgo is a deadline in the past: it wakes a blocked read or write at once.
@@ -234,6 +270,9 @@ func (p *h1Pool) send(ctx context.Context, pc *h1Conn, r *http.Request, host str
 	if timeout > 0 {
 		_ = pc.c.SetReadDeadline(time.Now().Add(timeout))
 	}
+	// Reading the headers may fill the buffer with up to h1ReadBuffer bytes of the body beyond
+	// them; the exact size is checked once they are parsed. The buffer is empty here (get, put).
+	pc.lr.budget, pc.lr.read = maxResponseHeaderBytes+h1ReadBuffer, 0
 	// The first byte tells a connection the upstream had closed (nothing comes) from a response
 	// cut short, which ReadResponse reports alike.
 	if _, err := pc.br.Peek(1); err != nil {
@@ -247,7 +286,13 @@ func (p *h1Pool) send(ctx context.Context, pc *h1Conn, r *http.Request, host str
 		var err error
 		resp, err = http.ReadResponse(pc.br, r)
 		if err != nil {
+			if pc.lr.budget == 0 {
+				err = errResponseHeaderTooLarge
+			}
 			return fail(fmt.Errorf("reading the response: %w", err))
+		}
+		if pc.lr.read-int64(pc.br.Buffered()) > maxResponseHeaderBytes {
+			return fail(fmt.Errorf("reading the response: %w", errResponseHeaderTooLarge))
 		}
 		// 1xx informational responses (100 Continue, 103 Early Hints) precede the answer, a
 		// few of them (http.Transport's limit); a 101 is not expected here, as upgrades take
@@ -262,6 +307,7 @@ func (p *h1Pool) send(ctx context.Context, pc *h1Conn, r *http.Request, host str
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return fail(errors.New("unexpected 101 Switching Protocols"))
 	}
+	pc.lr.budget = -1
 	if timeout > 0 {
 		// The timeout bounds the wait for the headers; a slow but flowing body is the client's.
 		_ = pc.c.SetReadDeadline(time.Time{})

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -466,4 +467,80 @@ func newPoisoningUpstream(t *testing.T) *poisoningUpstream {
 		wg.Wait()
 	})
 	return u
+}
+
+// TestH1PoolResponseHeaderLimit: response headers beyond maxResponseHeaderBytes are refused
+// (502 for the client) before they are held in memory; headers under it pass whatever the size
+// of the body after them.
+func TestH1PoolResponseHeaderLimit(t *testing.T) {
+	big := func(n int) string { return "X-Big: " + strings.Repeat("a", n) + "\r\n" }
+	body := strings.Repeat("b", 200<<10)
+	tests := []struct {
+		name     string
+		response string
+		wantErr  bool
+	}{
+		{"headers under the limit, large body", "HTTP/1.1 200 OK\r\n" + big(60<<10) + "Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body, false},
+		{"one header line over the limit", "HTTP/1.1 200 OK\r\n" + big(70<<10) + "Content-Length: 0\r\n\r\n", true},
+		{"many header lines over the limit", "HTTP/1.1 200 OK\r\n" + strings.Repeat(big(1000), 70) + "Content-Length: 0\r\n\r\n", true},
+		{"a 10 MB header", "HTTP/1.1 200 OK\r\n" + big(10<<20) + "Content-Length: 0\r\n\r\n", true},
+		{"informational responses count", strings.Repeat("HTTP/1.1 103 Early Hints\r\n"+big(20<<10)+"\r\n", 4) + "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newRawUpstream(t, func(int, *http.Request) []byte { return []byte(tt.response) })
+			p := newTestPool(t, up.url())
+			_, got, err := h1Do(t, p, "GET", "")
+			if tt.wantErr {
+				if !errors.Is(err, errResponseHeaderTooLarge) {
+					t.Fatalf("got error %v, want %v", err, errResponseHeaderTooLarge)
+				}
+				if he := upstreamError(err); he.Status != http.StatusBadGateway {
+					t.Errorf("got status %d, want 502", he.Status)
+				}
+				return
+			}
+			if err != nil || got != body {
+				t.Fatalf("got %d body bytes, error %v; want %d bytes", len(got), err, len(body))
+			}
+		})
+	}
+}
+
+// TestGatewayResponseHeaderLimit: an upstream's oversized response headers give the client a
+// 502 on the pool's path and on http.Transport's (a body of unknown length takes it).
+func TestGatewayResponseHeaderLimit(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("X-Big", strings.Repeat("a", 70<<10))
+		_, _ = io.WriteString(w, "should not arrive")
+	}))
+	t.Cleanup(up.Close)
+	gw := newTestGatewayAt(t, `{
+  "idps": [ { "name": "keys", "type": "key-auth" } ],
+  "consumers": [ { "username": "alice", "idps": [ { "idp": "keys", "key": "ka" } ] } ],
+  "routes": [ { "name": "r", "paths": ["/r"], "upstream": { "targets": [ { "url": "%s" } ] } } ]
+}`, up.URL)
+	tests := []struct {
+		name string
+		req  func() *http.Request
+	}{
+		{"pool", func() *http.Request { return httptest.NewRequest("GET", "http://gw/r", nil) }},
+		{"transport", func() *http.Request {
+			r := httptest.NewRequest("POST", "http://gw/r", strings.NewReader("body"))
+			r.ContentLength = -1
+			return r
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := tt.req()
+			req.Header.Set("apikey", "ka")
+			rec := httptest.NewRecorder()
+			gw.ServeHTTP(rec, req)
+			if rec.Code != http.StatusBadGateway || rec.Header().Get("X-Big") != "" {
+				t.Errorf("got %d with X-Big of %d bytes, want 502 without it", rec.Code, len(rec.Header().Get("X-Big")))
+			}
+		})
+	}
 }
