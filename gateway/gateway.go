@@ -177,6 +177,10 @@ type exchange struct {
 	match mux.RouteMatch
 	out   http.Request
 	url   url.URL
+	// rc, body and send bound the waits on the client while proxying (clientio.go).
+	rc   http.ResponseController
+	body timedBody
+	send timedWriter
 	// vals backs the header values handed out by val; nvals of them are in use.
 	vals  [12]string
 	nvals int
