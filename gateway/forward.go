@@ -39,7 +39,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	// body, and are sanitised as they do.
 	out.Trailer = upstreamTrailer(r.Trailer)
 	if out.Body != nil {
-		x.body = clientBody{body: out.Body, in: r.Trailer, out: out.Trailer}
+		x.body.body, x.body.in, x.body.out = out.Body, r.Trailer, out.Trailer
 		out.Body = &x.body
 	}
 	h := out.Header
@@ -79,9 +79,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 		}
 	}
 	var cbe *clientBodyError
-	if err != nil && !errors.As(err, &cbe) && x.body.err != nil {
-		// The round trip's error may not carry the body's: the body's failure is the cause.
-		err = fmt.Errorf("%w: %w", x.body.err, err)
+	if err != nil && !errors.As(err, &cbe) {
+		if be := x.body.err.Load(); be != nil {
+			// The round trip's error may not carry the body's: the body's failure is the cause.
+			err = fmt.Errorf("%w: %w", be, err)
+		}
 	}
 	if err != nil && rt.timeout > 0 && isTimeout(err) {
 		err = fmt.Errorf("%w: %w", errUpstreamTimeout, err)

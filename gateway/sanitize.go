@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
+	"sync/atomic"
 
 	"github.com/portcullis/portcullis/idp"
 )
@@ -265,7 +266,9 @@ func (e *clientBodyError) Unwrap() error { return e.err }
 type clientBody struct {
 	body    io.ReadCloser
 	in, out http.Header
-	err     *clientBodyError
+	// err is written by the transport's goroutine that writes the request, which may still run
+	// when the round trip has failed.
+	err atomic.Pointer[clientBodyError]
 }
 
 var _ io.ReadCloser = (*clientBody)(nil)
@@ -278,8 +281,9 @@ func (b *clientBody) Read(p []byte) (int, error) {
 			copyTrailers(b.out, b.in)
 		}
 	case err != nil:
-		b.err = &clientBodyError{err: err}
-		return n, b.err
+		cbe := &clientBodyError{err: err}
+		b.err.Store(cbe)
+		return n, cbe
 	}
 	return n, err
 }
