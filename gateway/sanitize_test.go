@@ -466,7 +466,7 @@ func parseFuzzHeader(s string) http.Header {
 func namesInConnection(h http.Header, name string) bool {
 	for _, v := range h["Connection"] {
 		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.Trim(t, " \t"), name) {
+			if strings.EqualFold(strings.Trim(t, " \t\r\n"), name) {
 				return true
 			}
 		}
