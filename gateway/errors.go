@@ -85,6 +85,11 @@ func upstreamError(err error) *HTTPError {
 		// The client went away; nobody reads the answer, 499 as nginx logs it.
 		return &HTTPError{Status: 499, Message: "client closed request", Decision: "client_closed", Err: err}
 	}
+	var cbe *clientBodyError
+	if errors.As(err, &cbe) {
+		// A malformed chunk or a body cut short is the client's fault, not the upstream's.
+		return &HTTPError{Status: http.StatusBadRequest, Message: "malformed request body", Decision: "bad_request_body", Err: err}
+	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return &HTTPError{Status: http.StatusGatewayTimeout, Message: "upstream timed out", Decision: "upstream_timeout", Err: err}
