@@ -59,12 +59,15 @@ func (g *Gateway) Explain(r *http.Request) *Explanation {
 
 	var dropped []string
 	for k := range r.Header {
-		if idp.IsIdentityHeader(k) {
+		if droppedFromClient(k) {
 			dropped = append(dropped, k)
 		}
 	}
 	slices.Sort(dropped)
-	sanitize(r.Header)
+	if _, err := sanitizeRequest(r); err != nil {
+		e.add("sanitize", false, "%s", asHTTPError(err).Message)
+		return e.deny(err)
+	}
 	if len(dropped) > 0 {
 		e.add("sanitize", true, "dropped client-sent identity headers %s", strings.Join(dropped, ", "))
 	}

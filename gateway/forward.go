@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/textproto"
 	"net/url"
 	"strings"
 	"time"
@@ -17,34 +16,6 @@ import (
 // already sent, so the client must see a cut connection, not a clean but truncated answer.
 var errAbort = errors.New("upstream response cut short")
 
-// hopHeaders are the hop-by-hop headers (RFC 9110, 7.6.1) that a proxy must not forward.
-var hopHeaders = []string{
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
-
-func removeHopHeaders(h http.Header) {
-	if len(h) == 0 {
-		return
-	}
-	for _, f := range h["Connection"] {
-		for sf := range strings.SplitSeq(f, ",") {
-			if sf = textproto.TrimString(sf); sf != "" {
-				delete(h, textproto.CanonicalMIMEHeaderKey(sf))
-			}
-		}
-	}
-	for _, k := range hopHeaders {
-		delete(h, k)
-	}
-}
-
-// isUpgrade reports a request for a protocol switch (WebSocket), which the reverse proxy of the
-// standard library handles.
-func isUpgrade(r *http.Request) bool {
-	return r.Header.Get("Upgrade") != "" && strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
-}
-
 // forward sends r to one of the route's targets and copies the answer back. It is the request
 // path's proxy: a shallow copy of the request rather than httputil.ReverseProxy's deep clone,
 // headers forwarded in place, the target's own HTTP/1.1 pool (h1Pool) for plain http, a pooled
@@ -52,7 +23,7 @@ func isUpgrade(r *http.Request) bool {
 // httputil.ReverseProxy, which implements the protocol switch; https targets and requests h1Pool
 // does not send (h1Eligible) through http.Transport.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *exchange) error {
-	if isUpgrade(r) {
+	if x.websocket {
 		return g.forwardUpgrade(w, r, rt, x)
 	}
 	// The route timeout bounds the dial and the wait for the response headers, and leaves a
@@ -64,14 +35,16 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	x.rc = *http.NewResponseController(w)
 	if r.ContentLength == 0 {
 		out.Body = nil // lets the transport reuse the connection without waiting on a body
-	} else if out.Body != nil && out.Body != http.NoBody {
-		x.body = timedBody{body: out.Body, rc: &x.rc, d: rt.clientBodyTimeout}
+	}
+	// The header was made the upstream's by upstreamHeaders; the trailers arrive with the
+	// body, and are sanitised as they do.
+	out.Trailer = upstreamTrailer(r.Trailer)
+	if out.Body != nil {
+		x.body.body, x.body.in, x.body.out = out.Body, r.Trailer, out.Trailer
+		x.body.rc, x.body.timeout = &x.rc, rt.clientBodyTimeout
 		out.Body = &x.body
-		defer x.body.clearReadDeadline()
 	}
 	h := out.Header
-	removeHopHeaders(h)
-	setForwarded(h, r, x)
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = x.val("") // no Go-http-client default in the upstream's logs
 	}
@@ -107,7 +80,14 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 			break
 		}
 	}
-	if err != nil && rt.timeout > 0 && isTimeout(err) {
+	var cbe *clientBodyError
+	if err != nil && !errors.As(err, &cbe) {
+		if be := x.body.err.Load(); be != nil {
+			// The round trip's error may not carry the body's: the body's failure is the cause.
+			err = fmt.Errorf("%w: %w", be, err)
+		}
+	}
+	if err != nil && rt.timeout > 0 && isTimeout(err) && !errors.As(err, &cbe) {
 		err = fmt.Errorf("%w: %w", errUpstreamTimeout, err)
 	}
 	rt.upstreamLatency.Observe(time.Since(start).Seconds())
@@ -116,10 +96,14 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	}
 	defer resp.Body.Close()
 
-	removeHopHeaders(resp.Header)
+	removeHopHeaders(resp.Header, nil)
 	dst := w.Header()
 	for k, vs := range resp.Header {
 		dst[k] = vs
+	}
+	if _, ok := resp.Header["Content-Type"]; !ok {
+		// A nil value keeps net/http from sniffing one: a proxy adds no Content-Type.
+		dst["Content-Type"] = nil
 	}
 	if len(resp.Trailer) > 0 {
 		names := make([]string, 0, len(resp.Trailer))
@@ -132,9 +116,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	x.status = resp.StatusCode
 
 	x.send = timedWriter{w: w, rc: &x.rc, d: rt.sendTimeout}
-	err = g.copyBody(&x.send, w, resp)
-	x.send.clear()
-	if err != nil {
+	if err := g.copyBody(&x.send, w, resp); err != nil {
 		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 			x.decision, x.err = "client_closed", err
 			return nil // the client left; nobody to tell

@@ -162,15 +162,15 @@ func TestForwardCutBody(t *testing.T) {
 	}
 }
 
-// TestForwardUpgrade checks that a protocol switch (WebSocket-style) is proxied end to end.
+// TestForwardUpgrade checks that a WebSocket switch is proxied end to end.
 func TestForwardUpgrade(t *testing.T) {
 	gw, _ := newTestGateway(t, forwardPolicy, func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Upgrade") != "echo" {
+		if r.Header.Get("Upgrade") != "websocket" {
 			http.Error(w, "want upgrade", 400)
 			return
 		}
 		w.Header().Set("Connection", "Upgrade")
-		w.Header().Set("Upgrade", "echo")
+		w.Header().Set("Upgrade", "websocket")
 		w.WriteHeader(http.StatusSwitchingProtocols)
 		conn, brw, _ := w.(http.Hijacker).Hijack()
 		defer conn.Close()
@@ -185,7 +185,7 @@ func TestForwardUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: x\r\napikey: ka\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: x\r\napikey: ka\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 	rd := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(rd, nil)
 	if err != nil {

@@ -20,7 +20,6 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
-	"github.com/portcullis/portcullis/idp"
 	"github.com/portcullis/portcullis/policies"
 )
 
@@ -177,10 +176,12 @@ type exchange struct {
 	match mux.RouteMatch
 	out   http.Request
 	url   url.URL
-	// rc, body and send bound the waits on the client while proxying (clientio.go).
-	rc   http.ResponseController
-	body timedBody
-	send timedWriter
+	// rc, body and send are the waits on the client while proxying (clientio.go); websocket
+	// says the request switches to WebSocket.
+	rc        http.ResponseController
+	body      clientBody
+	send      timedWriter
+	websocket bool
 	// vals backs the header values handed out by val; nvals of them are in use.
 	vals  [12]string
 	nvals int
@@ -254,7 +255,10 @@ func (g *Gateway) serve(c *compiled, w http.ResponseWriter, r *http.Request, x *
 	x.route = rt.name
 
 	// 2. sanitize
-	sanitize(r.Header)
+	websocket, err := sanitizeRequest(r)
+	if err != nil {
+		return err
+	}
 
 	// 3. authenticate
 	res, err := c.snap.Chain.Evaluate(r.Context(), r, rt.anonymous, nil)
@@ -279,32 +283,12 @@ func (g *Gateway) serve(c *compiled, w http.ResponseWriter, r *http.Request, x *
 
 	// 6. proxy
 	c.snap.Chain.HideCredentials(r)
-	setIdentity(r.Header, res, group, x)
+	upstreamHeaders(r, res, group, websocket, x)
+	x.websocket = websocket
 	if x.hasRate {
 		setRateHeaders(w.Header(), &x.rate, x)
 	}
 	return g.forward(w, r, rt, x)
-}
-
-func sanitize(h http.Header) {
-	for k := range h {
-		if idp.IsIdentityHeader(k) {
-			delete(h, k)
-		}
-	}
-}
-
-func setIdentity(h http.Header, res *idp.Result, group string, x *exchange) {
-	h["X-Consumer-Username"] = x.val(res.Consumer)
-	if group != "" {
-		h["X-Consumer-Groups"] = x.val(group)
-	}
-	if res.Identifier != "" {
-		h["X-Credential-Identifier"] = x.val(res.Identifier)
-	}
-	if ui := res.Userinfo(); ui != "" {
-		h["X-Userinfo"] = x.val(ui)
-	}
 }
 
 // APISIX consumer-restriction's answers: by the list type that refused the request.
@@ -426,7 +410,17 @@ func (rt *route) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.URL.RawPath = ""
 	}
 	pr.SetURL(t.url)
-	pr.SetXForwarded()
+	// The gateway's headers, set on the inbound request by upstreamHeaders, are set again here,
+	// after the proxy's own hop-by-hop removal and its deletion of X-Forwarded-*: nothing the
+	// client names in Connection removes them, and the X-Forwarded-For chain is the same as on
+	// the other path.
+	for _, k := range gatewaySetHeaders {
+		if vs, ok := pr.In.Header[k]; ok {
+			pr.Out.Header[k] = vs
+		}
+	}
+	// A protocol switch carries no trailers: the client's are not forwarded.
+	pr.Out.Trailer = nil
 	pr.Out.Host = pr.In.Host // upstreams see the host the client asked for, like nginx's proxy_set_header Host $host
 }
 
@@ -449,6 +443,10 @@ type statusWriter struct {
 func (s *statusWriter) WriteHeader(code int) {
 	if s.status == 0 {
 		s.status = code
+	}
+	if h := s.Header(); h["Content-Type"] == nil {
+		// A nil value keeps net/http from sniffing one: a proxy adds no Content-Type.
+		h["Content-Type"] = nil
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
