@@ -42,6 +42,8 @@ type route struct {
 	anonymous   string
 	stripPrefix string
 	timeout     time.Duration
+	// clientBodyTimeout and sendTimeout bound each wait on the client (clientio.go).
+	clientBodyTimeout, sendTimeout time.Duration
 
 	allowConsumers, denyConsumers set
 	allowGroups, denyGroups       set
@@ -160,6 +162,9 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 		anonymous:   pr.Anonymous,
 		stripPrefix: strings.TrimSuffix(pr.StripPrefix, "/"),
 		timeout:     time.Duration(pr.Upstream.Timeout),
+
+		clientBodyTimeout: time.Duration(pr.Upstream.ClientBodyTimeout),
+		sendTimeout:       time.Duration(pr.Upstream.SendTimeout),
 
 		upstreamLatency: g.metrics.upstreamObserver(pr.Name),
 	}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"syscall"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/idp"
@@ -78,6 +77,19 @@ func asHTTPError(err error) *HTTPError {
 
 // upstreamError classifies an error of the round trip to an upstream.
 func upstreamError(err error) *HTTPError {
+	var cbe *clientBodyError
+	if errors.As(err, &cbe) {
+		// A malformed chunk, a body cut short or a client that stopped sending is the client's
+		// fault, not the upstream's (nginx: 400, and 408 after client_body_timeout).
+		// The rest of the body cannot be read or trusted: the connection is closed after the
+		// answer, or the server would wait for the body to skip it.
+		closeAfter := http.Header{"Connection": {"close"}}
+		var ne net.Error
+		if errors.As(cbe.err, &ne) && ne.Timeout() {
+			return &HTTPError{Status: http.StatusRequestTimeout, Message: "request body timed out", Decision: "client_body_timeout", Header: closeAfter, Err: err}
+		}
+		return &HTTPError{Status: http.StatusBadRequest, Message: "malformed request body", Decision: "bad_request_body", Header: closeAfter, Err: err}
+	}
 	switch {
 	case errors.Is(err, errUpstreamTimeout), errors.Is(err, context.DeadlineExceeded):
 		return &HTTPError{Status: http.StatusGatewayTimeout, Message: "upstream timed out", Decision: "upstream_timeout", Err: err}
@@ -85,16 +97,11 @@ func upstreamError(err error) *HTTPError {
 		// The client went away; nobody reads the answer, 499 as nginx logs it.
 		return &HTTPError{Status: 499, Message: "client closed request", Decision: "client_closed", Err: err}
 	}
-	var cbe *clientBodyError
-	if errors.As(err, &cbe) {
-		// A malformed chunk or a body cut short is the client's fault, not the upstream's.
-		return &HTTPError{Status: http.StatusBadRequest, Message: "malformed request body", Decision: "bad_request_body", Err: err}
-	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return &HTTPError{Status: http.StatusGatewayTimeout, Message: "upstream timed out", Decision: "upstream_timeout", Err: err}
 	}
-	if errors.Is(err, syscall.ECONNREFUSED) {
+	if isConnRefused(err) {
 		return &HTTPError{Status: http.StatusBadGateway, Message: errUpstreamBad, Decision: "upstream_refused", Err: err}
 	}
 	return &HTTPError{Status: http.StatusBadGateway, Message: errUpstreamBad, Decision: "upstream_error", Err: err}

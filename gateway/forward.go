@@ -32,6 +32,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	*out = *r // shallow: the header map is forwarded in place
 	out.RequestURI = ""
 	out.Close = false
+	x.rc = *http.NewResponseController(w)
 	if r.ContentLength == 0 {
 		out.Body = nil // lets the transport reuse the connection without waiting on a body
 	}
@@ -40,6 +41,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	out.Trailer = upstreamTrailer(r.Trailer)
 	if out.Body != nil {
 		x.body.body, x.body.in, x.body.out = out.Body, r.Trailer, out.Trailer
+		x.body.rc, x.body.timeout = &x.rc, rt.clientBodyTimeout
 		out.Body = &x.body
 	}
 	h := out.Header
@@ -85,7 +87,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 			err = fmt.Errorf("%w: %w", be, err)
 		}
 	}
-	if err != nil && rt.timeout > 0 && isTimeout(err) {
+	if err != nil && rt.timeout > 0 && isTimeout(err) && !errors.As(err, &cbe) {
 		err = fmt.Errorf("%w: %w", errUpstreamTimeout, err)
 	}
 	rt.upstreamLatency.Observe(time.Since(start).Seconds())
@@ -113,10 +115,15 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	w.WriteHeader(resp.StatusCode)
 	x.status = resp.StatusCode
 
-	if err := g.copyBody(w, resp); err != nil {
+	x.send = timedWriter{w: w, rc: &x.rc, d: rt.sendTimeout}
+	if err := g.copyBody(&x.send, w, resp); err != nil {
 		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 			x.decision, x.err = "client_closed", err
 			return nil // the client left; nobody to tell
+		}
+		if errors.Is(err, errClientWrite) {
+			x.decision, x.err = "client_write_failed", err
+			return errAbort // gone or not reading (send_timeout): the connection is dropped
 		}
 		x.decision, x.err = "upstream_body_error", err
 		return errAbort
@@ -148,9 +155,10 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// copyBody streams the upstream's body. Responses of unknown length and event streams are
-// flushed as they arrive; the rest are left to the server's buffering.
-func (g *Gateway) copyBody(w http.ResponseWriter, resp *http.Response) error {
+// copyBody streams the upstream's body to dst, the client's writer w with its send timeout.
+// Responses of unknown length and event streams are flushed as they arrive; the rest are left to
+// the server's buffering.
+func (g *Gateway) copyBody(dst io.Writer, w http.ResponseWriter, resp *http.Response) error {
 	bp := g.buffers.get()
 	defer g.buffers.put(bp)
 	buf := *bp
@@ -162,8 +170,8 @@ func (g *Gateway) copyBody(w http.ResponseWriter, resp *http.Response) error {
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return fmt.Errorf("writing to the client: %w", werr)
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
 			}
 			if flusher != nil {
 				flusher.Flush()

@@ -176,9 +176,11 @@ type exchange struct {
 	match mux.RouteMatch
 	out   http.Request
 	url   url.URL
-	// body wraps the client's body for the upstream request; websocket says the request
-	// switches to WebSocket.
+	// rc, body and send are the waits on the client while proxying (clientio.go); websocket
+	// says the request switches to WebSocket.
+	rc        http.ResponseController
 	body      clientBody
+	send      timedWriter
 	websocket bool
 	// vals backs the header values handed out by val; nvals of them are in use.
 	vals  [12]string

@@ -35,8 +35,10 @@ func newTransport() *http.Transport {
 		// A proxy forwards the client's Accept-Encoding as it is: no gzip asked for on the
 		// client's behalf and unpacked behind its back (h1Pool does the same).
 		DisableCompression: true,
-		WriteBufferSize:    32 << 10,
-		ReadBufferSize:     32 << 10,
+		// The pool's bound (h1Pool), for https targets and upgrades too (Go's default: 10 MB).
+		MaxResponseHeaderBytes: maxResponseHeaderBytes,
+		WriteBufferSize:        32 << 10,
+		ReadBufferSize:         32 << 10,
 	}
 }
 

@@ -1,11 +1,9 @@
 package gateway
 
 import (
-	"io"
 	"net/http"
 	"net/textproto"
 	"strings"
-	"sync/atomic"
 
 	"github.com/portcullis/portcullis/idp"
 )
@@ -249,43 +247,3 @@ func copyTrailers(out, in http.Header) {
 		}
 	}
 }
-
-// clientBodyError is a failure to read the client's request body (a malformed chunk, a body
-// cut short): the client's fault, answered 400, not the upstream's 502.
-type clientBodyError struct{ err error }
-
-func (e *clientBodyError) Error() string {
-	return "reading the client's request body: " + e.err.Error()
-}
-func (e *clientBodyError) Unwrap() error { return e.err }
-
-// clientBody is the client's body as the upstream request reads it: its read errors are typed
-// as the client's, and at its end the declared trailers are handed to the upstream request,
-// which writes them after the body (the server fills the client's trailers in at the body's
-// end, in the reading goroutine).
-type clientBody struct {
-	body    io.ReadCloser
-	in, out http.Header
-	// err is written by the transport's goroutine that writes the request, which may still run
-	// when the round trip has failed.
-	err atomic.Pointer[clientBodyError]
-}
-
-var _ io.ReadCloser = (*clientBody)(nil)
-
-func (b *clientBody) Read(p []byte) (int, error) {
-	n, err := b.body.Read(p)
-	switch {
-	case err == io.EOF:
-		if b.out != nil {
-			copyTrailers(b.out, b.in)
-		}
-	case err != nil:
-		cbe := &clientBodyError{err: err}
-		b.err.Store(cbe)
-		return n, cbe
-	}
-	return n, err
-}
-
-func (b *clientBody) Close() error { return b.body.Close() }

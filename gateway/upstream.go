@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,19 +47,49 @@ func inc(c prometheus.Counter) {
 // h1Conn is one connection to the upstream with its buffers.
 type h1Conn struct {
 	c         net.Conn
+	lr        headerLimiter // between c and br
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
 }
 
+// headerLimiter bounds what the upstream may send while the pool reads response headers:
+// textproto reads a header line of any length, and a 100 MB header would be held in memory (and
+// relayed). A budget of -1 reads without limit (the body, whose size is the client's business).
+type headerLimiter struct {
+	c      net.Conn
+	budget int64
+	read   int64 // bytes read since the budget was set
+}
+
+func (l *headerLimiter) Read(p []byte) (int, error) {
+	if l.budget < 0 {
+		return l.c.Read(p)
+	}
+	if l.budget == 0 {
+		return 0, errResponseHeaderTooLarge
+	}
+	if int64(len(p)) > l.budget {
+		p = p[:l.budget]
+	}
+	n, err := l.c.Read(p)
+	l.budget -= int64(n)
+	l.read += int64(n)
+	return n, err
+}
+
+// errResponseHeaderTooLarge: the upstream's response headers exceed maxResponseHeaderBytes.
+var errResponseHeaderTooLarge = fmt.Errorf("upstream response headers exceed %d bytes", maxResponseHeaderBytes)
+
 const (
 	h1MaxIdle     = 1024             // idle connections kept per upstream address
 	h1IdleTimeout = 90 * time.Second // an idle connection older than this is closed
-	// h1ProbeAfter is the idle time after which a connection is checked for a close by the
-	// upstream before it is reused: upstreams close idle connections after seconds (Node.js 5 s,
-	// Apache 5 s, nginx 75 s), and a request sent on such a connection fails.
-	h1ProbeAfter = time.Second
-	h1Max1xx     = 5 // informational responses accepted before the answer
+	h1Max1xx      = 5                // informational responses accepted before the answer
+	h1ReadBuffer  = 32 << 10
+	// maxResponseHeaderBytes bounds an upstream's response headers, informational responses
+	// included (Envoy's default is 60 KiB, nginx's proxy_buffer_size 4–8 KiB); beyond it the
+	// client gets a 502. It matches the listener's own MaxHeaderBytes for requests.
+	maxResponseHeaderBytes = 64 << 10
 )
 
 // errH1Stale marks a failure on a reused connection before any byte of the response: the
@@ -121,9 +150,10 @@ func (p *h1Pool) janitor() {
 }
 
 // h1Eligible reports whether h1Pool can send r: plain http, a body of known length, and
-// nothing that needs http.Transport's machinery.
+// nothing that needs http.Transport's machinery. Where the platform cannot check an idle
+// connection without reading it (alive), every request takes http.Transport.
 func h1Eligible(r *http.Request) bool {
-	return r.URL.Scheme == "http" && r.ContentLength >= 0 && r.Method != http.MethodConnect &&
+	return canPeek && r.URL.Scheme == "http" && r.ContentLength >= 0 && r.Method != http.MethodConnect &&
 		len(r.Trailer) == 0 && r.Header.Get("Expect") == ""
 }
 
@@ -135,7 +165,7 @@ func h1Eligible(r *http.Request) bool {
 func (p *h1Pool) roundTrip(r *http.Request, host string, timeout, dialTimeout time.Duration) (*http.Response, error) {
 	ctx := r.Context()
 	replayable := r.Body == nil && isIdempotent(r.Method)
-	pc, reused := p.get(replayable)
+	pc, reused := p.get()
 	if pc == nil {
 		var err error
 		if pc, err = p.dial(ctx, dialTimeout); err != nil {
@@ -153,15 +183,15 @@ func (p *h1Pool) roundTrip(r *http.Request, host string, timeout, dialTimeout ti
 	return resp, err
 }
 
-// get pops the most recently used idle connection, closing the ones the upstream has closed.
-// A connection is checked before it carries a request that cannot be replayed; a replayable one
-// is sent on a recently used connection unchecked (the check is a syscall), and replayed if the
-// connection turns out stale.
-func (p *h1Pool) get(replayable bool) (*h1Conn, bool) {
-	var now time.Time
-	if replayable {
-		now = time.Now()
-	}
+// get pops the most recently used idle connection, closing the ones that must not carry
+// another request. Every connection is checked before reuse, however recently it was used: an
+// upstream may have written bytes nobody asked for (a second response after a short
+// Content-Length), and a request sent on that connection would be answered with them; that
+// response, perhaps with another client's Set-Cookie, would go to the wrong client. nginx checks
+// readability on every reuse for the same reason, and http.Transport's reader goroutine reports
+// an "unsolicited response". A connection the upstream closes between the check and the write
+// is still caught (errH1Stale) and a replayable request sent again.
+func (p *h1Pool) get() (*h1Conn, bool) {
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
@@ -173,34 +203,13 @@ func (p *h1Pool) get(replayable bool) (*h1Conn, bool) {
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if (replayable && now.Sub(pc.idleSince) < h1ProbeAfter) || alive(pc.c) {
+		if pc.br.Buffered() == 0 && alive(pc.c) {
 			inc(p.m.reused)
 			return pc, true
 		}
 		inc(p.m.stale)
 		_ = pc.c.Close()
 	}
-}
-
-// alive peeks at the connection without blocking: an idle connection has nothing to read, so
-// anything there (an EOF, a reset, stray bytes) means it must not carry another request.
-func alive(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	ok = false
-	var buf [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		ok = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
-		return true // never wait for readiness
-	})
-	return err == nil && ok
 }
 
 // put gives a connection whose response was read to its end back to the pool.
@@ -229,7 +238,9 @@ func (p *h1Pool) dial(ctx context.Context, timeout time.Duration) (*h1Conn, erro
 		return nil, err
 	}
 	inc(p.m.dialed)
-	return &h1Conn{c: c, br: bufio.NewReaderSize(c, 32<<10), bw: bufio.NewWriterSize(c, 4<<10)}, nil
+	pc := &h1Conn{c: c, lr: headerLimiter{c: c, budget: -1}, bw: bufio.NewWriterSize(c, 4<<10)}
+	pc.br = bufio.NewReaderSize(&pc.lr, h1ReadBuffer)
+	return pc, nil
 }
 
 // aLongTimeAgo is a deadline in the past: it wakes a blocked read or write at once.
@@ -259,10 +270,13 @@ func (p *h1Pool) send(ctx context.Context, pc *h1Conn, r *http.Request, host str
 	if timeout > 0 {
 		_ = pc.c.SetReadDeadline(time.Now().Add(timeout))
 	}
+	// Reading the headers may fill the buffer with up to h1ReadBuffer bytes of the body beyond
+	// them; the exact size is checked once they are parsed. The buffer is empty here (get, put).
+	pc.lr.budget, pc.lr.read = maxResponseHeaderBytes+h1ReadBuffer, 0
 	// The first byte tells a connection the upstream had closed (nothing comes) from a response
 	// cut short, which ReadResponse reports alike.
 	if _, err := pc.br.Peek(1); err != nil {
-		if reused && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+		if reused && (errors.Is(err, io.EOF) || isConnReset(err)) {
 			err = fmt.Errorf("%w: %w", errH1Stale, err)
 		}
 		return fail(fmt.Errorf("reading the response: %w", err))
@@ -272,7 +286,13 @@ func (p *h1Pool) send(ctx context.Context, pc *h1Conn, r *http.Request, host str
 		var err error
 		resp, err = http.ReadResponse(pc.br, r)
 		if err != nil {
+			if pc.lr.budget == 0 {
+				err = errResponseHeaderTooLarge
+			}
 			return fail(fmt.Errorf("reading the response: %w", err))
+		}
+		if pc.lr.read-int64(pc.br.Buffered()) > maxResponseHeaderBytes {
+			return fail(fmt.Errorf("reading the response: %w", errResponseHeaderTooLarge))
 		}
 		// 1xx informational responses (100 Continue, 103 Early Hints) precede the answer, a
 		// few of them (http.Transport's limit); a 101 is not expected here, as upgrades take
@@ -287,6 +307,7 @@ func (p *h1Pool) send(ctx context.Context, pc *h1Conn, r *http.Request, host str
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return fail(errors.New("unexpected 101 Switching Protocols"))
 	}
+	pc.lr.budget = -1
 	if timeout > 0 {
 		// The timeout bounds the wait for the headers; a slow but flowing body is the client's.
 		_ = pc.c.SetReadDeadline(time.Time{})

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -363,5 +365,182 @@ func TestGatewaySmuggledResponse(t *testing.T) {
 		if rec.Code != 200 || rec.Body.String() != want {
 			t.Fatalf("request %d: got %d %q, want 200 %q", i+1, rec.Code, rec.Body, want)
 		}
+	}
+}
+
+// TestH1PoolStrayResponse: an upstream answers with a short Content-Length and, once the pool
+// holds the connection idle, writes a second response nobody asked for. However recently the
+// connection was used, the next request (another client's) must not be answered with it.
+func TestH1PoolStrayResponse(t *testing.T) {
+	for _, method := range []string{"GET", "POST"} {
+		t.Run(method, func(t *testing.T) {
+			up := newPoisoningUpstream(t)
+			p := newTestPool(t, &url.URL{Scheme: "http", Host: up.ln.Addr().String()})
+			if status, body, err := h1Do(t, p, method, ""); err != nil || status != 200 || body != "ok" {
+				t.Fatalf("first request: got %d %q %v, want 200 \"ok\"", status, body, err)
+			}
+			p.mu.Lock()
+			if len(p.idle) != 1 {
+				p.mu.Unlock()
+				t.Fatalf("got %d idle connections after the first request, want 1", len(p.idle))
+			}
+			idle := p.idle[0].c
+			p.mu.Unlock()
+			up.poison <- struct{}{}
+			<-up.written
+			for alive(idle) { // the stray bytes are in flight on loopback until readable
+				runtime.Gosched()
+			}
+
+			status, body, err := h1Do(t, p, method, "")
+			if err != nil {
+				t.Fatalf("second request: %v", err)
+			}
+			if status != 200 || body != "fresh" {
+				t.Errorf("second request: got %d %q, want 200 \"fresh\" (the stray response answered it)", status, body)
+			}
+		})
+	}
+}
+
+// poisoningUpstream answers the first request of its first connection with "ok", then, when
+// told, writes a second response on that connection (Set-Cookie: session=attacker); every other
+// request gets "fresh".
+type poisoningUpstream struct {
+	ln      net.Listener
+	poison  chan struct{}
+	written chan struct{}
+}
+
+func newPoisoningUpstream(t *testing.T) *poisoningUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &poisoningUpstream{ln: ln, poison: make(chan struct{}), written: make(chan struct{})}
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for first := true; ; first = false {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func(c net.Conn, first bool) {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					if !first {
+						if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"); err != nil {
+							return
+						}
+						continue
+					}
+					first = false
+					if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+						return
+					}
+					select {
+					case <-u.poison:
+					case <-done:
+						return
+					}
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nSet-Cookie: session=attacker\r\nContent-Length: 5\r\n\r\nstray")
+					close(u.written)
+				}
+			}(c, first)
+		}
+	}()
+	t.Cleanup(func() {
+		close(done)
+		ln.Close()
+		wg.Wait()
+	})
+	return u
+}
+
+// TestH1PoolResponseHeaderLimit: response headers beyond maxResponseHeaderBytes are refused
+// (502 for the client) before they are held in memory; headers under it pass whatever the size
+// of the body after them.
+func TestH1PoolResponseHeaderLimit(t *testing.T) {
+	big := func(n int) string { return "X-Big: " + strings.Repeat("a", n) + "\r\n" }
+	body := strings.Repeat("b", 200<<10)
+	tests := []struct {
+		name     string
+		response string
+		wantErr  bool
+	}{
+		{"headers under the limit, large body", "HTTP/1.1 200 OK\r\n" + big(60<<10) + "Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body, false},
+		{"one header line over the limit", "HTTP/1.1 200 OK\r\n" + big(70<<10) + "Content-Length: 0\r\n\r\n", true},
+		{"many header lines over the limit", "HTTP/1.1 200 OK\r\n" + strings.Repeat(big(1000), 70) + "Content-Length: 0\r\n\r\n", true},
+		{"a 10 MB header", "HTTP/1.1 200 OK\r\n" + big(10<<20) + "Content-Length: 0\r\n\r\n", true},
+		{"informational responses count", strings.Repeat("HTTP/1.1 103 Early Hints\r\n"+big(20<<10)+"\r\n", 4) + "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newRawUpstream(t, func(int, *http.Request) []byte { return []byte(tt.response) })
+			p := newTestPool(t, up.url())
+			_, got, err := h1Do(t, p, "GET", "")
+			if tt.wantErr {
+				if !errors.Is(err, errResponseHeaderTooLarge) {
+					t.Fatalf("got error %v, want %v", err, errResponseHeaderTooLarge)
+				}
+				if he := upstreamError(err); he.Status != http.StatusBadGateway {
+					t.Errorf("got status %d, want 502", he.Status)
+				}
+				return
+			}
+			if err != nil || got != body {
+				t.Fatalf("got %d body bytes, error %v; want %d bytes", len(got), err, len(body))
+			}
+		})
+	}
+}
+
+// TestGatewayResponseHeaderLimit: an upstream's oversized response headers give the client a
+// 502 on the pool's path and on http.Transport's (a body of unknown length takes it).
+func TestGatewayResponseHeaderLimit(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("X-Big", strings.Repeat("a", 70<<10))
+		_, _ = io.WriteString(w, "should not arrive")
+	}))
+	t.Cleanup(up.Close)
+	gw := newTestGatewayAt(t, `{
+  "idps": [ { "name": "keys", "type": "key-auth" } ],
+  "consumers": [ { "username": "alice", "idps": [ { "idp": "keys", "key": "ka" } ] } ],
+  "routes": [ { "name": "r", "paths": ["/r"], "upstream": { "targets": [ { "url": "%s" } ] } } ]
+}`, up.URL)
+	tests := []struct {
+		name string
+		req  func() *http.Request
+	}{
+		{"pool", func() *http.Request { return httptest.NewRequest("GET", "http://gw/r", nil) }},
+		{"transport", func() *http.Request {
+			r := httptest.NewRequest("POST", "http://gw/r", strings.NewReader("body"))
+			r.ContentLength = -1
+			return r
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := tt.req()
+			req.Header.Set("apikey", "ka")
+			rec := httptest.NewRecorder()
+			gw.ServeHTTP(rec, req)
+			if rec.Code != http.StatusBadGateway || rec.Header().Get("X-Big") != "" {
+				t.Errorf("got %d with X-Big of %d bytes, want 502 without it", rec.Code, len(rec.Header().Get("X-Big")))
+			}
+		})
 	}
 }

@@ -33,6 +33,7 @@ const (
 	DefaultAdminListen     = "127.0.0.1:9091"
 	DefaultRejectedCode    = http.StatusTooManyRequests
 	DefaultUpstreamTimeout = 30 * time.Second
+	DefaultClientTimeout   = 60 * time.Second // client_body_timeout and send_timeout
 	DefaultClockSkew       = 300
 )
 
@@ -371,6 +372,12 @@ func (p *Policy) applyDefaults() {
 		r.Plugins.applyDefaults("route")
 		if r.Upstream.Timeout == 0 {
 			r.Upstream.Timeout = Duration(DefaultUpstreamTimeout)
+		}
+		if r.Upstream.ClientBodyTimeout == 0 {
+			r.Upstream.ClientBodyTimeout = Duration(DefaultClientTimeout)
+		}
+		if r.Upstream.SendTimeout == 0 {
+			r.Upstream.SendTimeout = Duration(DefaultClientTimeout)
 		}
 		for j := range r.Upstream.Targets {
 			if r.Upstream.Targets[j].Weight == 0 {

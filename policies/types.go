@@ -160,6 +160,12 @@ type AccessList struct {
 type Upstream struct {
 	Targets []Target `json:"targets"`
 	Timeout Duration `json:"timeout,omitempty"`
+	// ClientBodyTimeout bounds each wait for the next bytes of the client's request body, and
+	// SendTimeout each wait for the client to take the next bytes of the response (nginx's
+	// client_body_timeout and send_timeout): a trickling or never-reading client would otherwise
+	// hold an upstream connection for ever. Defaults 60s.
+	ClientBodyTimeout Duration `json:"client_body_timeout,omitempty"`
+	SendTimeout       Duration `json:"send_timeout,omitempty"`
 }
 
 // Target is one upstream server.

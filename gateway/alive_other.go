@@ -1,0 +1,13 @@
+//go:build !unix || aix
+
+package gateway
+
+import "net"
+
+// canPeek: no portable non-blocking peek here (AIX has no MSG_DONTWAIT) (a read deadline in the past fails before it
+// reads), so the pool is not used and http.Transport, whose reader goroutine sees stray bytes on
+// an idle connection, sends every request.
+const canPeek = false
+
+// alive is never asked here; it answers as a check that found the connection unusable would.
+func alive(net.Conn) bool { return false }
