@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -31,7 +32,11 @@ func (c *compiled) match(r *http.Request, x *exchange) (*route, error) {
 	// exchange's scratch memory, which forward overwrites later.
 	mr := &x.out
 	*mr = *r
-	mr.Host = normalizeHost(r.Host)
+	host, ok := normalizeHost(r.Host)
+	if !ok {
+		return nil, errBadHost
+	}
+	mr.Host = host
 	x.url = url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath}
 	mr.URL = &x.url
 	m := &x.match
@@ -93,20 +98,28 @@ func setPath(u *url.URL, p string) {
 	u.RawPath = p
 }
 
+// errBadHost answers a Host that names no host (an empty label), as nginx does.
+var errBadHost = &HTTPError{Status: http.StatusBadRequest, Message: "bad request host", Decision: "bad_host",
+	Err: errors.New("the host has an empty label")}
+
 // normalizeHost is the host as routes match it: without its port, lower-case, without one
-// trailing dot (admin.example.com. is admin.example.com, in DNS and here). It allocates only
-// for a host with upper-case letters.
-func normalizeHost(h string) string {
+// trailing dot (admin.example.com. is admin.example.com, in DNS and here). A host with an empty
+// label (admin.example.com.., .admin) is refused: it is no host, and with one more dot ignored
+// it would only fall through to another route. It allocates only for upper-case letters.
+func normalizeHost(h string) (string, bool) {
 	if i := strings.LastIndexByte(h, ':'); i >= 0 && strings.IndexByte(h[i:], ']') < 0 {
 		h = h[:i] // a port; the ":" of an IPv6 literal is inside its brackets
+	}
+	if strings.HasPrefix(h, ".") || strings.Contains(h, "..") {
+		return "", false
 	}
 	h = strings.TrimSuffix(h, ".")
 	for i := 0; i < len(h); i++ {
 		if 'A' <= h[i] && h[i] <= 'Z' {
-			return strings.ToLower(h)
+			return strings.ToLower(h), true
 		}
 	}
-	return h
+	return h, true
 }
 
 // hostTemplate is a configured host as the router matches it: lower-case and without one

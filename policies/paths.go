@@ -188,6 +188,9 @@ func CheckHost(h string) error {
 	for _, part := range append(parts, templatePart{start: len(h), end: len(h)}) {
 		lit := h[end:part.start]
 		end = part.end
+		if strings.Contains(lit, "..") {
+			return fmt.Errorf("host %q is not a host name: it has an empty label", h)
+		}
 		for i := 0; i < len(lit); i++ {
 			c := lit[i]
 			switch {
@@ -198,7 +201,7 @@ func CheckHost(h string) error {
 			}
 		}
 	}
-	if strings.TrimSuffix(h, ".") == "" || strings.HasSuffix(h, "..") {
+	if strings.TrimSuffix(h, ".") == "" || strings.HasPrefix(h, ".") {
 		return fmt.Errorf("host %q is not a host name", h)
 	}
 	return muxError(func() error { return mux.NewRouter().NewRoute().Host(h).GetError() })
