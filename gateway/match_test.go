@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/portcullis/portcullis/internal/urlpath"
 )
 
 // recorder is an upstream that records the request targets it receives.
@@ -298,4 +300,45 @@ func TestRequestPath(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzMatchAndForward: whatever the request target, what the matched route forwards has no
+// dot-segment (read as sent, or after decoding, or with ;parameters dropped), stays under the
+// target's base path and the route's own paths, and is already normalised.
+func FuzzMatchAndForward(f *testing.F) {
+	for _, s := range []string{
+		"/pets/../adminpanel/users", "/pets/%2e%2e/adminpanel", "/pets/.%2e/x", "/pets/%2E./x", "/pets/..;/x",
+		"/pets/%2f..%2fx", "/pets/%252e%252e/x", "//adminpanel/x", `/pets\..\x`, "/v1/../x", "/v1/..%2fx",
+		"/v1x", "/v1/a%2Fb", "/api/../../base/x", "/api/a%2F..", "/files/a%2F..%2Fb", "http://h/pets/../x", "*",
+	} {
+		f.Add(s)
+	}
+	gw, _ := newTestGateway(f, pathPolicy, nil)
+	c := gw.acquire()
+	defer c.inflight.RUnlock()
+	// under is where each route's forwarded paths must stay, as an upstream resolves them.
+	under := map[string]string{"pets": "/pets", "admin": "/adminpanel", "files": "/files", "v1": "/", "based": "/base"}
+	f.Fuzz(func(t *testing.T, target string) {
+		r := &http.Request{Method: "GET", Host: "gw", RequestURI: target, URL: &url.URL{}, Header: http.Header{}}
+		x := &exchange{}
+		rt, err := c.match(r, x)
+		if err != nil {
+			return
+		}
+		var u url.URL
+		rt.upstreamURL(rt.balancer.single, r.URL, &u)
+		uri := u.RequestURI()
+		if hasDotSegment(uri) {
+			t.Fatalf("%q is forwarded by route %s as %q, with a dot-segment", target, rt.name, uri)
+		}
+		base := strings.TrimPrefix(rt.balancer.single.url.Path, "/")
+		v := resolved(uri)
+		if want := under[rt.name]; want != "/" && v != want && !strings.HasPrefix(v, want+"/") {
+			t.Fatalf("%q is forwarded by route %s as %q, which resolves to %q, outside %q (base %q)", target, rt.name, uri, v, want, base)
+		}
+		p := u.EscapedPath()
+		if n, _, err := urlpath.Normalize(p); err != nil || n != p {
+			t.Fatalf("%q is forwarded as %q, which normalises to %q, %v", target, p, n, err)
+		}
+	})
 }

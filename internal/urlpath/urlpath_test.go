@@ -238,3 +238,14 @@ func FuzzNormalize(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkNormalize(b *testing.B) {
+	for _, p := range []string{"/petstore/pets/12", "/static/app.min.js", "/pets/./a/../12", "/pets/%2e%2e/admin%3f"} {
+		b.Run(p, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _, _ = Normalize(p)
+			}
+		})
+	}
+}
