@@ -44,6 +44,8 @@ type route struct {
 	timeout     time.Duration
 	// clientBodyTimeout and sendTimeout bound each wait on the client (clientio.go).
 	clientBodyTimeout, sendTimeout time.Duration
+	// allowEncodedSlashes admits %2F and %5C in a segment (kept encoded); otherwise 400.
+	allowEncodedSlashes bool
 
 	allowConsumers, denyConsumers set
 	allowGroups, denyGroups       set
@@ -98,9 +100,11 @@ type limit struct {
 }
 
 func (g *Gateway) compile(snap *policies.Snapshot) (*compiled, error) {
+	// Routes match the normalised escaped path (see match), so that a %2F is data inside a
+	// segment and never a separator.
 	c := &compiled{
 		snap:           snap,
-		router:         mux.NewRouter(),
+		router:         mux.NewRouter().UseEncodedPath(),
 		consumerLimits: map[string][]*limit{},
 		groupLimits:    map[string][]*limit{},
 		consumerGroups: map[string]string{},
@@ -133,7 +137,17 @@ func (g *Gateway) compile(snap *policies.Snapshot) (*compiled, error) {
 			return nil, fmt.Errorf("compiling route %q: %w", pr.Name, err)
 		}
 		c.routes = append(c.routes, rt)
+		// gorilla/mux panics on some templates (a capture group): checked first, so that a
+		// snapshot that did not come through policies.Load cannot take the process down.
+		for _, h := range pr.Hosts {
+			if err := policies.CheckHost(h); err != nil {
+				return nil, fmt.Errorf("compiling route %q: %w", pr.Name, err)
+			}
+		}
 		for _, path := range pr.Paths {
+			if err := policies.CheckPathTemplate(path); err != nil {
+				return nil, fmt.Errorf("compiling route %q: %w", pr.Name, err)
+			}
 			mr := c.router.Handle(path, rt)
 			if len(pr.Methods) > 0 {
 				mr.Methods(pr.Methods...)
@@ -141,12 +155,12 @@ func (g *Gateway) compile(snap *policies.Snapshot) (*compiled, error) {
 			if len(pr.Hosts) > 0 {
 				// mux matches one host per route; a route with several hosts gets one mux route each.
 				for _, h := range pr.Hosts[1:] {
-					hr := c.router.Handle(path, rt).Host(h)
+					hr := c.router.Handle(path, rt).Host(hostTemplate(h))
 					if len(pr.Methods) > 0 {
 						hr.Methods(pr.Methods...)
 					}
 				}
-				mr.Host(pr.Hosts[0])
+				mr.Host(hostTemplate(pr.Hosts[0]))
 			}
 			if err := mr.GetError(); err != nil {
 				return nil, fmt.Errorf("compiling path %q of route %q: %w", path, pr.Name, err)
@@ -163,8 +177,9 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 		stripPrefix: strings.TrimSuffix(pr.StripPrefix, "/"),
 		timeout:     time.Duration(pr.Upstream.Timeout),
 
-		clientBodyTimeout: time.Duration(pr.Upstream.ClientBodyTimeout),
-		sendTimeout:       time.Duration(pr.Upstream.SendTimeout),
+		clientBodyTimeout:   time.Duration(pr.Upstream.ClientBodyTimeout),
+		sendTimeout:         time.Duration(pr.Upstream.SendTimeout),
+		allowEncodedSlashes: pr.AllowEncodedSlashes,
 
 		upstreamLatency: g.metrics.upstreamObserver(pr.Name),
 	}

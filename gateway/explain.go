@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gorilla/mux"
-
 	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/idp"
 )
@@ -49,13 +47,24 @@ func (g *Gateway) Explain(r *http.Request) *Explanation {
 	defer c.inflight.RUnlock()
 	e := &Explanation{}
 
-	var m mux.RouteMatch
-	if !c.router.Match(r, &m) || m.Handler == nil {
-		e.add("match", false, "no route matches %s %s (host %q)", r.Method, r.URL.Path, r.Host)
-		return e.deny(errNoRoute)
+	raw := requestPath(r)
+	rt, err := c.match(r, &exchange{})
+	if err != nil {
+		switch {
+		case rt != nil:
+			e.add("match", false, "route %q refuses the path %q: %v", rt.name, raw, errors.Unwrap(err))
+		case errors.Is(err, errNoRoute):
+			e.add("match", false, "no route matches %s %s (host %q)", r.Method, r.URL.EscapedPath(), r.Host)
+		default:
+			e.add("match", false, "the path %q cannot be normalised: %v", raw, errors.Unwrap(err))
+		}
+		return e.deny(err)
 	}
-	rt := m.Handler.(*route)
-	e.add("match", true, "route %q", rt.name)
+	if p := r.URL.EscapedPath(); p != raw {
+		e.add("match", true, "route %q, on the normalised path %s", rt.name, p)
+	} else {
+		e.add("match", true, "route %q", rt.name)
+	}
 
 	var dropped []string
 	for k := range r.Header {

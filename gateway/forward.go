@@ -186,25 +186,11 @@ func (g *Gateway) copyBody(dst io.Writer, w http.ResponseWriter, resp *http.Resp
 	}
 }
 
-// upstreamURL is the target's URL with the request's path (prefix stripped) and query, built
-// in u.
+// upstreamURL is the target's URL with the request's normalised path (prefix stripped, after
+// the target's base path) and query, built in u.
 func (rt *route) upstreamURL(t *target, in *url.URL, u *url.URL) *url.URL {
-	path := in.Path
-	if rt.stripPrefix != "" {
-		path = strings.TrimPrefix(path, rt.stripPrefix)
-		if path == "" || path[0] != '/' {
-			path = "/" + path
-		}
-	}
 	*u = url.URL{Scheme: t.url.Scheme, Host: t.url.Host, RawQuery: in.RawQuery}
-	if base := t.url.Path; base != "" && base != "/" {
-		u.Path = strings.TrimSuffix(base, "/") + path
-	} else {
-		u.Path = path
-		if rt.stripPrefix == "" {
-			u.RawPath = in.RawPath // keep the client's encoding when the path is unchanged
-		}
-	}
+	setEscapedPath(u, rt.upstreamPath(t, escapedPath(in)), in)
 	return u
 }
 

@@ -12,7 +12,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -246,13 +245,14 @@ func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error, 
 
 // serve runs match → sanitize → authenticate → authorize → limit → proxy.
 func (g *Gateway) serve(c *compiled, w http.ResponseWriter, r *http.Request, x *exchange) error {
-	// 1. match
-	m := &x.match
-	if !c.router.Match(r, m) || m.Handler == nil {
-		return errNoRoute
+	// 1. match, on the normalised path and host
+	rt, err := c.match(r, x)
+	if rt != nil {
+		x.route = rt.name
 	}
-	rt := m.Handler.(*route)
-	x.route = rt.name
+	if err != nil {
+		return err
+	}
 
 	// 2. sanitize
 	websocket, err := sanitizeRequest(r)
@@ -401,15 +401,7 @@ func (rt *route) rewrite(pr *httputil.ProxyRequest) {
 	if ps != nil {
 		t = ps.target
 	}
-	if rt.stripPrefix != "" {
-		p := strings.TrimPrefix(pr.Out.URL.Path, rt.stripPrefix)
-		if p == "" || p[0] != '/' {
-			p = "/" + p
-		}
-		pr.Out.URL.Path = p
-		pr.Out.URL.RawPath = ""
-	}
-	pr.SetURL(t.url)
+	rt.upstreamURL(t, pr.In.URL, pr.Out.URL)
 	// The gateway's headers, set on the inbound request by upstreamHeaders, are set again here,
 	// after the proxy's own hop-by-hop removal and its deletion of X-Forwarded-*: nothing the
 	// client names in Connection removes them, and the X-Forwarded-For chain is the same as on

@@ -57,6 +57,8 @@ func TestValidateCommand(t *testing.T) {
                 "consumers": { "allow": ["zed"] } } ]
 }`)
 
+	capture := writeTemp(t, "capture.json", strings.Replace(petstorePolicy("http://127.0.0.1:9100", ""), `"/petstore/{rest:.*}"`, `"/petstore/{id:(cats|dogs)}"`, 1))
+
 	tests := []struct {
 		name     string
 		path     string
@@ -65,6 +67,9 @@ func TestValidateCommand(t *testing.T) {
 		dontWant []string
 	}{
 		{name: "valid policy", path: good, code: 0, wantOut: []string{"ok"}},
+		{name: "a capture group is a positioned error, not a panic", path: capture, code: 1, wantOut: []string{
+			`capture.json:12:50: $.routes[0].paths[1]: invalid path template "/petstore/{id:(cats|dogs)}": the pattern of {id} has a capture group, which is not allowed: write (?:...) instead of (...)`,
+		}, dontWant: []string{"internal error", "panic"}},
 		{name: "every problem at once", path: bad, code: 1, wantOut: []string{
 			`bad.json:2:51: $.idps[0].colour: unknown field "colour"`, // at its key
 		}},
@@ -78,6 +83,11 @@ func TestValidateCommand(t *testing.T) {
 			for _, w := range tt.wantOut {
 				if !strings.Contains(stdout+stderr, w) {
 					t.Errorf("output lacks %q:\n%s%s", w, stdout, stderr)
+				}
+			}
+			for _, w := range tt.dontWant {
+				if strings.Contains(stdout+stderr, w) {
+					t.Errorf("output has %q:\n%s%s", w, stdout, stderr)
 				}
 			}
 		})

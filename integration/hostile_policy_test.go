@@ -81,6 +81,7 @@ func TestReloadToHostilePolicy(t *testing.T) {
 			replace: func(t *testing.T, path, upstream string) {
 				writeFileAtomically(t, path, strings.Replace(petstorePolicy(upstream, ""), `"/petstore/{rest:.*}"`, `"/petstore/{id:(cats|dogs)}"`, 1))
 			},
+			want: `$.routes[0].paths[1]: invalid path template "/petstore/{id:(cats|dogs)}": the pattern of {id} has a capture group, which is not allowed: write (?:...) instead of (...)`,
 		},
 	}
 	for _, tt := range tests {

@@ -19,8 +19,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gorilla/mux"
-
 	"github.com/portcullis/portcullis/consumers"
 	"github.com/portcullis/portcullis/idp"
 	"github.com/portcullis/portcullis/keycloak"
@@ -661,12 +659,23 @@ func (m *merged) checkPlugins(at func() origin, pl Plugins, errs *errorList) {
 func (m *merged) checkRoute(o origin, r Route, c *checker, errs *errorList) {
 	for i, p := range r.Paths {
 		at := rootPath.key("paths").index(i)
-		if err := checkPathTemplate(p); err != nil {
+		err := CheckPathTemplate(p)
+		if err == nil {
+			err = checkPathNormalised(p, r.AllowEncodedSlashes)
+		}
+		if err != nil {
 			errs.add(o.errAt(at, "%v", err))
 		}
 	}
-	if r.StripPrefix != "" && !strings.HasPrefix(r.StripPrefix, "/") {
-		errs.add(o.errAt(rootPath.key("strip_prefix"), "strip_prefix %q must start with \"/\"", r.StripPrefix))
+	for i, h := range r.Hosts {
+		if err := CheckHost(h); err != nil {
+			errs.add(o.errAt(rootPath.key("hosts").index(i), "%v", err))
+		}
+	}
+	if r.StripPrefix != "" {
+		if err := checkStripPrefix(r.StripPrefix); err != nil {
+			errs.add(o.errAt(rootPath.key("strip_prefix"), "%v", err))
+		}
 	}
 	for i, t := range r.Upstream.Targets {
 		at := rootPath.key("upstream").key("targets").index(i).key("url")
@@ -678,6 +687,10 @@ func (m *merged) checkRoute(o origin, r Route, c *checker, errs *errorList) {
 			errs.add(o.errAt(at, "upstream URL %q must be absolute http or https", t.URL))
 		case u.Host == "":
 			errs.add(o.errAt(at, "upstream URL %q has no host", t.URL))
+		default:
+			if err := checkTargetPath(u.EscapedPath()); err != nil {
+				errs.add(o.errAt(at, "%v", err))
+			}
 		}
 	}
 	names := func(field string, list *AccessList, index map[string]int, what string) {
@@ -700,32 +713,6 @@ func (m *merged) checkRoute(o origin, r Route, c *checker, errs *errorList) {
 		}
 	}
 	m.checkPlugins(func() origin { return o }, r.Plugins, errs)
-}
-
-// checkPathTemplate checks a gorilla/mux path template the way the gateway's router reads it.
-func checkPathTemplate(p string) error {
-	if !strings.HasPrefix(p, "/") {
-		return fmt.Errorf("path %q must start with \"/\"", p)
-	}
-	level := 0
-	for _, ch := range p {
-		switch ch {
-		case '{':
-			level++
-		case '}':
-			level--
-			if level < 0 {
-				return fmt.Errorf("path %q has unbalanced braces", p)
-			}
-		}
-	}
-	if level != 0 {
-		return fmt.Errorf("path %q has unbalanced braces", p)
-	}
-	if err := mux.NewRouter().NewRoute().Path(p).GetError(); err != nil {
-		return fmt.Errorf("invalid path template %q: %w", p, err)
-	}
-	return nil
 }
 
 // issuersOf lists the token issuers of the oidc and keycloak providers.

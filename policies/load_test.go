@@ -274,6 +274,46 @@ func TestLoadErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "path template with a capture group",
+			policy: `{
+  "routes": [
+    { "name": "a", "paths": ["/petstore", "/petstore/{id:(cats|dogs)}", "/x/{n:(?P<m>y)}", "/ok/{id:(?:cats|dogs)}"],
+      "hosts": ["{sub:(a|b)}.example.com"],
+      "upstream": { "targets": [ { "url": "http://u" } ] } }
+  ]
+}`,
+			want: []string{
+				`p.json:3:43: $.routes[0].paths[1]: invalid path template "/petstore/{id:(cats|dogs)}": the pattern of {id} has a capture group, which is not allowed: write (?:...) instead of (...)`,
+				`p.json:3:73: $.routes[0].paths[2]: invalid path template "/x/{n:(?P<m>y)}": the pattern of {n} has a capture group, which is not allowed: write (?:...) instead of (...)`,
+				`p.json:4:17: $.routes[0].hosts[0]: invalid host template "{sub:(a|b)}.example.com": the pattern of {sub} has a capture group, which is not allowed: write (?:...) instead of (...)`,
+			},
+		},
+		{
+			name: "paths, prefixes, targets and hosts that requests are never normalised to",
+			policy: `{
+  "routes": [
+    { "name": "a", "paths": ["/a//b", "/a/../b", "/%70ets", "/x/{id}/./y", "/files/a%2Fb", "/ok/v1.2/{rest:.*}", "/a%3Fb"],
+      "strip_prefix": "/v1/../v2",
+      "hosts": ["api.example.com:8080", "API.Example.com.", "a b", "x..y", "[::1]"],
+      "upstream": { "targets": [ { "url": "http://u/base/../x" }, { "url": "http://u/base/" } ] } },
+    { "name": "b", "paths": ["/files/a%2Fb"], "allow_encoded_slashes": true, "strip_prefix": "/files/",
+      "upstream": { "targets": [ { "url": "http://u" } ] } }
+  ]
+}`,
+			want: []string{
+				`p.json:3:30: $.routes[0].paths[0]: path "/a//b" never matches: requests are matched on their normalised path; write "/a/b"`,
+				`p.json:3:39: $.routes[0].paths[1]: path "/a/../b" never matches: requests are matched on their normalised path; write "/b"`,
+				`p.json:3:50: $.routes[0].paths[2]: path "/%70ets" never matches: requests are matched on their normalised path; write "/pets"`,
+				`p.json:3:61: $.routes[0].paths[3]: path "/x/{id}/./y" never matches: requests are matched on their normalised path (no "." or ".." segments, no "//", unreserved characters unescaped, other escapes in upper case)`,
+				`p.json:3:76: $.routes[0].paths[4]: path "/files/a%2Fb" never matches: it has an encoded slash and the route does not set allow_encoded_slashes`,
+				`p.json:4:23: $.routes[0].strip_prefix: strip_prefix "/v1/../v2" is not a normalised path: write "/v2"`,
+				`p.json:5:17: $.routes[0].hosts[0]: host "api.example.com:8080" has a port: hosts are matched without the port; write "api.example.com"`,
+				`p.json:5:61: $.routes[0].hosts[2]: host "a b" is not a host name`,
+				`p.json:5:68: $.routes[0].hosts[3]: host "x..y" is not a host name: it has an empty label`,
+				`p.json:6:43: $.routes[0].upstream.targets[0].url: the upstream URL's path "/base/../x" is not a normalised path: write "/x"`,
+			},
+		},
+		{
 			name: "redis policy without redis",
 			policy: `{
   "routes": [

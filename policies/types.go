@@ -148,6 +148,10 @@ type Route struct {
 	Groups      *AccessList `json:"consumer_groups,omitempty"`
 	Anonymous   string      `json:"anonymous_consumer,omitempty"`
 	Plugins     Plugins     `json:"plugins,omitempty"`
+
+	// AllowEncodedSlashes admits %2F and %5C inside a path segment, kept encoded; without it
+	// such a request is answered 400.
+	AllowEncodedSlashes bool `json:"allow_encoded_slashes,omitempty"`
 }
 
 // AccessList allows or denies by name. An empty allow list allows everyone not denied.
