@@ -69,6 +69,9 @@ func TestHMACAuthAPISIXVectors(t *testing.T) {
 		name, method, target, date, digest, body, auth string
 		header                                         http.Header
 		validateBody                                   bool
+		// loose marks a vector only APISIX's loose mode accepts; strictReason is why strict refuses it.
+		loose        bool
+		strictReason string
 	}{
 		{
 			name: "get", method: "GET", target: "/get", date: "Fri, 06 Sep 2024 06:41:29 GMT",
@@ -77,6 +80,7 @@ func TestHMACAuthAPISIXVectors(t *testing.T) {
 		{
 			name: "post with digest", method: "POST", target: "/post", date: "Fri, 06 Sep 2024 09:16:16 GMT",
 			digest: "SHA-256=78qzJuLwSpZ8HacsTdFCQJWxzPMOf8bYctRk2ySLpS8=", body: `{"name": "world"}`, validateBody: true,
+			loose: true, strictReason: `header "digest" not signed`,
 			auth: `Signature keyId="john-key",algorithm="hmac-sha256",headers="@request-target date",signature="sJDnsFOF2hWLoWFZVMBfLd2gPChqmW44PkXZg5iF9P0="`,
 		},
 		{
@@ -91,22 +95,35 @@ func TestHMACAuthAPISIXVectors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := newTestHMAC(t, HMACAuthConfig{ValidateRequestBody: tt.validateBody, Now: func() time.Time { return date.Add(10 * time.Second) }})
-			bd, err := p.Compile(BindingSpec{KeyID: "john-key", Secret: "john-secret-key"})
-			if err != nil {
-				t.Fatal(err)
+			now := func() time.Time { return date.Add(10 * time.Second) }
+			request := func() *http.Request {
+				r := httptest.NewRequest(tt.method, tt.target, strings.NewReader(tt.body))
+				for k, v := range tt.header {
+					r.Header[k] = v
+				}
+				r.Header.Set("Date", tt.date)
+				r.Header.Set("Authorization", tt.auth)
+				if tt.digest != "" {
+					r.Header.Set("Digest", tt.digest)
+				}
+				return r
 			}
-			r := httptest.NewRequest(tt.method, tt.target, strings.NewReader(tt.body))
-			for k, v := range tt.header {
-				r.Header[k] = v
-			}
-			r.Header.Set("Date", tt.date)
-			r.Header.Set("Authorization", tt.auth)
-			if tt.digest != "" {
-				r.Header.Set("Digest", tt.digest)
-			}
-			if err := hmacCheck(p, r, bd); err != nil {
-				t.Fatalf("got %v, want granted", err)
+			for _, compat := range []string{HMACCompatStrict, HMACCompatAPISIXLoose} {
+				p := newTestHMAC(t, HMACAuthConfig{ValidateRequestBody: tt.validateBody, Compat: compat, Now: now})
+				bd, err := p.Compile(BindingSpec{KeyID: "john-key", Secret: "john-secret-key"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				err = hmacCheck(p, request(), bd)
+				if compat == HMACCompatStrict && tt.loose {
+					if d := localDenial(t, err, http.StatusUnauthorized, hmacGenericMessage); d.Reason != tt.strictReason {
+						t.Errorf("strict: got reason %q, want %q", d.Reason, tt.strictReason)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("%s: got %v, want granted", compat, err)
+				}
 			}
 
 			in, err := parseSignatureParams(strings.TrimPrefix(tt.auth, "Signature "))
@@ -187,11 +204,11 @@ func TestHMACAuth(t *testing.T) {
 		{name: "clock skew", build: func(t *testing.T) *http.Request {
 			return hmacRequest(t, "GET", "/x", nil, hmacNow.Add(-412*time.Second), key)
 		},
-			wantMsg: "client request can't be validated", wantReason: "clock skew 412s > 300s"},
+			wantMsg: "client request can't be validated", wantReason: "clock skew 412s > 300s on date"},
 		{name: "clock skew ahead", build: func(t *testing.T) *http.Request {
 			return hmacRequest(t, "GET", "/x", nil, hmacNow.Add(301*time.Second), key)
 		},
-			wantMsg: "client request can't be validated", wantReason: "clock skew 301s > 300s"},
+			wantMsg: "client request can't be validated", wantReason: "clock skew 301s > 300s on date"},
 		{name: "within custom skew", cfg: HMACAuthConfig{ClockSkew: localPtr(600)},
 			build: func(t *testing.T) *http.Request {
 				return hmacRequest(t, "GET", "/x", nil, hmacNow.Add(-412*time.Second), key)
@@ -206,7 +223,20 @@ func TestHMACAuth(t *testing.T) {
 				t.Fatal(err)
 			}
 			return r
+		}, wantMsg: "client request can't be validated", wantReason: "neither date nor x-date is signed: cannot check clock skew"},
+		{name: "loose: no date", cfg: HMACAuthConfig{Compat: HMACCompatAPISIXLoose}, build: func(t *testing.T) *http.Request {
+			r := httptest.NewRequest("GET", "/x", nil)
+			if err := SignRequest(r, withHeaders(key, "@request-target")); err != nil {
+				t.Fatal(err)
+			}
+			return r
 		}, wantMsg: "client request can't be validated", wantReason: "Date header missing: cannot check clock skew"},
+		{name: "loose: unsigned date is checked as APISIX does", cfg: HMACAuthConfig{Compat: HMACCompatAPISIXLoose}, build: func(t *testing.T) *http.Request {
+			return hmacRequest(t, "GET", "/x", nil, hmacNow.Add(-412*time.Second), withHeaders(key, "@request-target"))
+		}, wantMsg: "client request can't be validated", wantReason: "clock skew 412s > 300s on date"},
+		{name: "loose: unsigned fresh date", cfg: HMACAuthConfig{Compat: HMACCompatAPISIXLoose}, build: func(t *testing.T) *http.Request {
+			return hmacRequest(t, "GET", "/x", nil, hmacNow, withHeaders(key, "@request-target"))
+		}},
 		{name: "x-date fallback", build: func(t *testing.T) *http.Request {
 			r := httptest.NewRequest("GET", "/x", nil)
 			r.Header.Set("X-Date", hmacNow.Format(http.TimeFormat))
@@ -242,9 +272,14 @@ func TestHMACAuth(t *testing.T) {
 			build: func(t *testing.T) *http.Request { return hmacRequest(t, "POST", "/x", []byte(`{"a":1}`), hmacNow, key) }},
 		{name: "empty body valid", cfg: HMACAuthConfig{ValidateRequestBody: true},
 			build: func(t *testing.T) *http.Request { return hmacRequest(t, "GET", "/x", []byte{}, hmacNow, key) }},
-		{name: "digest missing", cfg: HMACAuthConfig{ValidateRequestBody: true},
+		{name: "digest missing", cfg: HMACAuthConfig{ValidateRequestBody: true, Compat: HMACCompatAPISIXLoose},
 			build:   func(t *testing.T) *http.Request { return hmacRequest(t, "POST", "/x", nil, hmacNow, key) },
 			wantMsg: "client request can't be validated", wantReason: "digest header missing"},
+		{name: "loose: unsigned digest is still compared", cfg: HMACAuthConfig{ValidateRequestBody: true, Compat: HMACCompatAPISIXLoose}, build: func(t *testing.T) *http.Request {
+			r := hmacRequest(t, "POST", "/x", []byte(`{"a":1}`), hmacNow, withHeaders(key, "@request-target", "date"))
+			r.Body = io.NopCloser(strings.NewReader(`{"a":2}`))
+			return r
+		}, wantMsg: "client request can't be validated", wantReason: "digest mismatch"},
 		{name: "digest mismatch", cfg: HMACAuthConfig{ValidateRequestBody: true}, build: func(t *testing.T) *http.Request {
 			r := hmacRequest(t, "POST", "/x", []byte(`{"a":1}`), hmacNow, key)
 			r.Body = io.NopCloser(strings.NewReader(`{"a":2}`))
@@ -336,7 +371,7 @@ func TestHMACAuthNonce(t *testing.T) {
 	}{
 		{name: "first use", nonce: "n1", covered: true},
 		{name: "replay", nonce: "n1", covered: true, wantReason: "nonce replayed"},
-		{name: "uncovered nonce is not checked", nonce: "n1", covered: false},
+		{name: "unsigned nonce is refused", nonce: "n1", covered: false, wantReason: `header "x-nonce" not signed`},
 		{name: "second nonce", nonce: "n2", covered: true},
 		{name: "store full fails closed", nonce: "n3", covered: true, wantErr: ErrUnavailable},
 		{name: "replay after the window is a new use", nonce: "n1", covered: true, advance: 121 * time.Second},
@@ -366,8 +401,12 @@ func TestHMACAuthDenials(t *testing.T) {
 	p := newTestHMAC(t, HMACAuthConfig{})
 	localDenial(t, p.Missing(), http.StatusUnauthorized, "client request can't be validated: missing Authorization header")
 	d := localDenial(t, p.Unknown(), http.StatusUnauthorized, "client request can't be validated")
-	if d.Challenge != `Signature realm="hmac"` {
-		t.Errorf("got challenge %q, want %q", d.Challenge, `Signature realm="hmac"`)
+	// APISIX's challenge (issue 16), which its clients and tests expect.
+	if d.Challenge != `hmac realm="hmac"` {
+		t.Errorf("got challenge %q, want %q", d.Challenge, `hmac realm="hmac"`)
+	}
+	if m := p.Missing(); m.Challenge != `hmac realm="hmac"` {
+		t.Errorf("got missing challenge %q, want %q", m.Challenge, `hmac realm="hmac"`)
 	}
 }
 
