@@ -94,8 +94,11 @@ var ErrNonceStoreFull = fmt.Errorf("%w: hmac-auth nonce store is full", ErrUnava
 // room for this one's: waiting could hold the request forever, so it fails closed (503).
 var ErrBodyBufferFull = fmt.Errorf("%w: hmac-auth body buffer is full", ErrUnavailable)
 
-// DefaultHMACMaxBufferedBodySize is the default of HMACAuthConfig.MaxBufferedBodySize.
-const DefaultHMACMaxBufferedBodySize = 64 << 20
+// The defaults of HMACAuthConfig.MaxReqBodySize and MaxBufferedBodySize.
+const (
+	DefaultHMACMaxReqBodySize      = 10 << 20
+	DefaultHMACMaxBufferedBodySize = 64 << 20
+)
 
 // hmacGenericMessage is the only message hmac-auth gives a client about an invalid request, as in
 // APISIX; the precise reason goes to the Denial's Reason.
@@ -127,9 +130,13 @@ func NewHMACAuth(cfg HMACAuthConfig, logger *slog.Logger) (*HMACAuth, error) {
 	if cfg.MaxBufferedBodySize < 0 {
 		errs = append(errs, errors.New("hmac-auth max_buffered_body_size must not be negative"))
 	}
-	if cfg.MaxBufferedBodySize > 0 && cfg.MaxBufferedBodySize < max(cfg.MaxReqBodySize, 1) {
+	maxBody := cfg.MaxReqBodySize
+	if maxBody == 0 {
+		maxBody = DefaultHMACMaxReqBodySize
+	}
+	if cfg.MaxBufferedBodySize > 0 && cfg.MaxBufferedBodySize < maxBody {
 		errs = append(errs, fmt.Errorf("hmac-auth max_buffered_body_size %d is less than max_req_body_size %d: a body of the largest size could never be checked",
-			cfg.MaxBufferedBodySize, cfg.MaxReqBodySize))
+			cfg.MaxBufferedBodySize, maxBody))
 	}
 	switch cfg.Compat {
 	case "", HMACCompatStrict, HMACCompatAPISIXLoose:
@@ -150,7 +157,7 @@ func NewHMACAuth(cfg HMACAuthConfig, logger *slog.Logger) (*HMACAuth, error) {
 		cfg.Realm = cfg.Name
 	}
 	if cfg.MaxReqBodySize == 0 {
-		cfg.MaxReqBodySize = 10 << 20
+		cfg.MaxReqBodySize = DefaultHMACMaxReqBodySize
 	}
 	if cfg.MaxBufferedBodySize == 0 {
 		cfg.MaxBufferedBodySize = max(DefaultHMACMaxBufferedBodySize, cfg.MaxReqBodySize)
