@@ -75,6 +75,8 @@ type HMACAuth struct {
 	required []string
 	loose    bool
 	budget   *bodyBudget
+	// afterRequest is context.AfterFunc; tests observe when it has run.
+	afterRequest func(ctx context.Context, f func()) (stop func() bool)
 
 	missing  *Denial
 	invalid  *Denial
@@ -178,6 +180,8 @@ func NewHMACAuth(cfg HMACAuthConfig, logger *slog.Logger) (*HMACAuth, error) {
 		allowed: cfg.AllowedAlgorithms,
 		loose:   cfg.Compat == HMACCompatAPISIXLoose,
 		budget:  &bodyBudget{max: cfg.MaxBufferedBodySize},
+
+		afterRequest: context.AfterFunc,
 	}
 	if len(h.allowed) == 0 {
 		h.allowed = HMACAlgorithms()
@@ -504,10 +508,10 @@ func (h *HMACAuth) checkDigest(r *http.Request) error {
 		switch {
 		case errors.Is(err, errBodyBudget):
 			d = fmt.Errorf("buffering request body: %w", ErrBodyBufferFull)
+		case errors.Is(err, errBodyTooLarge):
+			d = h.tooLarge.WithReason("body exceeds max_req_body_size %d", limit)
 		case err != nil:
 			d = h.invalid.WithReason("reading body: %v", err)
-		case int64(len(data)) > limit:
-			d = h.tooLarge.WithReason("body exceeds max_req_body_size %d", limit)
 		case BodyDigest(data) != digest:
 			d = h.invalid.WithReason("digest mismatch")
 		}
@@ -517,7 +521,7 @@ func (h *HMACAuth) checkDigest(r *http.Request) error {
 			return d
 		}
 		// Held until the upstream has read the body, or the request ends, whichever comes first.
-		hold.stop = context.AfterFunc(r.Context(), hold.release)
+		hold.stop = h.afterRequest(r.Context(), hold.release)
 		return nil
 	}
 	if BodyDigest(body) != digest {
@@ -547,8 +551,11 @@ func (b *bodyBudget) tryAcquire(n int64) bool {
 
 func (b *bodyBudget) release(n int64) { b.used.Add(-n) }
 
-// errBodyBudget is bodyHold.read's error when the budget has no room left.
-var errBodyBudget = errors.New("body buffer budget exhausted")
+// bodyHold.read's errors: the budget has no room left; the body is longer than the limit.
+var (
+	errBodyBudget   = errors.New("body buffer budget exhausted")
+	errBodyTooLarge = errors.New("body too large")
+)
 
 // bodyHold is one request's share of a bodyBudget: the capacity of its buffer.
 type bodyHold struct {
@@ -573,13 +580,13 @@ func (hd *bodyHold) release() {
 	}
 }
 
-// read reads rd to its end or to limit+1 bytes, holding budget for its buffer's capacity before
-// allocating it. hint is the Content-Length, or -1 when unknown.
+// read reads rd to its end, holding budget for its buffer's capacity before allocating it, and
+// never more than limit bytes of it: a longer body is errBodyTooLarge. hint is the
+// Content-Length, or -1 when unknown.
 func (hd *bodyHold) read(rd io.Reader, limit, hint int64) ([]byte, error) {
-	c := min(int64(4096), limit+1)
+	c := min(int64(4096), limit)
 	if hint >= 0 {
-		// One spare byte lets the read see the end without growing the buffer.
-		c = min(hint+1, limit+1)
+		c = min(hint, limit)
 	}
 	if !hd.acquire(c) {
 		return nil, errBodyBudget
@@ -587,16 +594,36 @@ func (hd *bodyHold) read(rd io.Reader, limit, hint int64) ([]byte, error) {
 	buf := make([]byte, 0, c)
 	for {
 		if len(buf) == cap(buf) {
-			if int64(len(buf)) > limit {
-				return buf, nil
+			// Look one byte ahead before growing: most bodies end exactly here (Content-Length),
+			// and a body of limit bytes must fit in a budget of limit bytes.
+			var one [1]byte
+			n, err := rd.Read(one[:])
+			if n == 0 {
+				if errors.Is(err, io.EOF) {
+					return buf, nil
+				}
+				if err != nil {
+					return buf, err
+				}
+				continue
 			}
-			grown := min(2*int64(cap(buf)), limit+1)
+			if int64(len(buf)) >= limit {
+				return buf, errBodyTooLarge
+			}
+			grown := min(max(2*int64(cap(buf)), 512), limit)
 			if !hd.acquire(grown - int64(cap(buf))) {
 				return buf, errBodyBudget
 			}
 			nb := make([]byte, len(buf), grown)
 			copy(nb, buf)
-			buf = nb
+			buf = append(nb, one[0])
+			if errors.Is(err, io.EOF) {
+				return buf, nil
+			}
+			if err != nil {
+				return buf, err
+			}
+			continue
 		}
 		n, err := rd.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
