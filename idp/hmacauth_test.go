@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -510,10 +511,33 @@ func TestSignHMACErrors(t *testing.T) {
 	}
 }
 
+// signatureParseErrors are every error text parseSignatureParams may give: a finite set, so that
+// none can carry the header's bytes into a log.
+func signatureParseErrors() map[string]bool {
+	out := map[string]bool{
+		"parameter without '='": true,
+		"empty parameter name":  true,
+		"a parameter name has a character other than A-Z, a-z, 0-9, '-' and '_'": true,
+	}
+	for _, label := range []string{`parameter "keyId"`, `parameter "algorithm"`, `parameter "headers"`, `parameter "signature"`, "an unknown parameter"} {
+		for _, what := range []string{"is not a quoted string", "has no closing quote", "is followed by something other than ','", "is repeated"} {
+			out[label+" "+what] = true
+		}
+	}
+	return out
+}
+
 func FuzzParseSignature(f *testing.F) {
 	for _, s := range []string{
 		`keyId="k",algorithm="hmac-sha256",headers="@request-target date",signature="c2ln"`,
 		``, `,,,`, `keyId="`, `keyId=""`, `="`, `a="b",`, `a="b"c`, "keyId=\"\x00\"", `headers="   "`,
+		`keyId="k",algorithm="hmac-sha256",headers="",signature="c2ln"`,
+		`keyId="k",algorithm="hmac-sha256",headers="@REQUEST-TARGET Date X-Date",signature="c2ln"`,
+		`keyId="k",algorithm="hmac-sha256",headers="@request-target x-date digest x-nonce",signature="c2ln"`,
+		`keyId="k",algorithm="hmac-sha256",headers="date",signature="c2ln"`,
+		`keyId="k",algorithm="hmac-md5",headers="@request-target date",signature="c2ln"`,
+		`keyId="k",keyId="k"`, `s3cretToken==`, `s3cret!Token="a"`, `s3cretToken="a"s3cretToken`, `s3cretToken="a`,
+		`keyId="k",headers="@request-target date",signature="%%%"`, "keyId=\"k\",\theaders=\"a\tb\"",
 	} {
 		f.Add(s)
 	}
@@ -522,10 +546,27 @@ func FuzzParseSignature(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	parseErrors := signatureParseErrors()
+	// vocabulary is the text of the fixed reasons: a value found in it is not evidence of a leak.
+	vocabulary := strings.Join([]string{"algorithm is not one of " + strings.Join(HMACAlgorithms(), ", "),
+		`header "@request-target" not signed`, "neither date nor x-date is signed: cannot check clock skew",
+		"headers parameter is empty: the signature covers only the keyId", "keyId or signature missing",
+		"algorithm missing", "signature is not base64", "malformed Signature parameters: "}, "\n")
+	for e := range parseErrors {
+		vocabulary += "\n" + e
+	}
 	f.Fuzz(func(t *testing.T, params string) {
 		got, err := parseSignatureParams(params)
+		if err != nil && !parseErrors[err.Error()] {
+			t.Fatalf("got error %q, want one of the fixed texts", err)
+		}
 		if err == nil && strings.Contains(got.keyID, `"`) {
 			t.Fatalf("got keyId %q with a quote", got.keyID)
+		}
+		for _, h := range got.headers {
+			if h != strings.ToLower(h) || h == "" {
+				t.Fatalf("got header name %q, want it lowercase and non-empty", h)
+			}
 		}
 		r := httptest.NewRequest("GET", "/x", nil)
 		r.Header["Authorization"] = []string{"Signature " + params}
@@ -535,15 +576,72 @@ func FuzzParseSignature(f *testing.F) {
 			if !errors.As(err, &d) {
 				t.Fatalf("got non-denial error %v", err)
 			}
+			// The signature, and an algorithm hmac-auth does not know, are the client's bytes.
+			for _, v := range []string{got.signature, got.algorithm} {
+				if len(v) >= 8 && hmacHash(v) == nil && strings.Contains(d.Reason, v) && !strings.Contains(vocabulary, v) {
+					t.Fatalf("got reason %q quoting %q from the header", d.Reason, v)
+				}
+			}
 			return
 		}
-		if cred != nil && cred.Lookup == bd.Lookup() {
+		if cred == nil {
+			t.Fatal("got no credential and no error for a Signature header")
+		}
+		// Whatever is accepted covers @request-target: it cannot be replayed on another path.
+		if !slices.Contains(got.headers, requestTargetHeader) {
+			t.Fatalf("got %q accepted without @request-target signed", params)
+		}
+		if cred.Lookup == bd.Lookup() {
 			if err := p.Verify(context.Background(), r, cred, bd); err != nil {
 				var d *Denial
 				if !errors.As(err, &d) {
 					t.Fatalf("got non-denial error %v", err)
 				}
 			}
+		}
+	})
+}
+
+// FuzzSignHMACRoundTrip checks that what SignHMAC writes parses back to what was signed, with
+// the header names lowercased, and that the verifier accepts it.
+func FuzzSignHMACRoundTrip(f *testing.F) {
+	f.Add("partner", "@request-target date", "GET", "/x?a=1")
+	f.Add("k", "@REQUEST-TARGET Date X-Custom", "POST", "/")
+	f.Add("k,id", "@request-target  date\tx-custom", "DELETE", "/a%20b")
+	f.Add("k=", "date @request-target", "PUT", "/x")
+	p := newTestHMAC(f, HMACAuthConfig{})
+	f.Fuzz(func(t *testing.T, keyID, headers, method, target string) {
+		if !strings.HasPrefix(target, "/") || strings.ContainsAny(target, " \r\n") || method == "" || strings.ContainsAny(method, " \r\n") {
+			return
+		}
+		h := http.Header{"Date": {hmacNow.Format(http.TimeFormat)}, "X-Custom": {"v"}}
+		names := strings.Fields(headers)
+		out, err := SignHMAC(SignInput{KeyID: keyID, Secret: "s", Method: method, Target: target, Headers: names, Header: h})
+		if err != nil {
+			return
+		}
+		got, err := parseSignatureParams(strings.TrimPrefix(out.Authorization, "Signature "))
+		if err != nil {
+			t.Fatalf("parsing %q: %v", out.Authorization, err)
+		}
+		if got.keyID != keyID || got.algorithm != "hmac-sha256" || strings.Join(got.headers, " ") != strings.ToLower(strings.Join(names, " ")) {
+			t.Fatalf("got %+v back from %q, want keyId %q and headers %q", got, out.Authorization, keyID, names)
+		}
+		bd, err := p.Compile(BindingSpec{KeyID: keyID, Secret: "s"})
+		if err != nil {
+			return
+		}
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Method, r.RequestURI = method, target
+		r.Header = h.Clone()
+		r.Header.Set("Authorization", out.Authorization)
+		err = hmacCheck(p, r, bd)
+		covered := slices.Contains(got.headers, requestTargetHeader) && slices.Contains(got.headers, "date")
+		if covered && err != nil {
+			t.Fatalf("got %v for %q, want granted", err, out.Authorization)
+		}
+		if !covered && err == nil {
+			t.Fatalf("got %q granted, want refused: it does not cover @request-target and date", out.Authorization)
 		}
 	})
 }
