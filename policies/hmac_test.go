@@ -112,3 +112,36 @@ func TestHMACCompatReachesTheProvider(t *testing.T) {
 		})
 	}
 }
+
+// TestHMACLooseWarns: the loose mode loads, but validate and every load say what it gives up,
+// unless a nonce stops replays.
+func TestHMACLooseWarns(t *testing.T) {
+	const route = `"routes": [ { "name": "r", "paths": ["/r"], "upstream": { "targets": [ { "url": "http://127.0.0.1:1" } ] } } ]`
+	tests := []struct {
+		name, idp string
+		want      []string
+	}{
+		{name: "strict", idp: `{ "name": "h", "type": "hmac-auth" }`},
+		{name: "loose", idp: `{ "name": "h", "type": "hmac-auth", "compat": "apisix-loose" }`,
+			want: []string{`p.json: $.idps[0].compat: idp "h" accepts signatures that do not cover @request-target, the date or digest ("compat": "apisix-loose") and has no nonce_header: a captured request can be replayed`}},
+		{name: "loose with a nonce", idp: `{ "name": "h", "type": "hmac-auth", "compat": "apisix-loose", "nonce_header": "X-Nonce" }`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(writeFiles(t, map[string]string{"p.json": `{ "idps": [ ` + tt.idp + ` ], ` + route + ` }`}), "p.json")
+			warns, err := Check(path, Options{})
+			if err != nil {
+				t.Fatalf("Check: %v", err)
+			}
+			var got []string
+			for _, w := range warns {
+				c := *w
+				c.File = filepath.Base(c.File)
+				got = append(got, c.Error())
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("got warnings %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
