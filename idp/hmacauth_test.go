@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -69,6 +70,9 @@ func TestHMACAuthAPISIXVectors(t *testing.T) {
 		name, method, target, date, digest, body, auth string
 		header                                         http.Header
 		validateBody                                   bool
+		// loose marks a vector only APISIX's loose mode accepts; strictReason is why strict refuses it.
+		loose        bool
+		strictReason string
 	}{
 		{
 			name: "get", method: "GET", target: "/get", date: "Fri, 06 Sep 2024 06:41:29 GMT",
@@ -77,6 +81,7 @@ func TestHMACAuthAPISIXVectors(t *testing.T) {
 		{
 			name: "post with digest", method: "POST", target: "/post", date: "Fri, 06 Sep 2024 09:16:16 GMT",
 			digest: "SHA-256=78qzJuLwSpZ8HacsTdFCQJWxzPMOf8bYctRk2ySLpS8=", body: `{"name": "world"}`, validateBody: true,
+			loose: true, strictReason: `header "digest" not signed`,
 			auth: `Signature keyId="john-key",algorithm="hmac-sha256",headers="@request-target date",signature="sJDnsFOF2hWLoWFZVMBfLd2gPChqmW44PkXZg5iF9P0="`,
 		},
 		{
@@ -91,22 +96,35 @@ func TestHMACAuthAPISIXVectors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := newTestHMAC(t, HMACAuthConfig{ValidateRequestBody: tt.validateBody, Now: func() time.Time { return date.Add(10 * time.Second) }})
-			bd, err := p.Compile(BindingSpec{KeyID: "john-key", Secret: "john-secret-key"})
-			if err != nil {
-				t.Fatal(err)
+			now := func() time.Time { return date.Add(10 * time.Second) }
+			request := func() *http.Request {
+				r := httptest.NewRequest(tt.method, tt.target, strings.NewReader(tt.body))
+				for k, v := range tt.header {
+					r.Header[k] = v
+				}
+				r.Header.Set("Date", tt.date)
+				r.Header.Set("Authorization", tt.auth)
+				if tt.digest != "" {
+					r.Header.Set("Digest", tt.digest)
+				}
+				return r
 			}
-			r := httptest.NewRequest(tt.method, tt.target, strings.NewReader(tt.body))
-			for k, v := range tt.header {
-				r.Header[k] = v
-			}
-			r.Header.Set("Date", tt.date)
-			r.Header.Set("Authorization", tt.auth)
-			if tt.digest != "" {
-				r.Header.Set("Digest", tt.digest)
-			}
-			if err := hmacCheck(p, r, bd); err != nil {
-				t.Fatalf("got %v, want granted", err)
+			for _, compat := range []string{HMACCompatStrict, HMACCompatAPISIXLoose} {
+				p := newTestHMAC(t, HMACAuthConfig{ValidateRequestBody: tt.validateBody, Compat: compat, Now: now})
+				bd, err := p.Compile(BindingSpec{KeyID: "john-key", Secret: "john-secret-key"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				err = hmacCheck(p, request(), bd)
+				if compat == HMACCompatStrict && tt.loose {
+					if d := localDenial(t, err, http.StatusUnauthorized, hmacGenericMessage); d.Reason != tt.strictReason {
+						t.Errorf("strict: got reason %q, want %q", d.Reason, tt.strictReason)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("%s: got %v, want granted", compat, err)
+				}
 			}
 
 			in, err := parseSignatureParams(strings.TrimPrefix(tt.auth, "Signature "))
@@ -187,11 +205,11 @@ func TestHMACAuth(t *testing.T) {
 		{name: "clock skew", build: func(t *testing.T) *http.Request {
 			return hmacRequest(t, "GET", "/x", nil, hmacNow.Add(-412*time.Second), key)
 		},
-			wantMsg: "client request can't be validated", wantReason: "clock skew 412s > 300s"},
+			wantMsg: "client request can't be validated", wantReason: "clock skew 412s > 300s on date"},
 		{name: "clock skew ahead", build: func(t *testing.T) *http.Request {
 			return hmacRequest(t, "GET", "/x", nil, hmacNow.Add(301*time.Second), key)
 		},
-			wantMsg: "client request can't be validated", wantReason: "clock skew 301s > 300s"},
+			wantMsg: "client request can't be validated", wantReason: "clock skew 301s > 300s on date"},
 		{name: "within custom skew", cfg: HMACAuthConfig{ClockSkew: localPtr(600)},
 			build: func(t *testing.T) *http.Request {
 				return hmacRequest(t, "GET", "/x", nil, hmacNow.Add(-412*time.Second), key)
@@ -206,7 +224,20 @@ func TestHMACAuth(t *testing.T) {
 				t.Fatal(err)
 			}
 			return r
+		}, wantMsg: "client request can't be validated", wantReason: "neither date nor x-date is signed: cannot check clock skew"},
+		{name: "loose: no date", cfg: HMACAuthConfig{Compat: HMACCompatAPISIXLoose}, build: func(t *testing.T) *http.Request {
+			r := httptest.NewRequest("GET", "/x", nil)
+			if err := SignRequest(r, withHeaders(key, "@request-target")); err != nil {
+				t.Fatal(err)
+			}
+			return r
 		}, wantMsg: "client request can't be validated", wantReason: "Date header missing: cannot check clock skew"},
+		{name: "loose: unsigned date is checked as APISIX does", cfg: HMACAuthConfig{Compat: HMACCompatAPISIXLoose}, build: func(t *testing.T) *http.Request {
+			return hmacRequest(t, "GET", "/x", nil, hmacNow.Add(-412*time.Second), withHeaders(key, "@request-target"))
+		}, wantMsg: "client request can't be validated", wantReason: "clock skew 412s > 300s on date"},
+		{name: "loose: unsigned fresh date", cfg: HMACAuthConfig{Compat: HMACCompatAPISIXLoose}, build: func(t *testing.T) *http.Request {
+			return hmacRequest(t, "GET", "/x", nil, hmacNow, withHeaders(key, "@request-target"))
+		}},
 		{name: "x-date fallback", build: func(t *testing.T) *http.Request {
 			r := httptest.NewRequest("GET", "/x", nil)
 			r.Header.Set("X-Date", hmacNow.Format(http.TimeFormat))
@@ -242,9 +273,14 @@ func TestHMACAuth(t *testing.T) {
 			build: func(t *testing.T) *http.Request { return hmacRequest(t, "POST", "/x", []byte(`{"a":1}`), hmacNow, key) }},
 		{name: "empty body valid", cfg: HMACAuthConfig{ValidateRequestBody: true},
 			build: func(t *testing.T) *http.Request { return hmacRequest(t, "GET", "/x", []byte{}, hmacNow, key) }},
-		{name: "digest missing", cfg: HMACAuthConfig{ValidateRequestBody: true},
+		{name: "digest missing", cfg: HMACAuthConfig{ValidateRequestBody: true, Compat: HMACCompatAPISIXLoose},
 			build:   func(t *testing.T) *http.Request { return hmacRequest(t, "POST", "/x", nil, hmacNow, key) },
 			wantMsg: "client request can't be validated", wantReason: "digest header missing"},
+		{name: "loose: unsigned digest is still compared", cfg: HMACAuthConfig{ValidateRequestBody: true, Compat: HMACCompatAPISIXLoose}, build: func(t *testing.T) *http.Request {
+			r := hmacRequest(t, "POST", "/x", []byte(`{"a":1}`), hmacNow, withHeaders(key, "@request-target", "date"))
+			r.Body = io.NopCloser(strings.NewReader(`{"a":2}`))
+			return r
+		}, wantMsg: "client request can't be validated", wantReason: "digest mismatch"},
 		{name: "digest mismatch", cfg: HMACAuthConfig{ValidateRequestBody: true}, build: func(t *testing.T) *http.Request {
 			r := hmacRequest(t, "POST", "/x", []byte(`{"a":1}`), hmacNow, key)
 			r.Body = io.NopCloser(strings.NewReader(`{"a":2}`))
@@ -336,7 +372,7 @@ func TestHMACAuthNonce(t *testing.T) {
 	}{
 		{name: "first use", nonce: "n1", covered: true},
 		{name: "replay", nonce: "n1", covered: true, wantReason: "nonce replayed"},
-		{name: "uncovered nonce is not checked", nonce: "n1", covered: false},
+		{name: "unsigned nonce is refused", nonce: "n1", covered: false, wantReason: `header "x-nonce" not signed`},
 		{name: "second nonce", nonce: "n2", covered: true},
 		{name: "store full fails closed", nonce: "n3", covered: true, wantErr: ErrUnavailable},
 		{name: "replay after the window is a new use", nonce: "n1", covered: true, advance: 121 * time.Second},
@@ -366,8 +402,12 @@ func TestHMACAuthDenials(t *testing.T) {
 	p := newTestHMAC(t, HMACAuthConfig{})
 	localDenial(t, p.Missing(), http.StatusUnauthorized, "client request can't be validated: missing Authorization header")
 	d := localDenial(t, p.Unknown(), http.StatusUnauthorized, "client request can't be validated")
-	if d.Challenge != `Signature realm="hmac"` {
-		t.Errorf("got challenge %q, want %q", d.Challenge, `Signature realm="hmac"`)
+	// APISIX's challenge (issue 16), which its clients and tests expect.
+	if d.Challenge != `hmac realm="hmac"` {
+		t.Errorf("got challenge %q, want %q", d.Challenge, `hmac realm="hmac"`)
+	}
+	if m := p.Missing(); m.Challenge != `hmac realm="hmac"` {
+		t.Errorf("got missing challenge %q, want %q", m.Challenge, `hmac realm="hmac"`)
 	}
 }
 
@@ -471,10 +511,33 @@ func TestSignHMACErrors(t *testing.T) {
 	}
 }
 
+// signatureParseErrors are every error text parseSignatureParams may give: a finite set, so that
+// none can carry the header's bytes into a log.
+func signatureParseErrors() map[string]bool {
+	out := map[string]bool{
+		"parameter without '='": true,
+		"empty parameter name":  true,
+		"a parameter name has a character other than A-Z, a-z, 0-9, '-' and '_'": true,
+	}
+	for _, label := range []string{`parameter "keyId"`, `parameter "algorithm"`, `parameter "headers"`, `parameter "signature"`, "an unknown parameter"} {
+		for _, what := range []string{"is not a quoted string", "has no closing quote", "is followed by something other than ','", "is repeated"} {
+			out[label+" "+what] = true
+		}
+	}
+	return out
+}
+
 func FuzzParseSignature(f *testing.F) {
 	for _, s := range []string{
 		`keyId="k",algorithm="hmac-sha256",headers="@request-target date",signature="c2ln"`,
 		``, `,,,`, `keyId="`, `keyId=""`, `="`, `a="b",`, `a="b"c`, "keyId=\"\x00\"", `headers="   "`,
+		`keyId="k",algorithm="hmac-sha256",headers="",signature="c2ln"`,
+		`keyId="k",algorithm="hmac-sha256",headers="@REQUEST-TARGET Date X-Date",signature="c2ln"`,
+		`keyId="k",algorithm="hmac-sha256",headers="@request-target x-date digest x-nonce",signature="c2ln"`,
+		`keyId="k",algorithm="hmac-sha256",headers="date",signature="c2ln"`,
+		`keyId="k",algorithm="hmac-md5",headers="@request-target date",signature="c2ln"`,
+		`keyId="k",keyId="k"`, `s3cretToken==`, `s3cret!Token="a"`, `s3cretToken="a"s3cretToken`, `s3cretToken="a`,
+		`keyId="k",headers="@request-target date",signature="%%%"`, "keyId=\"k\",\theaders=\"a\tb\"",
 	} {
 		f.Add(s)
 	}
@@ -483,10 +546,27 @@ func FuzzParseSignature(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	parseErrors := signatureParseErrors()
+	// vocabulary is the text of the fixed reasons: a value found in it is not evidence of a leak.
+	vocabulary := strings.Join([]string{"algorithm is not one of " + strings.Join(HMACAlgorithms(), ", "),
+		`header "@request-target" not signed`, "neither date nor x-date is signed: cannot check clock skew",
+		"headers parameter is empty: the signature covers only the keyId", "keyId or signature missing",
+		"algorithm missing", "signature is not base64", "malformed Signature parameters: "}, "\n")
+	for e := range parseErrors {
+		vocabulary += "\n" + e
+	}
 	f.Fuzz(func(t *testing.T, params string) {
 		got, err := parseSignatureParams(params)
+		if err != nil && !parseErrors[err.Error()] {
+			t.Fatalf("got error %q, want one of the fixed texts", err)
+		}
 		if err == nil && strings.Contains(got.keyID, `"`) {
 			t.Fatalf("got keyId %q with a quote", got.keyID)
+		}
+		for _, h := range got.headers {
+			if h != strings.ToLower(h) || h == "" {
+				t.Fatalf("got header name %q, want it lowercase and non-empty", h)
+			}
 		}
 		r := httptest.NewRequest("GET", "/x", nil)
 		r.Header["Authorization"] = []string{"Signature " + params}
@@ -496,15 +576,72 @@ func FuzzParseSignature(f *testing.F) {
 			if !errors.As(err, &d) {
 				t.Fatalf("got non-denial error %v", err)
 			}
+			// The signature, and an algorithm hmac-auth does not know, are the client's bytes.
+			for _, v := range []string{got.signature, got.algorithm} {
+				if len(v) >= 8 && hmacHash(v) == nil && strings.Contains(d.Reason, v) && !strings.Contains(vocabulary, v) {
+					t.Fatalf("got reason %q quoting %q from the header", d.Reason, v)
+				}
+			}
 			return
 		}
-		if cred != nil && cred.Lookup == bd.Lookup() {
+		if cred == nil {
+			t.Fatal("got no credential and no error for a Signature header")
+		}
+		// Whatever is accepted covers @request-target: it cannot be replayed on another path.
+		if !slices.Contains(got.headers, requestTargetHeader) {
+			t.Fatalf("got %q accepted without @request-target signed", params)
+		}
+		if cred.Lookup == bd.Lookup() {
 			if err := p.Verify(context.Background(), r, cred, bd); err != nil {
 				var d *Denial
 				if !errors.As(err, &d) {
 					t.Fatalf("got non-denial error %v", err)
 				}
 			}
+		}
+	})
+}
+
+// FuzzSignHMACRoundTrip checks that what SignHMAC writes parses back to what was signed, with
+// the header names lowercased, and that the verifier accepts it.
+func FuzzSignHMACRoundTrip(f *testing.F) {
+	f.Add("partner", "@request-target date", "GET", "/x?a=1")
+	f.Add("k", "@REQUEST-TARGET Date X-Custom", "POST", "/")
+	f.Add("k,id", "@request-target  date\tx-custom", "DELETE", "/a%20b")
+	f.Add("k=", "date @request-target", "PUT", "/x")
+	p := newTestHMAC(f, HMACAuthConfig{})
+	f.Fuzz(func(t *testing.T, keyID, headers, method, target string) {
+		if !strings.HasPrefix(target, "/") || strings.ContainsAny(target, " \r\n") || method == "" || strings.ContainsAny(method, " \r\n") {
+			return
+		}
+		h := http.Header{"Date": {hmacNow.Format(http.TimeFormat)}, "X-Custom": {"v"}}
+		names := strings.Fields(headers)
+		out, err := SignHMAC(SignInput{KeyID: keyID, Secret: "s", Method: method, Target: target, Headers: names, Header: h})
+		if err != nil {
+			return
+		}
+		got, err := parseSignatureParams(strings.TrimPrefix(out.Authorization, "Signature "))
+		if err != nil {
+			t.Fatalf("parsing %q: %v", out.Authorization, err)
+		}
+		if got.keyID != keyID || got.algorithm != "hmac-sha256" || strings.Join(got.headers, " ") != strings.ToLower(strings.Join(names, " ")) {
+			t.Fatalf("got %+v back from %q, want keyId %q and headers %q", got, out.Authorization, keyID, names)
+		}
+		bd, err := p.Compile(BindingSpec{KeyID: keyID, Secret: "s"})
+		if err != nil {
+			return
+		}
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Method, r.RequestURI = method, target
+		r.Header = h.Clone()
+		r.Header.Set("Authorization", out.Authorization)
+		err = hmacCheck(p, r, bd)
+		covered := slices.Contains(got.headers, requestTargetHeader) && slices.Contains(got.headers, "date")
+		if covered && err != nil {
+			t.Fatalf("got %v for %q, want granted", err, out.Authorization)
+		}
+		if !covered && err == nil {
+			t.Fatalf("got %q granted, want refused: it does not cover @request-target and date", out.Authorization)
 		}
 	})
 }

@@ -35,9 +35,11 @@ func HMACAlgorithms() []string { return []string{"hmac-sha1", "hmac-sha256", "hm
 // requestTargetHeader is the pseudo-header that signs the method and the request URI.
 const requestTargetHeader = "@request-target"
 
-// appendSigningString appends the signing string exactly as APISIX builds it: the keyId, then per
-// listed header "name: value" with the name as listed, or "METHOD target" for @request-target,
-// each line ended by "\n". A listed header the request lacks contributes no line, as in APISIX.
+// appendSigningString appends the signing string as APISIX builds it: the keyId, then per listed
+// header "name: value", or "METHOD target" for @request-target, each line ended by "\n". A listed
+// header the request lacks contributes no line, as in APISIX. Names must be lowercase
+// (draft-cavage-http-signatures; parseSignatureParams and SignHMAC lowercase them), so that what
+// the coverage checks read and what is signed are the same names.
 func appendSigningString(dst []byte, keyID string, headers []string, method, target string, lookup func(name string) (string, bool)) []byte {
 	dst = append(dst, keyID...)
 	dst = append(dst, '\n')
@@ -105,8 +107,8 @@ type SignInput struct {
 	// Method and Target are the request method and URI as sent ("/path?query"; default "/").
 	Method string
 	Target string
-	// Headers are the signed header names in order; default "@request-target" and "date". Names
-	// should be lowercase (draft-cavage); they are signed as written.
+	// Headers are the signed header names in order; default "@request-target" and "date", and
+	// "digest" when Body is set. Names are lowercased (draft-cavage), as the verifier does.
 	Headers []string
 	// Header holds the values of the signed headers. A listed header must be present in it, except
 	// "@request-target", and "digest" when Body is set.
@@ -135,7 +137,15 @@ func SignHMAC(in SignInput) (SignOutput, error) {
 	}
 	if in.Headers == nil {
 		in.Headers = []string{requestTargetHeader, "date"}
+		if in.Body != nil {
+			in.Headers = append(in.Headers, "digest")
+		}
 	}
+	lower := make([]string, len(in.Headers))
+	for i, h := range in.Headers {
+		lower[i] = strings.ToLower(h)
+	}
+	in.Headers = lower
 	var errs []error
 	if in.KeyID == "" || strings.ContainsAny(in.KeyID, "\"\n") {
 		errs = append(errs, errors.New("key id must be non-empty, without quotes or newlines"))
@@ -149,6 +159,9 @@ func SignHMAC(in SignInput) (SignOutput, error) {
 	}
 	if in.Method == "" {
 		errs = append(errs, errors.New("method must not be empty"))
+	}
+	if len(in.Headers) == 0 {
+		errs = append(errs, errors.New("headers must name at least one header: a signature of the keyId alone is refused"))
 	}
 	var out SignOutput
 	if in.Body != nil {

@@ -394,7 +394,7 @@ func (j *JWTAuth) Verify(_ context.Context, _ *http.Request, cred *Credential, b
 		return j.failed.WithReason("token was verified for another binding")
 	}
 	if st.alg != string(b.alg) {
-		return j.failed.WithReason("token algorithm %q, binding requires %s", st.alg, b.alg)
+		return j.failed.WithReason("token algorithm %s, binding requires %s", reasonAlg(st.alg), b.alg)
 	}
 	if st.crit {
 		return j.failed.WithReason("token has critical header extensions, none is supported")

@@ -607,13 +607,14 @@ const verifiedTokenTTL = 5 * time.Minute
 func (o *OIDC) verifyJWT(ctx context.Context, tok string) (map[string]any, error) {
 	hdr, err := oidcHeader(tok)
 	if err != nil {
-		return nil, o.invalid.WithReason("malformed token header: %v", err)
+		// Not err: a JSON error may quote the header's bytes.
+		return nil, o.invalid.WithReason("malformed token header: not base64url of a JSON object with a string alg")
 	}
 	if !o.algs[hdr.Alg] {
-		return nil, o.invalid.WithReason("token algorithm %q is not accepted", hdr.Alg)
+		return nil, o.invalid.WithReason("token algorithm %s is not accepted", reasonAlg(hdr.Alg))
 	}
 	if len(hdr.Crit) > 0 {
-		return nil, o.invalid.WithReason("token has critical header parameters %v", hdr.Crit)
+		return nil, o.invalid.WithReason("token has critical header parameters, none is supported")
 	}
 	payload, err := o.keys.verify(ctx, tok, hdr)
 	if err != nil {

@@ -167,6 +167,12 @@ func warnings(path string, p *Policy) []*Error {
 	if len(p.Routes) == 0 {
 		out = append(out, &Error{File: path, Msg: "the policy has no routes: every request is answered 404"})
 	}
+	for i, d := range p.IdPs {
+		if d.Type == "hmac-auth" && d.Compat == idp.HMACCompatAPISIXLoose && d.NonceHeader == "" {
+			out = append(out, &Error{File: path, Path: fmt.Sprintf("$.idps[%d].compat", i),
+				Msg: fmt.Sprintf(`idp %q accepts signatures that do not cover @request-target, the date or digest ("compat": "apisix-loose") and has no nonce_header: a captured request can be replayed`, d.Name)})
+		}
+	}
 	return out
 }
 

@@ -55,9 +55,13 @@ func buildProvider(cfg IdP, env buildEnv) (idp.Provider, error) {
 	case "hmac-auth":
 		c := idp.HMACAuthConfig{Name: cfg.Name, HideCredentials: cfg.HideCredentials, Realm: cfg.Realm,
 			AllowedAlgorithms: cfg.AllowedAlgorithms, ClockSkew: cfg.ClockSkew,
-			SignedHeaders: cfg.SignedHeaders, ValidateRequestBody: cfg.ValidateRequestBody, NonceHeader: cfg.NonceHeader}
+			SignedHeaders: cfg.SignedHeaders, ValidateRequestBody: cfg.ValidateRequestBody, NonceHeader: cfg.NonceHeader,
+			Compat: cfg.Compat}
 		if cfg.MaxReqBodySize != nil {
 			c.MaxReqBodySize = *cfg.MaxReqBodySize
+		}
+		if cfg.MaxBufferedBodySize != nil {
+			c.MaxBufferedBodySize = *cfg.MaxBufferedBodySize
 		}
 		return idp.NewHMACAuth(c, env.logger)
 

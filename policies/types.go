@@ -63,7 +63,9 @@ type IdP struct {
 	AllowedAlgorithms   []string `json:"allowed_algorithms,omitempty"`
 	ValidateRequestBody bool     `json:"validate_request_body,omitempty"`
 	MaxReqBodySize      *int64   `json:"max_req_body_size,omitempty"`
+	MaxBufferedBodySize *int64   `json:"max_buffered_body_size,omitempty"`
 	NonceHeader         string   `json:"nonce_header,omitempty"`
+	Compat              string   `json:"compat,omitempty"` // "strict" (default) or "apisix-loose"
 
 	// oidc and keycloak.
 	Issuer            string   `json:"issuer,omitempty"`

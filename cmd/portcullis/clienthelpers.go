@@ -22,7 +22,7 @@ import (
 
 // repeated is a flag that may be given several times.
 const signUsage = `usage: portcullis sign --key-id ID --secret S [--algorithm hmac-sha256]
-       [--headers "@request-target date"] [--date "RFC 1123 date"] [--body FILE]
+       [--headers "@request-target date [digest]"] [--date "RFC 1123 date"] [--body FILE]
        [--header "Name: value"]... METHOD PATH
 prints the Date, Digest (with --body) and Authorization headers of an hmac-auth request`
 
@@ -34,7 +34,7 @@ func cmdSign(args []string, stdout, stderr io.Writer) error {
 	keyID := fs.String("key-id", "", "the binding's key_id")
 	secret := fs.String("secret", "", "the binding's secret")
 	algorithm := fs.String("algorithm", "hmac-sha256", "hmac-sha1, hmac-sha256 or hmac-sha512")
-	headers := fs.String("headers", "@request-target date", "space-separated header names to sign, in order")
+	headers := fs.String("headers", "", `space-separated header names to sign, in order (default "@request-target date", and digest with --body)`)
 	date := fs.String("date", "", "the Date header (default: now)")
 	bodyFile := fs.String("body", "", "file holding the request body, digested into a Digest header")
 	var extra repeated
@@ -68,7 +68,10 @@ func cmdSign(args []string, stdout, stderr io.Writer) error {
 	h.Set("Date", *date)
 
 	in := idp.SignInput{KeyID: *keyID, Secret: *secret, Algorithm: *algorithm, Method: method, Target: target,
-		Headers: strings.Fields(*headers), Header: h}
+		Header: h}
+	if *headers != "" {
+		in.Headers = strings.Fields(*headers)
+	}
 	if *bodyFile != "" {
 		body, err := os.ReadFile(*bodyFile)
 		if err != nil {
