@@ -189,17 +189,35 @@ func parseBasic(h string) (user, pass, reason string) {
 	return user, pass, ""
 }
 
-// Extract reads a Basic Authorization header. Another scheme is not this provider's.
+// Extract reads a Basic Authorization header. Another scheme is not this provider's; a second
+// Basic header is an invalid credential.
 func (b *BasicAuth) Extract(_ context.Context, r *http.Request) (*Credential, error) {
-	h, ok := headerValue(r, "Authorization", isBasicScheme)
-	if !ok {
+	h, n := ownValue(r, "Authorization", isBasicScheme)
+	if n == 0 {
 		return nil, nil
+	}
+	if n > 1 {
+		return nil, b.invalid.WithReason("%d Basic Authorization headers", n)
 	}
 	user, pass, reason := parseBasic(h)
 	if reason != "" {
 		return nil, b.invalid.WithReason("%s", reason)
 	}
 	return &Credential{Lookup: user, State: &basicState{username: user, password: pass}}, nil
+}
+
+// Peek reports the username of the Basic credential in r, for the chain to tell which of two
+// basic-auth providers owns it.
+func (b *BasicAuth) Peek(r *http.Request) (place, lookup string, ok bool) {
+	h, n := ownValue(r, "Authorization", isBasicScheme)
+	if n != 1 {
+		return "", "", false
+	}
+	user, _, reason := parseBasic(h)
+	if reason != "" {
+		return "", "", false
+	}
+	return placeBasic, user, true
 }
 
 // Verify checks the password. Plain passwords compare as SHA-256 sums in constant time. bcrypt

@@ -256,9 +256,12 @@ func isSignatureScheme(v string) bool {
 // Extract parses a Signature Authorization header and checks what needs no secret: the
 // parameters, the algorithm, the signed-header coverage and the clock skew.
 func (h *HMACAuth) Extract(_ context.Context, r *http.Request) (*Credential, error) {
-	v, ok := headerValue(r, "Authorization", isSignatureScheme)
-	if !ok {
+	v, n := ownValue(r, "Authorization", isSignatureScheme)
+	if n == 0 {
 		return nil, nil
+	}
+	if n > 1 {
+		return nil, h.invalid.WithReason("%d Signature Authorization headers", n)
 	}
 	_, rest, _ := strings.Cut(v, " ")
 	p, err := parseSignatureParams(rest)

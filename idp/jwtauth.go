@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -264,21 +265,55 @@ const (
 	jwtFromCookie
 )
 
-// find returns the first token of this provider's in the header, the query, then the cookie:
-// JWS-shaped and not issued by a foreign issuer. Values of another shape are skipped.
-func (j *JWTAuth) find(r *http.Request) (string, jwtSource) {
-	if v, ok := headerValue(r, j.cfg.Header, func(v string) bool { return j.ours(jwtStripBearer(v)) }); ok {
-		return jwtStripBearer(v), jwtFromHeader
-	}
-	if r.URL != nil && r.URL.RawQuery != "" {
-		if v := r.URL.Query().Get(j.cfg.Query); j.ours(v) {
-			return v, jwtFromQuery
+// find returns this provider's token from the header, the query, then the cookie: JWS-shaped
+// and not issued by a foreign issuer. Values of another shape are skipped. dup is set when the
+// request carries more than one such token: a place holding two, or two places holding
+// different ones. Which of them the chain checked and which the upstream reads would otherwise
+// be two different questions.
+func (j *JWTAuth) find(r *http.Request) (tok string, src jwtSource, dup bool) {
+	take := func(v string, from jwtSource) {
+		switch {
+		case src == jwtFromNone:
+			tok, src = v, from
+		case src == from || v != tok:
+			dup = true
 		}
 	}
-	if c, err := r.Cookie(j.cfg.Cookie); err == nil && j.ours(c.Value) {
-		return c.Value, jwtFromCookie
+	seen := jwtFromNone
+	for _, v := range r.Header.Values(j.cfg.Header) {
+		if t := jwtStripBearer(v); j.ours(t) {
+			if seen == jwtFromHeader {
+				dup = true
+			}
+			seen = jwtFromHeader
+			take(t, jwtFromHeader)
+		}
 	}
-	return "", jwtFromNone
+	if r.URL != nil && r.URL.RawQuery != "" {
+		seen = jwtFromNone
+		for _, v := range r.URL.Query()[j.cfg.Query] {
+			if j.ours(v) {
+				if seen == jwtFromQuery {
+					dup = true
+				}
+				seen = jwtFromQuery
+				take(v, jwtFromQuery)
+			}
+		}
+	}
+	if _, hasCookie := r.Header["Cookie"]; hasCookie {
+		seen = jwtFromNone
+		for _, c := range r.CookiesNamed(j.cfg.Cookie) {
+			if j.ours(c.Value) {
+				if seen == jwtFromCookie {
+					dup = true
+				}
+				seen = jwtFromCookie
+				take(c.Value, jwtFromCookie)
+			}
+		}
+	}
+	return tok, src, dup
 }
 
 // ours reports whether tok is a JWS that is not a foreign issuer's.
@@ -302,9 +337,12 @@ func (j *JWTAuth) ours(tok string) bool {
 // Extract finds the token and reads, without verifying it, the key claim that names its binding.
 // A token issued by a foreign (OIDC) issuer is not this provider's.
 func (j *JWTAuth) Extract(_ context.Context, r *http.Request) (*Credential, error) {
-	tok, src := j.find(r)
+	tok, src, dup := j.find(r)
 	if src == jwtFromNone {
 		return nil, nil
+	}
+	if dup {
+		return nil, j.malformed.WithReason("the request carries more than one token for this provider")
 	}
 	sum := sumString(tok)
 	if j.cache != nil {
@@ -427,25 +465,32 @@ func (j *JWTAuth) Verify(_ context.Context, _ *http.Request, cred *Credential, b
 func (j *JWTAuth) Missing() *Denial { return j.missing }
 func (j *JWTAuth) Unknown() *Denial { return j.unknown.WithReason("no consumer has this key") }
 
-// HideCredentials removes the token from where it was found, when configured.
+// HideCredentials removes the token from every place it was found, when configured: the same
+// token in the header and the query is one credential, and neither copy goes upstream.
 func (j *JWTAuth) HideCredentials(r *http.Request) {
 	if !j.cfg.HideCredentials {
 		return
 	}
-	_, src := j.find(r)
-	switch src {
-	case jwtFromHeader:
-		deleteHeaderValues(r, j.cfg.Header, func(v string) bool { return j.ours(jwtStripBearer(v)) })
-	case jwtFromQuery:
+	_, src, _ := j.find(r)
+	if src == jwtFromNone {
+		return
+	}
+	deleteHeaderValues(r, j.cfg.Header, func(v string) bool { return j.ours(jwtStripBearer(v)) })
+	if r.URL != nil && r.URL.RawQuery != "" {
 		q := r.URL.Query()
-		q.Del(j.cfg.Query)
-		r.URL.RawQuery = q.Encode()
-	case jwtFromCookie:
+		if vs, ok := q[j.cfg.Query]; ok && slices.ContainsFunc(vs, j.ours) {
+			q.Del(j.cfg.Query)
+			r.URL.RawQuery = q.Encode()
+		}
+	}
+	if _, hasCookie := r.Header["Cookie"]; hasCookie {
 		cookies := r.Cookies()
-		r.Header.Del("Cookie")
-		for _, c := range cookies {
-			if c.Name != j.cfg.Cookie {
-				r.AddCookie(c)
+		if slices.ContainsFunc(cookies, func(c *http.Cookie) bool { return c.Name == j.cfg.Cookie && j.ours(c.Value) }) {
+			r.Header.Del("Cookie")
+			for _, c := range cookies {
+				if c.Name != j.cfg.Cookie || !j.ours(c.Value) {
+					r.AddCookie(c)
+				}
 			}
 		}
 	}

@@ -42,7 +42,8 @@ func TestKeyAuth(t *testing.T) {
 	}{
 		{name: "header", header: map[string]string{"apikey": "k1"}, consumer: "alice"},
 		{name: "query", target: "/?apikey=k1", consumer: "alice"},
-		{name: "header wins over query", header: map[string]string{"apikey": "k1"}, target: "/?apikey=nope", consumer: "alice"},
+		{name: "header and query differing are invalid", header: map[string]string{"apikey": "k1"}, target: "/?apikey=nope", message: "Invalid API key in request"},
+		{name: "header and query agreeing", header: map[string]string{"apikey": "k1"}, target: "/?apikey=k1", consumer: "alice"},
 		{name: "custom header", cfg: KeyAuthConfig{Header: "X-API-Key"}, header: map[string]string{"x-api-key": "k1"}, consumer: "alice"},
 		{name: "custom query", cfg: KeyAuthConfig{Query: "key"}, target: "/?key=k1", consumer: "alice"},
 		{name: "missing", message: "Missing API key in request", challenge: `apikey realm="keys"`},
