@@ -67,7 +67,10 @@ type BasicAuth struct {
 	slots    chan struct{}
 }
 
-var _ Provider = (*BasicAuth)(nil)
+var (
+	_ Provider = (*BasicAuth)(nil)
+	_ Peeker   = (*BasicAuth)(nil)
+)
 
 // NewBasicAuth builds a basic-auth provider. It does no I/O.
 func NewBasicAuth(cfg BasicAuthConfig, logger *slog.Logger) *BasicAuth {

@@ -52,6 +52,8 @@ type JWTAuth struct {
 	cfg     JWTAuthConfig
 	logger  *slog.Logger
 	foreign map[string]struct{}
+	// headerPlace is where a header token was read, as Peek reports it.
+	headerPlace string
 
 	missing   *Denial
 	malformed *Denial
@@ -62,7 +64,10 @@ type JWTAuth struct {
 	cache *expiringMap[[sha256.Size]byte, jwtVerified]
 }
 
-var _ Provider = (*JWTAuth)(nil)
+var (
+	_ Provider = (*JWTAuth)(nil)
+	_ Peeker   = (*JWTAuth)(nil)
+)
 
 // NewJWTAuth builds a jwt-auth provider. It does no I/O; an error names an invalid setting.
 func NewJWTAuth(cfg JWTAuthConfig, logger *slog.Logger) (*JWTAuth, error) {
@@ -105,14 +110,15 @@ func NewJWTAuth(cfg JWTAuthConfig, logger *slog.Logger) (*JWTAuth, error) {
 	}
 	challenge := `Bearer realm="` + cfg.Realm + `"`
 	j := &JWTAuth{
-		cfg:       cfg,
-		logger:    logger,
-		foreign:   make(map[string]struct{}, len(cfg.ForeignIssuers)),
-		missing:   Unauthorized("Missing JWT token in request", challenge),
-		malformed: Unauthorized("JWT token invalid", challenge),
-		noKey:     Unauthorized("missing user key in JWT token", challenge),
-		unknown:   Unauthorized("Invalid user key in JWT token", challenge),
-		failed:    Unauthorized("failed to verify jwt", challenge),
+		cfg:         cfg,
+		logger:      logger,
+		foreign:     make(map[string]struct{}, len(cfg.ForeignIssuers)),
+		headerPlace: "header " + http.CanonicalHeaderKey(cfg.Header) + " JWT",
+		missing:     Unauthorized("Missing JWT token in request", challenge),
+		malformed:   Unauthorized("JWT token invalid", challenge),
+		noKey:       Unauthorized("missing user key in JWT token", challenge),
+		unknown:     Unauthorized("Invalid user key in JWT token", challenge),
+		failed:      Unauthorized("failed to verify jwt", challenge),
 	}
 	for _, iss := range cfg.ForeignIssuers {
 		j.foreign[iss] = struct{}{}
@@ -379,6 +385,33 @@ func (j *JWTAuth) Extract(_ context.Context, r *http.Request) (*Credential, erro
 		}
 	}
 	return &Credential{Lookup: key, State: st}, nil
+}
+
+// Peek reports where r carries this provider's token and the value of its key claim, read
+// without verifying anything, for the chain to tell which of two jwt-auth providers on one place
+// owns it.
+func (j *JWTAuth) Peek(r *http.Request) (place, lookup string, ok bool) {
+	tok, src, dup := j.find(r)
+	if src == jwtFromNone || dup {
+		return "", "", false
+	}
+	_, claims, reason := parseJWS(tok)
+	if reason != "" {
+		return "", "", false
+	}
+	key, _ := claims[j.cfg.KeyClaim].(string)
+	if key == "" {
+		return "", "", false
+	}
+	switch src {
+	case jwtFromHeader:
+		place = j.headerPlace
+	case jwtFromQuery:
+		place = "query " + j.cfg.Query
+	default:
+		place = "cookie " + j.cfg.Cookie
+	}
+	return place, key, true
 }
 
 // parseJWS decodes a compact JWS's header and claims without verifying it. A non-empty reason

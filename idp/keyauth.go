@@ -31,7 +31,10 @@ type KeyAuth struct {
 	invalid                 *Denial
 }
 
-var _ Provider = (*KeyAuth)(nil)
+var (
+	_ Provider = (*KeyAuth)(nil)
+	_ Peeker   = (*KeyAuth)(nil)
+)
 
 // NewKeyAuth builds a key-auth provider.
 func NewKeyAuth(cfg KeyAuthConfig) *KeyAuth {

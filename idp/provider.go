@@ -54,7 +54,8 @@ type Provider interface {
 	// Missing is the denial when a consumer's chain needs this provider and the request carries
 	// none of its credentials.
 	Missing() *Denial
-	// Unknown is the denial when a present credential names no consumer.
+	// Unknown is the denial when a present credential names no consumer: no binding of this
+	// provider, nor (see Peeker) of another provider of its type reading the same place, knows it.
 	Unknown() *Denial
 
 	// HideCredentials removes this provider's credential from r before it goes upstream, when
@@ -72,6 +73,23 @@ type Decliner interface {
 	// claimed, or nil when those places are empty. It verifies nothing and never fails: the
 	// credential is nobody's.
 	Declined(r *http.Request) *Denial
+}
+
+// Peeker is implemented by providers that another provider of the same type may share a place
+// with (two hmac-auth providers on Authorization, two key-auth providers on apikey). The chain
+// rule is that such a credential belongs to the provider whose index knows it, and is unknown
+// only when none of the providers reading that place knows it: before it extracts, the chain
+// peeks with every provider of a shared type and passes over a provider whose index does not know
+// the credential while another one's at the same place does. That provider then answers neither
+// Unknown nor a denial of its own settings (a stricter clock skew) for a credential that is not
+// its own.
+type Peeker interface {
+	// Peek returns, without checking anything, where r carries this provider's credential and
+	// the index entry it claims (what Extract would put in Credential.Lookup). place names the
+	// header, query parameter or cookie and, for a shared header, the scheme; providers of one
+	// type must name one place alike. ok is false when r carries no single credential of this
+	// provider's, or one that cannot be read: Extract then decides as usual.
+	Peek(r *http.Request) (place, lookup string, ok bool)
 }
 
 // Readier is implemented by providers that depend on something remote (an OIDC issuer).
