@@ -116,3 +116,50 @@ func TestDuplicateCredentialsAreInvalid(t *testing.T) {
 		})
 	}
 }
+
+// FuzzKeyAuthPlaces: whatever the header values and the query string, key-auth either finds no
+// key, refuses the request, or finds exactly the one key every copy in the request agrees on.
+func FuzzKeyAuthPlaces(f *testing.F) {
+	for _, s := range [][3]string{{"k", "", "apikey=k"}, {"k", "j", ""}, {"", "", "apikey=k&apikey=k"}, {"k", "", "apikey=j"},
+		{"", "", "apikey=&apikey=k"}, {"", "", "api%6Bey=k"}, {"k", "", "%zz"}, {"", "", ""}} {
+		f.Add(s[0], s[1], s[2])
+	}
+	p := NewKeyAuth(KeyAuthConfig{Name: "keys"})
+	f.Fuzz(func(t *testing.T, h1, h2, rawQuery string) {
+		r := httptest.NewRequest(http.MethodGet, "/x", nil)
+		r.URL.RawQuery = rawQuery
+		for _, v := range []string{h1, h2} {
+			if v != "" {
+				r.Header.Add("Apikey", v)
+			}
+		}
+		cred, err := p.Extract(context.Background(), r)
+		if err != nil {
+			var d *Denial
+			if !errors.As(err, &d) || d.Status != http.StatusUnauthorized {
+				t.Fatalf("got %v, want a 401 denial", err)
+			}
+			return
+		}
+		if cred == nil {
+			return
+		}
+		keys := map[string]bool{}
+		for _, v := range r.Header.Values("Apikey") {
+			keys[v] = true
+		}
+		for _, v := range r.URL.Query()["apikey"] {
+			if v != "" {
+				keys[v] = true
+			}
+		}
+		if len(keys) != 1 {
+			t.Fatalf("granted a key while the request carries %d different ones", len(keys))
+		}
+		for k := range keys {
+			if sum := sumString(k); cred.Lookup != string(sum[:]) {
+				t.Fatalf("the credential is not the one key of the request")
+			}
+		}
+	})
+}

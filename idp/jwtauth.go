@@ -250,6 +250,8 @@ type jwtState struct {
 	crit         bool
 	signingInput string
 	signature    []byte
+	// badSignature is set when the signature part is not base64url: Verify refuses the token.
+	badSignature bool
 	exp, nbf     *float64
 }
 
@@ -322,9 +324,25 @@ func (j *JWTAuth) find(r *http.Request) (tok string, src jwtSource, dup bool) {
 	return tok, src, dup
 }
 
+// jwtShaped reports whether tok has the shape jwt-auth claims: three dot-separated parts, the
+// first two base64url and non-empty. The signature part may be anything without a dot: a token
+// whose signature does not decode is present and fails to verify, not missing.
+func jwtShaped(tok string) bool {
+	first := strings.IndexByte(tok, '.')
+	if first <= 0 {
+		return false
+	}
+	rest := tok[first+1:]
+	second := strings.IndexByte(rest, '.')
+	if second <= 0 || strings.IndexByte(rest[second+1:], '.') >= 0 {
+		return false
+	}
+	return isBase64URL(tok[:first]) && isBase64URL(rest[:second])
+}
+
 // ours reports whether tok is a JWS that is not a foreign issuer's.
 func (j *JWTAuth) ours(tok string) bool {
-	if !isCompactJWS(tok, true) {
+	if !jwtShaped(tok) {
 		return false
 	}
 	if len(j.foreign) == 0 {
@@ -438,16 +456,17 @@ func parseJWS(tok string) (*jwtState, map[string]any, string) {
 	if err := json.Unmarshal(payload, &claims); err != nil || claims == nil {
 		return nil, nil, "payload is not a JSON object"
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(s64)
-	if err != nil {
-		return nil, nil, "signature is not base64url"
-	}
-	return &jwtState{
+	st := &jwtState{
 		alg:          hdr.Alg,
 		crit:         len(hdr.Crit) > 0,
 		signingInput: tok[:len(h64)+1+len(p64)],
-		signature:    sig,
-	}, claims, ""
+	}
+	// A signature that does not decode is a token that fails to verify, as in APISIX, whose
+	// parser reads the header and the payload only: the key claim still names the binding.
+	if st.signature, err = base64.RawURLEncoding.DecodeString(s64); err != nil {
+		st.badSignature = true
+	}
+	return st, claims, ""
 }
 
 // Verify checks the token against the binding: the pinned algorithm, the signature, then exp and
@@ -463,6 +482,9 @@ func (j *JWTAuth) Verify(_ context.Context, _ *http.Request, cred *Credential, b
 			return nil
 		}
 		return j.failed.WithReason("token was verified for another binding")
+	}
+	if st.badSignature {
+		return j.failed.WithReason("signature is not base64url")
 	}
 	if st.alg != string(b.alg) {
 		return j.failed.WithReason("token algorithm %q, binding requires %s", st.alg, b.alg)
