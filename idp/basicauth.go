@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +30,12 @@ type BasicAuthConfig struct {
 	HideCredentials bool
 	// Realm is the WWW-Authenticate realm; defaults to the provider name.
 	Realm string
+	// OtherSchemes are the Authorization schemes other providers of the policy read ("Signature",
+	// "Bearer"); OtherBareTokens is set when one reads a token without a scheme there (jwt-auth).
+	// An Authorization header that no provider claimed and that is of none of these is answered
+	// "Invalid authorization in request", as APISIX does, rather than reported missing.
+	OtherSchemes    []string
+	OtherBareTokens bool
 
 	// CacheTTL is how long a successful bcrypt check is remembered (default 5m); CacheSize bounds
 	// the remembered checks (default 10000). A negative CacheSize disables the cache.
@@ -70,6 +77,7 @@ type BasicAuth struct {
 var (
 	_ Provider = (*BasicAuth)(nil)
 	_ Peeker   = (*BasicAuth)(nil)
+	_ Decliner = (*BasicAuth)(nil)
 )
 
 // NewBasicAuth builds a basic-auth provider. It does no I/O.
@@ -299,6 +307,29 @@ func (b *BasicAuth) checkKey(user, password string, storedHash []byte) [sha256.S
 	var out [sha256.Size]byte
 	m.Sum(out[:0])
 	return out
+}
+
+// Declined refuses an Authorization header of a scheme that no provider of the policy reads
+// (`Authorization: Bad_header …`): the caller sent credentials, which are invalid here. A scheme
+// another provider reads (a Bearer token on a route whose consumers use jwt-auth) is left to it.
+func (b *BasicAuth) Declined(r *http.Request) *Denial {
+	for _, v := range r.Header.Values("Authorization") {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			continue
+		}
+		scheme, _, hasScheme := strings.Cut(v, " ")
+		if !hasScheme {
+			if b.cfg.OtherBareTokens {
+				continue
+			}
+		} else if slices.ContainsFunc(b.cfg.OtherSchemes, func(s string) bool { return strings.EqualFold(s, scheme) }) {
+			continue
+		}
+		// The scheme is the client's text: the reason does not repeat it.
+		return b.invalid.WithReason("the Authorization header is of a scheme no provider reads")
+	}
+	return nil
 }
 
 func (b *BasicAuth) Missing() *Denial { return b.missing }

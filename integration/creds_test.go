@@ -188,3 +188,41 @@ func TestSharedPlaceProviders(t *testing.T) {
 		}
 	})
 }
+
+// TestBasicAuthUnknownScheme: with basic-auth and jwt-auth on Authorization, a header of a
+// scheme neither reads is "Invalid authorization in request" (APISIX's answer), while jwt-auth's
+// Bearer tokens on the same header keep working.
+func TestBasicAuthUnknownScheme(t *testing.T) {
+	up := newUpstream(t, nil)
+	gw := startGateway(t, fmt.Sprintf(`{
+  "listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0",
+  "idps": [ { "name": "basic", "type": "basic-auth" }, { "name": "jwt", "type": "jwt-auth" } ],
+  "consumers": [
+    { "username": "bob", "idps": [ { "idp": "basic", "username": "bob", "password": "bob-pw" } ] },
+    { "username": "carol", "idps": [ { "idp": "jwt", "key": "carol", "secret": "carol-jwt-secret" } ] }
+  ],
+  "routes": [ { "name": "api", "paths": ["/api/{rest:.*}"], "upstream": { "targets": [ { "url": %q } ] } } ]
+}`, up.URL))
+	tok := cliToken(t, "--key", "carol", "--secret", "carol-jwt-secret", "--ttl", "1h")
+	tests := []struct {
+		name, authorization string
+		status              int
+		message             string
+	}{
+		{name: "unknown scheme", authorization: "Bad_header YmFyOmJhcgo=", status: 401, message: "Invalid authorization in request"},
+		{name: "Basic", authorization: basic("bob", "bob-pw"), status: 200},
+		{name: "a Bearer token for jwt-auth", authorization: "Bearer " + tok, status: 200},
+		{name: "a Bearer value that is not a token", authorization: "Bearer not-a-token", status: 401, message: "Missing authorization in request"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := do(t, "GET", gw.URL+"/api/x", map[string]string{"Authorization": tt.authorization})
+			if r.Status != tt.status {
+				t.Fatalf("got %d %s, want %d", r.Status, r.Body, tt.status)
+			}
+			if tt.message != "" && r.message() != tt.message {
+				t.Errorf("message: got %q, want %q", r.message(), tt.message)
+			}
+		})
+	}
+}

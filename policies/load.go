@@ -146,6 +146,7 @@ func load(path string, opts Options, mode loadMode) (snap *Snapshot, err error) 
 		logger:       opts.Logger,
 		httpClient:   opts.HTTPClient,
 		issuers:      issuersOf(m.policy.IdPs),
+		idps:         m.policy.IdPs,
 		validateOnly: mode.validateOnly,
 		hooks:        opts.Hooks,
 	})
