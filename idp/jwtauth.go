@@ -2,6 +2,7 @@ package idp
 
 import (
 	"context"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -139,7 +140,13 @@ type jwtBinding struct {
 	verifier jws.Verifier
 	// verifyKey is the HMAC secret ([]byte) or the raw public key.
 	verifyKey any
+	// warnings say what is weak about the binding's key.
+	warnings []string
 }
+
+var _ Warner = (*jwtBinding)(nil)
+
+func (b *jwtBinding) Warnings() []string { return b.warnings }
 
 func (b *jwtBinding) Lookup() string     { return b.key }
 func (b *jwtBinding) Identifier() string { return b.id }
@@ -176,6 +183,16 @@ func (j *JWTAuth) Compile(spec BindingSpec) (Binding, error) {
 		raw, err := parseJWTPublicKey(alg, spec.PublicKey)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("jwt-auth public_key: %w", err))
+			break
+		}
+		if rk, ok := raw.(*rsa.PublicKey); ok {
+			switch bits := rk.N.BitLen(); {
+			case bits < minRSABits:
+				// Go's crypto/rsa refuses to verify with such a key: every token would fail.
+				errs = append(errs, fmt.Errorf("jwt-auth public_key: is a %d-bit RSA key; RSA keys under %d bits cannot verify any token (use %d bits or more)", bits, minRSABits, weakRSABits))
+			case bits < weakRSABits:
+				b.warnings = append(b.warnings, fmt.Sprintf("jwt-auth public_key is a %d-bit RSA key; keys under %d bits are weak (NIST SP 800-131A)", bits, weakRSABits))
+			}
 		}
 		b.verifyKey = raw
 	default:
@@ -191,6 +208,13 @@ func (j *JWTAuth) Compile(spec BindingSpec) (Binding, error) {
 	b.verifier = v
 	return b, nil
 }
+
+// RSA key sizes: Go's crypto/rsa verifies nothing with a key under minRSABits; keys under
+// weakRSABits load with a warning.
+const (
+	minRSABits  = 1024
+	weakRSABits = 2048
+)
 
 // parseJWTPublicKey parses a PEM public key and checks that its type fits alg.
 func parseJWTPublicKey(alg, pemText string) (any, error) {

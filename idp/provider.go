@@ -128,6 +128,12 @@ type Binding interface {
 	Identifier() string
 }
 
+// Warner is implemented by bindings that are valid but weak (an RSA key under 2048 bits).
+// Warnings says why, one sentence each; validate and every load report them without failing.
+type Warner interface {
+	Warnings() []string
+}
+
 // BindingSpec is a consumer's binding as written in the policy, with secrets already
 // substituted. Each provider type reads only its own fields.
 type BindingSpec struct {

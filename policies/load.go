@@ -159,7 +159,7 @@ func load(path string, opts Options, mode loadMode) (snap *Snapshot, err error) 
 	snap.Version = version(srcs)
 	snap.Source = path
 	snap.LoadedAt = time.Now()
-	snap.Warnings = warnings(path, &m.policy)
+	snap.Warnings = append(warnings(path, &m.policy), m.warnings...)
 	return snap, nil
 }
 
@@ -285,6 +285,8 @@ type merged struct {
 	// conflicts are top-level values set by two files.
 	conflicts []*Error
 	checker   *checker
+	// warnings are what compiling found valid but weak (see idp.Warner).
+	warnings []*Error
 }
 
 // consumerOrigin is where merged consumer i was written.
@@ -801,6 +803,11 @@ func (m *merged) compile(errs *errorList, env buildEnv) *Snapshot {
 			if err != nil {
 				errs.add(m.consumerOrigin(i).errAt(rootPath.key("idps").index(j), "idp %q rejects the binding: %v", bd.IdP, err))
 				continue
+			}
+			if w, ok := compiled.(idp.Warner); ok {
+				for _, msg := range w.Warnings() {
+					m.warnings = append(m.warnings, m.consumerOrigin(i).errAt(rootPath.key("idps").index(j), "idp %q binding: %s", bd.IdP, msg))
+				}
 			}
 			cc.Chain = append(cc.Chain, idp.Bound{Provider: prov, Binding: compiled})
 		}
