@@ -83,7 +83,7 @@ func (g *Gateway) Explain(r *http.Request) *Explanation {
 		if !errors.As(err, &d) {
 			e.add("authenticate", false, "a provider cannot decide: %v", err)
 		}
-		return e.deny(err)
+		return e.deny(rt.routeDenial(err))
 	}
 	group := c.consumerGroups[res.Consumer]
 	who := fmt.Sprintf("consumer %q", res.Consumer)

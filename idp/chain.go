@@ -281,16 +281,21 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 	return res, nil
 }
 
-// missing is the denial for a request without any credential: the first provider's message,
-// with every provider's challenge.
-func (c *Chain) missing() *Denial {
-	if len(c.providers) == 0 {
-		return &Denial{Status: http.StatusUnauthorized, Message: "Missing credentials in request", Reason: "no identity provider configured"}
+// missing is the denial for a request without any credential, over every provider.
+func (c *Chain) missing() *Denial { return NoCredential(c.providers) }
+
+// NoCredential is the denial for a request that carries no credential, when providers are those
+// a caller could use: the first one's message, with every one's challenge. The gateway builds one
+// per route from the providers that can admit a consumer there, so that a browser is not asked
+// for a password where basic-auth cannot admit anyone. It matches ErrNoCredential.
+func NoCredential(providers []Provider) *Denial {
+	if len(providers) == 0 {
+		return &Denial{Status: http.StatusUnauthorized, Message: "Missing credentials in request", Reason: "no identity provider configured", noCredential: true}
 	}
-	d := *c.providers[0].Missing()
-	if len(c.providers) > 1 {
-		challenges := make([]string, 0, len(c.providers))
-		for _, p := range c.providers {
+	d := *providers[0].Missing()
+	if len(providers) > 1 {
+		challenges := make([]string, 0, len(providers))
+		for _, p := range providers {
 			if ch := p.Missing().Challenge; ch != "" {
 				challenges = append(challenges, ch)
 			}
@@ -298,6 +303,7 @@ func (c *Chain) missing() *Denial {
 		d.Challenge = strings.Join(challenges, ", ")
 	}
 	d.Reason = "no credential in request"
+	d.noCredential = true
 	return &d
 }
 

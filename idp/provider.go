@@ -172,7 +172,18 @@ type Denial struct {
 	Reason string
 	// Challenge is the WWW-Authenticate value sent with a 401.
 	Challenge string
+
+	// noCredential marks the chain's answer to a request without any credential (see
+	// ErrNoCredential).
+	noCredential bool
 }
+
+// ErrNoCredential matches (errors.Is) the denial of a request that carries no credential at
+// all, so that the gateway can answer it with the challenges of the route's providers.
+var ErrNoCredential = errors.New("no credential in request")
+
+// Is reports whether d is the no-credential denial, for errors.Is(err, ErrNoCredential).
+func (d *Denial) Is(target error) bool { return target == ErrNoCredential && d.noCredential }
 
 func (d *Denial) Error() string {
 	if d.Reason != "" && d.Reason != d.Message {

@@ -226,3 +226,45 @@ func TestBasicAuthUnknownScheme(t *testing.T) {
 		})
 	}
 }
+
+// TestChallengePerRoute: the 401 of a request without credentials challenges with the providers
+// that can admit a consumer on that route: a browser is asked for a password only where
+// basic-auth can let someone in.
+func TestChallengePerRoute(t *testing.T) {
+	up := newUpstream(t, nil)
+	gw := startGateway(t, fmt.Sprintf(`{
+  "listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0",
+  "idps": [ { "name": "apikeys", "type": "key-auth" }, { "name": "basic", "type": "basic-auth" }, { "name": "jwt", "type": "jwt-auth" } ],
+  "consumers": [
+    { "username": "bot", "idps": [ { "idp": "apikeys", "key": "bot-key" } ] },
+    { "username": "alice", "idps": [ { "idp": "basic", "username": "alice", "password": "pw" } ] },
+    { "username": "carol", "idps": [ { "idp": "jwt", "key": "carol", "secret": "carol-secret" } ] }
+  ],
+  "routes": [
+    { "name": "machines", "paths": ["/machines"], "consumers": { "allow": ["bot", "carol"] }, "upstream": { "targets": [ { "url": %[1]q } ] } },
+    { "name": "portal", "paths": ["/portal"], "consumers": { "allow": ["alice"] }, "upstream": { "targets": [ { "url": %[1]q } ] } },
+    { "name": "any", "paths": ["/any"], "upstream": { "targets": [ { "url": %[1]q } ] } }
+  ]
+}`, up.URL))
+	tests := []struct {
+		path, challenge, message string
+	}{
+		{path: "/machines", challenge: `apikey realm="apikeys", Bearer realm="jwt"`, message: "Missing API key in request"},
+		{path: "/portal", challenge: `Basic realm="basic"`, message: "Missing authorization in request"},
+		{path: "/any", challenge: `apikey realm="apikeys", Basic realm="basic", Bearer realm="jwt"`, message: "Missing API key in request"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			r := rawDo(t, gw.URL, "GET "+tt.path+" HTTP/1.1")
+			if r.Status != http.StatusUnauthorized {
+				t.Fatalf("got %d %s, want 401", r.Status, r.Body)
+			}
+			if got := r.Header.Values("Www-Authenticate"); len(got) != 1 || got[0] != tt.challenge {
+				t.Errorf("WWW-Authenticate: got %q, want %q", got, tt.challenge)
+			}
+			if r.message() != tt.message {
+				t.Errorf("message: got %q, want %q", r.message(), tt.message)
+			}
+		})
+	}
+}
