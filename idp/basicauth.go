@@ -152,7 +152,8 @@ func (b *BasicAuth) Compile(spec BindingSpec) (Binding, error) {
 	if spec.Password == "" {
 		errs = append(errs, errors.New("basic-auth binding needs a non-empty password"))
 	}
-	bb := &basicBinding{username: spec.Username, id: b.cfg.Name + ":" + spec.Username}
+	spec.IdP = b.cfg.Name
+	bb := &basicBinding{username: spec.Username, id: spec.CredentialID(spec.Username)}
 	if isBcryptHash(spec.Password) {
 		if _, err := bcrypt.Cost([]byte(spec.Password)); err != nil {
 			errs = append(errs, fmt.Errorf("basic-auth password looks like a bcrypt hash but is not valid: %w", err))

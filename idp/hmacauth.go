@@ -172,7 +172,8 @@ func (h *HMACAuth) Compile(spec BindingSpec) (Binding, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &hmacBinding{keyID: spec.KeyID, id: h.cfg.Name + ":" + spec.KeyID, secret: []byte(spec.Secret)}, nil
+	spec.IdP = h.cfg.Name
+	return &hmacBinding{keyID: spec.KeyID, id: spec.CredentialID(spec.KeyID), secret: []byte(spec.Secret)}, nil
 }
 
 // signatureParams are the parameters of a Signature Authorization header.

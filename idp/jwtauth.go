@@ -162,7 +162,8 @@ func (j *JWTAuth) Compile(spec BindingSpec) (Binding, error) {
 	if alg == "" {
 		alg = "HS256"
 	}
-	b := &jwtBinding{key: spec.Key, id: j.cfg.Name + ":" + spec.Key, alg: jwa.SignatureAlgorithm(alg)}
+	spec.IdP = j.cfg.Name
+	b := &jwtBinding{key: spec.Key, id: spec.CredentialID(spec.Key), alg: jwa.SignatureAlgorithm(alg)}
 	switch alg {
 	case "HS256", "HS384", "HS512":
 		if spec.Secret == "" {

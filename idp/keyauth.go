@@ -75,7 +75,8 @@ func (k *KeyAuth) Compile(spec BindingSpec) (Binding, error) {
 	if spec.Key == "" {
 		return nil, errors.New("key-auth binding needs a non-empty key")
 	}
-	b := &keyBinding{hash: sha256.Sum256([]byte(spec.Key)), id: k.cfg.Name}
+	spec.IdP = k.cfg.Name
+	b := &keyBinding{hash: sha256.Sum256([]byte(spec.Key)), id: spec.CredentialID(spec.Consumer)}
 	b.lookup = string(b.hash[:])
 	return b, nil
 }

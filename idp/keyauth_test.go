@@ -58,7 +58,7 @@ func TestKeyAuth(t *testing.T) {
 			cfg := tt.cfg
 			cfg.Name = "keys"
 			p := NewKeyAuth(cfg)
-			b, err := p.Compile(BindingSpec{Key: "k1"})
+			b, err := p.Compile(BindingSpec{Key: "k1", Consumer: "alice"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -85,8 +85,8 @@ func TestKeyAuth(t *testing.T) {
 			if err != nil || res.Consumer != tt.consumer {
 				t.Fatalf("got %v %v, want consumer %q", res, err, tt.consumer)
 			}
-			if res.Identifier != "keys" {
-				t.Errorf("identifier: got %q, want the provider name", res.Identifier)
+			if res.Identifier != "keys:alice" {
+				t.Errorf("identifier: got %q, want keys:alice (the provider and the consumer, never the key)", res.Identifier)
 			}
 			chain.HideCredentials(r)
 			if tt.upstream != "" && r.URL.RequestURI() != tt.upstream {

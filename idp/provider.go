@@ -140,6 +140,8 @@ type BindingSpec struct {
 	// IdP is the provider name; Consumer the consumer's username (for error messages).
 	IdP      string
 	Consumer string
+	// ID is the binding's optional id, sent upstream as X-Credential-Identifier.
+	ID string
 
 	// key-auth: Key. jwt-auth: Key (the value of the key claim).
 	Key string
@@ -160,6 +162,17 @@ type BindingSpec struct {
 	ClientRoles map[string][]string
 	Groups      []string
 	Permissions []string
+}
+
+// CredentialID is the X-Credential-Identifier of the binding: its ID when the policy sets one,
+// otherwise "<idp>:<name>" where name is the binding's public name, never a secret: the
+// basic-auth username, the jwt-auth key, the hmac-auth key_id, the oidc or keycloak subject, and
+// for key-auth, whose key is the secret, the consumer's username.
+func (s BindingSpec) CredentialID(name string) string {
+	if s.ID != "" {
+		return s.ID
+	}
+	return s.IdP + ":" + name
 }
 
 // Denial is a provider's negative answer.

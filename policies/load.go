@@ -435,7 +435,7 @@ func rulesOf(typ string) (bindingRules, bool) {
 	if !ok {
 		return bindingRules{}, false
 	}
-	r := bindingRules{allowed: fieldIdP}
+	r := bindingRules{allowed: fieldIdP | fieldID}
 	for _, n := range f.allowed {
 		r.allowed |= bindingFieldBit(n)
 	}
@@ -560,6 +560,9 @@ func (m *merged) check(errs *errorList) {
 			mask := b.fieldMask()
 			if masks != nil {
 				mask = masks[j]
+			}
+			if b.ID != "" && !validCredentialID(b.ID) {
+				errs.add(m.consumerOrigin(i).errAt(rootPath.key("idps").index(j).key("id"), "id must be 1 to %d visible ASCII characters without spaces: it is sent as the X-Credential-Identifier header", maxCredentialID))
 			}
 			r := rules[k]
 			if !hasRules[k] || mask&^r.allowed != 0 || r.required&^mask != 0 || (p.IdPs[k].Type == "jwt-auth" && (mask&fieldSecret != 0) == (mask&fieldPublicKey != 0)) {
@@ -838,6 +841,23 @@ func (m *merged) compile(errs *errorList, env buildEnv) *Snapshot {
 	return snap
 }
 
+// maxCredentialID bounds a binding's id, a header value.
+const maxCredentialID = 256
+
+// validCredentialID reports whether id can be sent as a header value as it is: visible ASCII,
+// no spaces (checked after secrets are substituted, so a reference cannot smuggle a line break).
+func validCredentialID(id string) bool {
+	if id == "" || len(id) > maxCredentialID {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < '!' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
 func bindingSpec(b Binding, consumer string) idp.BindingSpec {
 	var claims map[string][]string
 	if b.Claims != nil {
@@ -848,6 +868,7 @@ func bindingSpec(b Binding, consumer string) idp.BindingSpec {
 	}
 	return idp.BindingSpec{
 		IdP:         b.IdP,
+		ID:          b.ID,
 		Consumer:    consumer,
 		Key:         b.Key,
 		Username:    b.Username,
