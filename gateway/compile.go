@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
+	"github.com/portcullis/portcullis/idp"
 	"github.com/portcullis/portcullis/policies"
 )
 
@@ -49,6 +50,10 @@ type route struct {
 
 	allowConsumers, denyConsumers set
 	allowGroups, denyGroups       set
+
+	// noCredential answers a request without credentials with the challenges of the providers
+	// that can admit a consumer on this route; nil keeps the chain's answer.
+	noCredential *idp.Denial
 
 	limits   []*limit
 	balancer *balancer
@@ -130,12 +135,14 @@ func (g *Gateway) compile(snap *policies.Snapshot) (*compiled, error) {
 		}
 		c.groupLimits[name] = ls
 	}
+	adm := newAdmission(snap)
 	for i := range snap.Policy.Routes {
 		pr := &snap.Policy.Routes[i]
 		rt, err := g.compileRoute(c, pr)
 		if err != nil {
 			return nil, fmt.Errorf("compiling route %q: %w", pr.Name, err)
 		}
+		rt.noCredential = adm.noCredential(rt)
 		c.routes = append(c.routes, rt)
 		// gorilla/mux panics on some templates (a capture group): checked first, so that a
 		// snapshot that did not come through policies.Load cannot take the process down.

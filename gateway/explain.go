@@ -95,7 +95,7 @@ func (g *Gateway) Explain(r *http.Request) *Explanation {
 		if !errors.As(err, &d) {
 			e.add("authenticate", false, "a provider cannot decide: %v", err)
 		}
-		return e.deny(err)
+		return e.deny(rt.routeDenial(err))
 	}
 	group := c.consumerGroups[res.Consumer]
 	who := fmt.Sprintf("consumer %q", res.Consumer)
@@ -117,8 +117,13 @@ func (g *Gateway) Explain(r *http.Request) *Explanation {
 	for _, ls := range [3][]*limit{c.consumerLimits[res.Consumer], c.groupLimits[group], rt.limits} {
 		for _, l := range ls {
 			n++
+			counted := l.keyFor(r, c, res.Consumer, rt.name)
+			if l.key == keyGroup {
+				// A group's counter is keyed by its limiter alone; the reader wants the group.
+				counted = group
+			}
 			e.add("limit", true, "%s %s of %s applies, counted by %s %q (rejects with %d; not consumed by explain)",
-				l.kind, l.describe(), l.owner, l.keyName(), l.keyFor(r, c, res.Consumer, rt.name), l.rejectedCode)
+				l.kind, l.describe(), l.owner, l.keyName(), counted, l.rejectedCode)
 		}
 	}
 	if n == 0 {

@@ -263,6 +263,7 @@ func (g *Gateway) serve(c *compiled, w http.ResponseWriter, r *http.Request, x *
 	// 3. authenticate
 	res, err := c.snap.Chain.Evaluate(r.Context(), r, rt.anonymous, nil)
 	if err != nil {
+		err = rt.routeDenial(err)
 		g.metrics.authDecision(err)
 		return err
 	}

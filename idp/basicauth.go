@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -29,14 +30,31 @@ type BasicAuthConfig struct {
 	HideCredentials bool
 	// Realm is the WWW-Authenticate realm; defaults to the provider name.
 	Realm string
+	// OtherSchemes are the Authorization schemes other providers of the policy read ("Signature",
+	// "Bearer"); OtherBareTokens is set when one reads a token without a scheme there (jwt-auth).
+	// An Authorization header that no provider claimed and that is of none of these is answered
+	// "Invalid authorization in request", as APISIX does, rather than reported missing.
+	OtherSchemes    []string
+	OtherBareTokens bool
 
 	// CacheTTL is how long a successful bcrypt check is remembered (default 5m); CacheSize bounds
 	// the remembered checks (default 10000). A negative CacheSize disables the cache.
 	CacheTTL  time.Duration
 	CacheSize int
-	// MaxConcurrentChecks bounds the bcrypt comparisons running at once (default GOMAXPROCS).
-	// Beyond it a check is refused at once with ErrPasswordChecksBusy instead of queueing.
+	// bcrypt checks (a password not cached as good) draw from bounded budgets and are refused at
+	// once with ErrPasswordChecksBusy, never queued, when theirs is spent. One username has at
+	// most one check running. A username with a wrong password in the last SuspectFor (default
+	// 1m, and no right one since) is a suspect: its checks run in a pool of their own of
+	// MaxSuspectChecks (default GOMAXPROCS/4, at least 1), so that hammering it costs nobody
+	// else a slot. The others share MaxConcurrentChecks (default GOMAXPROCS); of those, checks
+	// of usernames without a right password in the last TrustFor (default 24h) may hold at most
+	// MaxUnverifiedChecks (default MaxConcurrentChecks minus a quarter), so that first wrong
+	// attempts at many usernames leave room for the users who logged in before.
 	MaxConcurrentChecks int
+	MaxUnverifiedChecks int
+	MaxSuspectChecks    int
+	SuspectFor          time.Duration
+	TrustFor            time.Duration
 
 	// Now is the clock (default time.Now). CompareHash compares a bcrypt hash with a password
 	// (default bcrypt.CompareHashAndPassword); tests inject it to count calls.
@@ -64,10 +82,46 @@ type BasicAuth struct {
 	macs     sync.Pool // of hmac.New(sha256.New, cacheKey)
 	cache    *expiringMap[[sha256.Size]byte, struct{}]
 	flight   singleflight.Group
-	slots    chan struct{}
+	// slots are the shared bcrypt budget, unverified the part of it unverified usernames may
+	// hold, suspects the suspects' own.
+	slots, unverified, suspects chan struct{}
+
+	mu sync.Mutex
+	// users are the recent outcomes per binding; bounded by the policy's bindings, since only a
+	// username that names a binding reaches a check.
+	users map[*basicBinding]*userRecord
 }
 
-var _ Provider = (*BasicAuth)(nil)
+// userRecord is what the check budgets know of one username.
+type userRecord struct {
+	running                  bool
+	lastSuccess, lastFailure time.Time
+}
+
+// budget is the pool a check draws from.
+type budget int
+
+const (
+	budgetTrusted budget = iota
+	budgetUnverified
+	budgetSuspect
+)
+
+func (bg budget) String() string {
+	switch bg {
+	case budgetTrusted:
+		return "trusted"
+	case budgetUnverified:
+		return "unverified"
+	}
+	return "suspect"
+}
+
+var (
+	_ Provider = (*BasicAuth)(nil)
+	_ Peeker   = (*BasicAuth)(nil)
+	_ Decliner = (*BasicAuth)(nil)
+)
 
 // NewBasicAuth builds a basic-auth provider. It does no I/O.
 func NewBasicAuth(cfg BasicAuthConfig, logger *slog.Logger) *BasicAuth {
@@ -83,6 +137,18 @@ func NewBasicAuth(cfg BasicAuthConfig, logger *slog.Logger) *BasicAuth {
 	if cfg.MaxConcurrentChecks <= 0 {
 		cfg.MaxConcurrentChecks = runtime.GOMAXPROCS(0)
 	}
+	if cfg.MaxUnverifiedChecks <= 0 || cfg.MaxUnverifiedChecks > cfg.MaxConcurrentChecks {
+		cfg.MaxUnverifiedChecks = cfg.MaxConcurrentChecks - cfg.MaxConcurrentChecks/4
+	}
+	if cfg.MaxSuspectChecks <= 0 {
+		cfg.MaxSuspectChecks = max(1, runtime.GOMAXPROCS(0)/4)
+	}
+	if cfg.SuspectFor <= 0 {
+		cfg.SuspectFor = time.Minute
+	}
+	if cfg.TrustFor <= 0 {
+		cfg.TrustFor = 24 * time.Hour
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -94,12 +160,15 @@ func NewBasicAuth(cfg BasicAuthConfig, logger *slog.Logger) *BasicAuth {
 	}
 	challenge := `Basic realm="` + cfg.Realm + `"`
 	b := &BasicAuth{
-		cfg:     cfg,
-		logger:  logger,
-		missing: Unauthorized("Missing authorization in request", challenge),
-		invalid: Unauthorized("Invalid authorization in request", challenge),
-		badUser: Unauthorized("Invalid user authorization", challenge),
-		slots:   make(chan struct{}, cfg.MaxConcurrentChecks),
+		cfg:        cfg,
+		logger:     logger,
+		missing:    Unauthorized("Missing authorization in request", challenge),
+		invalid:    Unauthorized("Invalid authorization in request", challenge),
+		badUser:    Unauthorized("Invalid user authorization", challenge),
+		slots:      make(chan struct{}, cfg.MaxConcurrentChecks),
+		unverified: make(chan struct{}, cfg.MaxUnverifiedChecks),
+		suspects:   make(chan struct{}, cfg.MaxSuspectChecks),
+		users:      map[*basicBinding]*userRecord{},
 	}
 	if cfg.CacheSize > 0 {
 		b.cache = newExpiringMap[[sha256.Size]byte, struct{}](cfg.CacheSize)
@@ -141,7 +210,8 @@ func (b *BasicAuth) Compile(spec BindingSpec) (Binding, error) {
 	if spec.Password == "" {
 		errs = append(errs, errors.New("basic-auth binding needs a non-empty password"))
 	}
-	bb := &basicBinding{username: spec.Username, id: b.cfg.Name + ":" + spec.Username}
+	spec.IdP = b.cfg.Name
+	bb := &basicBinding{username: spec.Username, id: spec.CredentialID(spec.Username)}
 	if isBcryptHash(spec.Password) {
 		if _, err := bcrypt.Cost([]byte(spec.Password)); err != nil {
 			errs = append(errs, fmt.Errorf("basic-auth password looks like a bcrypt hash but is not valid: %w", err))
@@ -189,17 +259,35 @@ func parseBasic(h string) (user, pass, reason string) {
 	return user, pass, ""
 }
 
-// Extract reads a Basic Authorization header. Another scheme is not this provider's.
+// Extract reads a Basic Authorization header. Another scheme is not this provider's; a second
+// Basic header is an invalid credential.
 func (b *BasicAuth) Extract(_ context.Context, r *http.Request) (*Credential, error) {
-	h, ok := headerValue(r, "Authorization", isBasicScheme)
-	if !ok {
+	h, n := ownValue(r, "Authorization", isBasicScheme)
+	if n == 0 {
 		return nil, nil
+	}
+	if n > 1 {
+		return nil, b.invalid.WithReason("%d Basic Authorization headers", n)
 	}
 	user, pass, reason := parseBasic(h)
 	if reason != "" {
 		return nil, b.invalid.WithReason("%s", reason)
 	}
 	return &Credential{Lookup: user, State: &basicState{username: user, password: pass}}, nil
+}
+
+// Peek reports the username of the Basic credential in r, for the chain to tell which of two
+// basic-auth providers owns it.
+func (b *BasicAuth) Peek(r *http.Request) (place, lookup string, ok bool) {
+	h, n := ownValue(r, "Authorization", isBasicScheme)
+	if n != 1 {
+		return "", "", false
+	}
+	user, _, reason := parseBasic(h)
+	if reason != "" {
+		return "", "", false
+	}
+	return placeBasic, user, true
 }
 
 // Verify checks the password. Plain passwords compare as SHA-256 sums in constant time. bcrypt
@@ -232,31 +320,116 @@ func (b *BasicAuth) Verify(_ context.Context, _ *http.Request, cred *Credential,
 				return nil, nil
 			}
 		}
-		return nil, b.bcryptCheck(key, bb.bcryptHash, st.password)
+		return nil, b.bcryptCheck(key, bb, st.password)
 	})
 	return err
 }
 
-// bcryptCheck runs one bounded bcrypt comparison and caches its success.
-func (b *BasicAuth) bcryptCheck(key [sha256.Size]byte, hash []byte, password string) error {
-	select {
-	case b.slots <- struct{}{}:
-	default:
-		b.logger.Debug("refusing password check: bcrypt slots exhausted", "provider", b.cfg.Name)
+// bcryptCheck runs one bcrypt comparison within its username's budget and caches its success.
+func (b *BasicAuth) bcryptCheck(key [sha256.Size]byte, bb *basicBinding, password string) error {
+	bg, ok := b.enter(bb, b.cfg.Now())
+	if !ok {
+		b.logger.Debug("refusing password check: one is already running for this username", "provider", b.cfg.Name)
 		return fmt.Errorf("checking basic-auth password: %w", ErrPasswordChecksBusy)
 	}
-	defer func() { <-b.slots }()
-	if err := b.cfg.CompareHash(hash, []byte(password)); err != nil {
+	var matched, mismatched bool
+	defer func() { b.leave(bb, matched, mismatched) }()
+	if !b.acquire(bg) {
+		b.logger.Debug("refusing password check: bcrypt budget spent", "provider", b.cfg.Name, "budget", bg.String())
+		return fmt.Errorf("checking basic-auth password: %w", ErrPasswordChecksBusy)
+	}
+	defer b.release(bg)
+	if err := b.cfg.CompareHash(bb.bcryptHash, []byte(password)); err != nil {
 		if errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
+			mismatched = true
 			return b.badUser.WithReason("password does not match")
 		}
 		return b.badUser.WithReason("password hash comparison failed: %v", err)
 	}
+	matched = true
 	if b.cache != nil {
 		now := b.cfg.Now()
 		b.cache.put(key, struct{}{}, now.Add(b.cfg.CacheTTL), now)
 	}
 	return nil
+}
+
+// enter marks a check of bb as running and says which budget it draws from; ok is false when
+// one is already running for that username.
+func (b *BasicAuth) enter(bb *basicBinding, now time.Time) (bg budget, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	u := b.users[bb]
+	if u == nil {
+		u = &userRecord{}
+		b.users[bb] = u
+	}
+	if u.running {
+		return 0, false
+	}
+	u.running = true
+	switch {
+	case !u.lastFailure.IsZero() && now.Sub(u.lastFailure) < b.cfg.SuspectFor && !u.lastSuccess.After(u.lastFailure):
+		return budgetSuspect, true
+	case !u.lastSuccess.IsZero() && now.Sub(u.lastSuccess) < b.cfg.TrustFor:
+		return budgetTrusted, true
+	}
+	return budgetUnverified, true
+}
+
+// leave records the outcome of bb's check. Only a wrong password makes a suspect: a check
+// refused for lack of budget says nothing about the password.
+func (b *BasicAuth) leave(bb *basicBinding, matched, mismatched bool) {
+	now := b.cfg.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	u := b.users[bb]
+	u.running = false
+	switch {
+	case matched:
+		u.lastSuccess = now
+	case mismatched:
+		u.lastFailure = now
+	}
+}
+
+// acquire takes a slot of the budget without waiting.
+func (b *BasicAuth) acquire(bg budget) bool {
+	switch bg {
+	case budgetSuspect:
+		select {
+		case b.suspects <- struct{}{}:
+			return true
+		default:
+			return false
+		}
+	case budgetUnverified:
+		select {
+		case b.unverified <- struct{}{}:
+		default:
+			return false
+		}
+	}
+	select {
+	case b.slots <- struct{}{}:
+		return true
+	default:
+		if bg == budgetUnverified {
+			<-b.unverified
+		}
+		return false
+	}
+}
+
+func (b *BasicAuth) release(bg budget) {
+	switch bg {
+	case budgetSuspect:
+		<-b.suspects
+		return
+	case budgetUnverified:
+		<-b.unverified
+	}
+	<-b.slots
 }
 
 // checkKey names a (user, password, stored hash) triple by a keyed hash. Including the stored
@@ -278,6 +451,29 @@ func (b *BasicAuth) checkKey(user, password string, storedHash []byte) [sha256.S
 	var out [sha256.Size]byte
 	m.Sum(out[:0])
 	return out
+}
+
+// Declined refuses an Authorization header of a scheme that no provider of the policy reads
+// (`Authorization: Bad_header …`): the caller sent credentials, which are invalid here. A scheme
+// another provider reads (a Bearer token on a route whose consumers use jwt-auth) is left to it.
+func (b *BasicAuth) Declined(r *http.Request) *Denial {
+	for _, v := range r.Header.Values("Authorization") {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			continue
+		}
+		scheme, _, hasScheme := strings.Cut(v, " ")
+		if !hasScheme {
+			if b.cfg.OtherBareTokens {
+				continue
+			}
+		} else if slices.ContainsFunc(b.cfg.OtherSchemes, func(s string) bool { return strings.EqualFold(s, scheme) }) {
+			continue
+		}
+		// The scheme is the client's text: the reason does not repeat it.
+		return b.invalid.WithReason("the Authorization header is of a scheme no provider reads")
+	}
+	return nil
 }
 
 func (b *BasicAuth) Missing() *Denial { return b.missing }

@@ -27,11 +27,74 @@ type Bound struct {
 type Chain struct {
 	providers []Provider
 	index     Index
+	// peekers[i] is providers[i] as a Peeker when another provider of its type is a Peeker too:
+	// only then can a credential in its place be another provider's. Nil when no type is shared,
+	// so that the usual policy pays nothing.
+	peekers []Peeker
 }
 
 // NewChain builds the evaluator. providers is every provider of the policy, in policy order.
 func NewChain(providers []Provider, index Index) *Chain {
-	return &Chain{providers: providers, index: index}
+	c := &Chain{providers: providers, index: index}
+	byType := map[string]int{}
+	for _, p := range providers {
+		if _, ok := p.(Peeker); ok {
+			byType[p.Type()]++
+		}
+	}
+	for i, p := range providers {
+		if pk, ok := p.(Peeker); ok && byType[p.Type()] > 1 {
+			if c.peekers == nil {
+				c.peekers = make([]Peeker, len(providers))
+			}
+			c.peekers[i] = pk
+		}
+	}
+	return c
+}
+
+// peeked is what a shared provider's Peek found in a request.
+type peeked struct {
+	place string
+	ok    bool
+	known bool
+}
+
+// claimedElsewhere returns, for each provider, the name of another provider of its type that
+// knows the credential in the same place while it does not; "" where none does. It is nil when
+// no provider of the chain shares its type.
+func (c *Chain) claimedElsewhere(r *http.Request) []string {
+	if c.peekers == nil {
+		return nil
+	}
+	pk := make([]peeked, len(c.providers))
+	for i, p := range c.peekers {
+		if p == nil {
+			continue
+		}
+		place, lookup, ok := p.Peek(r)
+		if !ok {
+			continue
+		}
+		_, _, known := c.index.Resolve(c.providers[i].Name(), lookup)
+		pk[i] = peeked{place: place, ok: true, known: known}
+	}
+	var out []string
+	for i := range pk {
+		if !pk[i].ok || pk[i].known {
+			continue
+		}
+		for j := range pk {
+			if j != i && pk[j].ok && pk[j].known && pk[j].place == pk[i].place && c.providers[j].Type() == c.providers[i].Type() {
+				if out == nil {
+					out = make([]string, len(c.providers))
+				}
+				out[i] = c.providers[j].Name()
+				break
+			}
+		}
+	}
+	return out
 }
 
 // Result is a granted chain.
@@ -119,7 +182,12 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 	// 1. Every credential in the request, each resolved to its consumer. A present but invalid
 	// credential fails the request even when no chain would need it.
 	consumer := ""
-	for _, p := range c.providers {
+	elsewhere := c.claimedElsewhere(r)
+	for i, p := range c.providers {
+		if elsewhere != nil && elsewhere[i] != "" {
+			trace.add(p.Name(), "credential", true, "not in this provider's index; claimed by %s, which reads the same place", elsewhere[i])
+			continue
+		}
 		cred, err := p.Extract(ctx, r)
 		if err != nil {
 			var d *Denial
@@ -213,16 +281,21 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 	return res, nil
 }
 
-// missing is the denial for a request without any credential: the first provider's message,
-// with every provider's challenge.
-func (c *Chain) missing() *Denial {
-	if len(c.providers) == 0 {
-		return &Denial{Status: http.StatusUnauthorized, Message: "Missing credentials in request", Reason: "no identity provider configured"}
+// missing is the denial for a request without any credential, over every provider.
+func (c *Chain) missing() *Denial { return NoCredential(c.providers) }
+
+// NoCredential is the denial for a request that carries no credential, when providers are those
+// a caller could use: the first one's message, with every one's challenge. The gateway builds one
+// per route from the providers that can admit a consumer there, so that a browser is not asked
+// for a password where basic-auth cannot admit anyone. It matches ErrNoCredential.
+func NoCredential(providers []Provider) *Denial {
+	if len(providers) == 0 {
+		return &Denial{Status: http.StatusUnauthorized, Message: "Missing credentials in request", Reason: "no identity provider configured", noCredential: true}
 	}
-	d := *c.providers[0].Missing()
-	if len(c.providers) > 1 {
-		challenges := make([]string, 0, len(c.providers))
-		for _, p := range c.providers {
+	d := *providers[0].Missing()
+	if len(providers) > 1 {
+		challenges := make([]string, 0, len(providers))
+		for _, p := range providers {
 			if ch := p.Missing().Challenge; ch != "" {
 				challenges = append(challenges, ch)
 			}
@@ -230,6 +303,7 @@ func (c *Chain) missing() *Denial {
 		d.Challenge = strings.Join(challenges, ", ")
 	}
 	d.Reason = "no credential in request"
+	d.noCredential = true
 	return &d
 }
 

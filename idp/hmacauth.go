@@ -246,7 +246,8 @@ func (h *HMACAuth) Compile(spec BindingSpec) (Binding, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &hmacBinding{keyID: spec.KeyID, id: h.cfg.Name + ":" + spec.KeyID, secret: []byte(spec.Secret)}, nil
+	spec.IdP = h.cfg.Name
+	return &hmacBinding{keyID: spec.KeyID, id: spec.CredentialID(spec.KeyID), secret: []byte(spec.Secret)}, nil
 }
 
 // signatureParams are the parameters of a Signature Authorization header.
@@ -345,9 +346,12 @@ func isSignatureScheme(v string) bool {
 // Extract parses a Signature Authorization header and checks what needs no secret: the
 // parameters, the algorithm, the signed-header coverage and the clock skew.
 func (h *HMACAuth) Extract(_ context.Context, r *http.Request) (*Credential, error) {
-	v, ok := headerValue(r, "Authorization", isSignatureScheme)
-	if !ok {
+	v, n := ownValue(r, "Authorization", isSignatureScheme)
+	if n == 0 {
 		return nil, nil
+	}
+	if n > 1 {
+		return nil, h.invalid.WithReason("%d Signature Authorization headers", n)
 	}
 	_, rest, _ := strings.Cut(v, " ")
 	p, err := parseSignatureParams(rest)

@@ -2,6 +2,7 @@ package idp
 
 import (
 	"context"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,6 +53,8 @@ type JWTAuth struct {
 	cfg     JWTAuthConfig
 	logger  *slog.Logger
 	foreign map[string]struct{}
+	// headerPlace is where a header token was read, as Peek reports it.
+	headerPlace string
 
 	missing   *Denial
 	malformed *Denial
@@ -61,7 +65,10 @@ type JWTAuth struct {
 	cache *expiringMap[[sha256.Size]byte, jwtVerified]
 }
 
-var _ Provider = (*JWTAuth)(nil)
+var (
+	_ Provider = (*JWTAuth)(nil)
+	_ Peeker   = (*JWTAuth)(nil)
+)
 
 // NewJWTAuth builds a jwt-auth provider. It does no I/O; an error names an invalid setting.
 func NewJWTAuth(cfg JWTAuthConfig, logger *slog.Logger) (*JWTAuth, error) {
@@ -104,14 +111,15 @@ func NewJWTAuth(cfg JWTAuthConfig, logger *slog.Logger) (*JWTAuth, error) {
 	}
 	challenge := `Bearer realm="` + cfg.Realm + `"`
 	j := &JWTAuth{
-		cfg:       cfg,
-		logger:    logger,
-		foreign:   make(map[string]struct{}, len(cfg.ForeignIssuers)),
-		missing:   Unauthorized("Missing JWT token in request", challenge),
-		malformed: Unauthorized("JWT token invalid", challenge),
-		noKey:     Unauthorized("missing user key in JWT token", challenge),
-		unknown:   Unauthorized("Invalid user key in JWT token", challenge),
-		failed:    Unauthorized("failed to verify jwt", challenge),
+		cfg:         cfg,
+		logger:      logger,
+		foreign:     make(map[string]struct{}, len(cfg.ForeignIssuers)),
+		headerPlace: "header " + http.CanonicalHeaderKey(cfg.Header) + " JWT",
+		missing:     Unauthorized("Missing JWT token in request", challenge),
+		malformed:   Unauthorized("JWT token invalid", challenge),
+		noKey:       Unauthorized("missing user key in JWT token", challenge),
+		unknown:     Unauthorized("Invalid user key in JWT token", challenge),
+		failed:      Unauthorized("failed to verify jwt", challenge),
 	}
 	for _, iss := range cfg.ForeignIssuers {
 		j.foreign[iss] = struct{}{}
@@ -132,7 +140,13 @@ type jwtBinding struct {
 	verifier jws.Verifier
 	// verifyKey is the HMAC secret ([]byte) or the raw public key.
 	verifyKey any
+	// warnings say what is weak about the binding's key.
+	warnings []string
 }
+
+var _ Warner = (*jwtBinding)(nil)
+
+func (b *jwtBinding) Warnings() []string { return b.warnings }
 
 func (b *jwtBinding) Lookup() string     { return b.key }
 func (b *jwtBinding) Identifier() string { return b.id }
@@ -148,7 +162,8 @@ func (j *JWTAuth) Compile(spec BindingSpec) (Binding, error) {
 	if alg == "" {
 		alg = "HS256"
 	}
-	b := &jwtBinding{key: spec.Key, id: j.cfg.Name + ":" + spec.Key, alg: jwa.SignatureAlgorithm(alg)}
+	spec.IdP = j.cfg.Name
+	b := &jwtBinding{key: spec.Key, id: spec.CredentialID(spec.Key), alg: jwa.SignatureAlgorithm(alg)}
 	switch alg {
 	case "HS256", "HS384", "HS512":
 		if spec.Secret == "" {
@@ -169,6 +184,16 @@ func (j *JWTAuth) Compile(spec BindingSpec) (Binding, error) {
 		raw, err := parseJWTPublicKey(alg, spec.PublicKey)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("jwt-auth public_key: %w", err))
+			break
+		}
+		if rk, ok := raw.(*rsa.PublicKey); ok {
+			switch bits := rk.N.BitLen(); {
+			case bits < minRSABits:
+				// Go's crypto/rsa refuses to verify with such a key: every token would fail.
+				errs = append(errs, fmt.Errorf("jwt-auth public_key: is a %d-bit RSA key; RSA keys under %d bits cannot verify any token (use %d bits or more)", bits, minRSABits, weakRSABits))
+			case bits < weakRSABits:
+				b.warnings = append(b.warnings, fmt.Sprintf("jwt-auth public_key is a %d-bit RSA key; keys under %d bits are weak (NIST SP 800-131A)", bits, weakRSABits))
+			}
 		}
 		b.verifyKey = raw
 	default:
@@ -184,6 +209,13 @@ func (j *JWTAuth) Compile(spec BindingSpec) (Binding, error) {
 	b.verifier = v
 	return b, nil
 }
+
+// RSA key sizes: Go's crypto/rsa verifies nothing with a key under minRSABits; keys under
+// weakRSABits load with a warning.
+const (
+	minRSABits  = 1024
+	weakRSABits = 2048
+)
 
 // parseJWTPublicKey parses a PEM public key and checks that its type fits alg.
 func parseJWTPublicKey(alg, pemText string) (any, error) {
@@ -243,6 +275,8 @@ type jwtState struct {
 	crit         bool
 	signingInput string
 	signature    []byte
+	// badSignature is set when the signature part is not base64url: Verify refuses the token.
+	badSignature bool
 	exp, nbf     *float64
 }
 
@@ -264,26 +298,76 @@ const (
 	jwtFromCookie
 )
 
-// find returns the first token of this provider's in the header, the query, then the cookie:
-// JWS-shaped and not issued by a foreign issuer. Values of another shape are skipped.
-func (j *JWTAuth) find(r *http.Request) (string, jwtSource) {
-	if v, ok := headerValue(r, j.cfg.Header, func(v string) bool { return j.ours(jwtStripBearer(v)) }); ok {
-		return jwtStripBearer(v), jwtFromHeader
-	}
-	if r.URL != nil && r.URL.RawQuery != "" {
-		if v := r.URL.Query().Get(j.cfg.Query); j.ours(v) {
-			return v, jwtFromQuery
+// find returns this provider's token from the header, the query, then the cookie: JWS-shaped
+// and not issued by a foreign issuer. Values of another shape are skipped. dup is set when the
+// request carries more than one such token: a place holding two, or two places holding
+// different ones. Which of them the chain checked and which the upstream reads would otherwise
+// be two different questions.
+func (j *JWTAuth) find(r *http.Request) (tok string, src jwtSource, dup bool) {
+	take := func(v string, from jwtSource) {
+		switch {
+		case src == jwtFromNone:
+			tok, src = v, from
+		case src == from || v != tok:
+			dup = true
 		}
 	}
-	if c, err := r.Cookie(j.cfg.Cookie); err == nil && j.ours(c.Value) {
-		return c.Value, jwtFromCookie
+	seen := jwtFromNone
+	for _, v := range r.Header.Values(j.cfg.Header) {
+		if t := jwtStripBearer(v); j.ours(t) {
+			if seen == jwtFromHeader {
+				dup = true
+			}
+			seen = jwtFromHeader
+			take(t, jwtFromHeader)
+		}
 	}
-	return "", jwtFromNone
+	if r.URL != nil && r.URL.RawQuery != "" {
+		seen = jwtFromNone
+		for _, v := range r.URL.Query()[j.cfg.Query] {
+			if j.ours(v) {
+				if seen == jwtFromQuery {
+					dup = true
+				}
+				seen = jwtFromQuery
+				take(v, jwtFromQuery)
+			}
+		}
+	}
+	if _, hasCookie := r.Header["Cookie"]; hasCookie {
+		seen = jwtFromNone
+		for _, c := range r.CookiesNamed(j.cfg.Cookie) {
+			if j.ours(c.Value) {
+				if seen == jwtFromCookie {
+					dup = true
+				}
+				seen = jwtFromCookie
+				take(c.Value, jwtFromCookie)
+			}
+		}
+	}
+	return tok, src, dup
+}
+
+// jwtShaped reports whether tok has the shape jwt-auth claims: three dot-separated parts, the
+// first two base64url and non-empty. The signature part may be anything without a dot: a token
+// whose signature does not decode is present and fails to verify, not missing.
+func jwtShaped(tok string) bool {
+	first := strings.IndexByte(tok, '.')
+	if first <= 0 {
+		return false
+	}
+	rest := tok[first+1:]
+	second := strings.IndexByte(rest, '.')
+	if second <= 0 || strings.IndexByte(rest[second+1:], '.') >= 0 {
+		return false
+	}
+	return isBase64URL(tok[:first]) && isBase64URL(rest[:second])
 }
 
 // ours reports whether tok is a JWS that is not a foreign issuer's.
 func (j *JWTAuth) ours(tok string) bool {
-	if !isCompactJWS(tok, true) {
+	if !jwtShaped(tok) {
 		return false
 	}
 	if len(j.foreign) == 0 {
@@ -302,9 +386,12 @@ func (j *JWTAuth) ours(tok string) bool {
 // Extract finds the token and reads, without verifying it, the key claim that names its binding.
 // A token issued by a foreign (OIDC) issuer is not this provider's.
 func (j *JWTAuth) Extract(_ context.Context, r *http.Request) (*Credential, error) {
-	tok, src := j.find(r)
+	tok, src, dup := j.find(r)
 	if src == jwtFromNone {
 		return nil, nil
+	}
+	if dup {
+		return nil, j.malformed.WithReason("the request carries more than one token for this provider")
 	}
 	sum := sumString(tok)
 	if j.cache != nil {
@@ -343,6 +430,33 @@ func (j *JWTAuth) Extract(_ context.Context, r *http.Request) (*Credential, erro
 	return &Credential{Lookup: key, State: st}, nil
 }
 
+// Peek reports where r carries this provider's token and the value of its key claim, read
+// without verifying anything, for the chain to tell which of two jwt-auth providers on one place
+// owns it.
+func (j *JWTAuth) Peek(r *http.Request) (place, lookup string, ok bool) {
+	tok, src, dup := j.find(r)
+	if src == jwtFromNone || dup {
+		return "", "", false
+	}
+	_, claims, reason := parseJWS(tok)
+	if reason != "" {
+		return "", "", false
+	}
+	key, _ := claims[j.cfg.KeyClaim].(string)
+	if key == "" {
+		return "", "", false
+	}
+	switch src {
+	case jwtFromHeader:
+		place = j.headerPlace
+	case jwtFromQuery:
+		place = "query " + j.cfg.Query
+	default:
+		place = "cookie " + j.cfg.Cookie
+	}
+	return place, key, true
+}
+
 // parseJWS decodes a compact JWS's header and claims without verifying it. A non-empty reason
 // says why the token is malformed.
 func parseJWS(tok string) (*jwtState, map[string]any, string) {
@@ -367,16 +481,17 @@ func parseJWS(tok string) (*jwtState, map[string]any, string) {
 	if err := json.Unmarshal(payload, &claims); err != nil || claims == nil {
 		return nil, nil, "payload is not a JSON object"
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(s64)
-	if err != nil {
-		return nil, nil, "signature is not base64url"
-	}
-	return &jwtState{
+	st := &jwtState{
 		alg:          hdr.Alg,
 		crit:         len(hdr.Crit) > 0,
 		signingInput: tok[:len(h64)+1+len(p64)],
-		signature:    sig,
-	}, claims, ""
+	}
+	// A signature that does not decode is a token that fails to verify, as in APISIX, whose
+	// parser reads the header and the payload only: the key claim still names the binding.
+	if st.signature, err = base64.RawURLEncoding.DecodeString(s64); err != nil {
+		st.badSignature = true
+	}
+	return st, claims, ""
 }
 
 // Verify checks the token against the binding: the pinned algorithm, the signature, then exp and
@@ -392,6 +507,9 @@ func (j *JWTAuth) Verify(_ context.Context, _ *http.Request, cred *Credential, b
 			return nil
 		}
 		return j.failed.WithReason("token was verified for another binding")
+	}
+	if st.badSignature {
+		return j.failed.WithReason("signature is not base64url")
 	}
 	if st.alg != string(b.alg) {
 		return j.failed.WithReason("token algorithm %s, binding requires %s", reasonAlg(st.alg), b.alg)
@@ -427,25 +545,32 @@ func (j *JWTAuth) Verify(_ context.Context, _ *http.Request, cred *Credential, b
 func (j *JWTAuth) Missing() *Denial { return j.missing }
 func (j *JWTAuth) Unknown() *Denial { return j.unknown.WithReason("no consumer has this key") }
 
-// HideCredentials removes the token from where it was found, when configured.
+// HideCredentials removes the token from every place it was found, when configured: the same
+// token in the header and the query is one credential, and neither copy goes upstream.
 func (j *JWTAuth) HideCredentials(r *http.Request) {
 	if !j.cfg.HideCredentials {
 		return
 	}
-	_, src := j.find(r)
-	switch src {
-	case jwtFromHeader:
-		deleteHeaderValues(r, j.cfg.Header, func(v string) bool { return j.ours(jwtStripBearer(v)) })
-	case jwtFromQuery:
+	_, src, _ := j.find(r)
+	if src == jwtFromNone {
+		return
+	}
+	deleteHeaderValues(r, j.cfg.Header, func(v string) bool { return j.ours(jwtStripBearer(v)) })
+	if r.URL != nil && r.URL.RawQuery != "" {
 		q := r.URL.Query()
-		q.Del(j.cfg.Query)
-		r.URL.RawQuery = q.Encode()
-	case jwtFromCookie:
+		if vs, ok := q[j.cfg.Query]; ok && slices.ContainsFunc(vs, j.ours) {
+			q.Del(j.cfg.Query)
+			r.URL.RawQuery = q.Encode()
+		}
+	}
+	if _, hasCookie := r.Header["Cookie"]; hasCookie {
 		cookies := r.Cookies()
-		r.Header.Del("Cookie")
-		for _, c := range cookies {
-			if c.Name != j.cfg.Cookie {
-				r.AddCookie(c)
+		if slices.ContainsFunc(cookies, func(c *http.Cookie) bool { return c.Name == j.cfg.Cookie && j.ours(c.Value) }) {
+			r.Header.Del("Cookie")
+			for _, c := range cookies {
+				if c.Name != j.cfg.Cookie || !j.ours(c.Value) {
+					r.AddCookie(c)
+				}
 			}
 		}
 	}

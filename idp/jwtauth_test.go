@@ -441,7 +441,8 @@ func FuzzJWTExtract(f *testing.F) {
 		jwtUnsigned(map[string]any{"alg": "none"}, map[string]any{"key": "user-key"}),
 		jwtUnsigned(map[string]any{"alg": "HS256"}, map[string]any{"key": "user-key", "exp": 1e300, "nbf": -1e300}),
 		jwtUnsigned(map[string]any{"alg": "HS256"}, map[string]any{"iss": "https://idp.example"}),
-		"eyJhbGciOiJIUzI1NiJ9.bnVsbA.", "Basic YTpi"} {
+		"eyJhbGciOiJIUzI1NiJ9.bnVsbA.", "Basic YTpi", "header.payload.@@@@", "Bearer a.b.@@@@",
+		valid[:len(valid)-2] + "@@", valid + "=="} {
 		f.Add(s, url.QueryEscape(s))
 	}
 	p := newTestJWT(f, JWTAuthConfig{ForeignIssuers: []string{"https://idp.example"}})

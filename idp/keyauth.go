@@ -23,13 +23,18 @@ type KeyAuthConfig struct {
 // KeyAuth authenticates a request by an API key. Keys are indexed and compared as SHA-256
 // hashes: the plain key is never kept after load time.
 type KeyAuth struct {
-	cfg     KeyAuthConfig
-	header  string // cfg.Header in canonical form, so lookups need no canonicalisation
-	missing *Denial
-	invalid *Denial
+	cfg    KeyAuthConfig
+	header string // cfg.Header in canonical form, so lookups need no canonicalisation
+	// headerPlace and queryPlace are where a key was read, as Peek reports it.
+	headerPlace, queryPlace string
+	missing                 *Denial
+	invalid                 *Denial
 }
 
-var _ Provider = (*KeyAuth)(nil)
+var (
+	_ Provider = (*KeyAuth)(nil)
+	_ Peeker   = (*KeyAuth)(nil)
+)
 
 // NewKeyAuth builds a key-auth provider.
 func NewKeyAuth(cfg KeyAuthConfig) *KeyAuth {
@@ -44,10 +49,12 @@ func NewKeyAuth(cfg KeyAuthConfig) *KeyAuth {
 	}
 	challenge := `apikey realm="` + cfg.Realm + `"`
 	return &KeyAuth{
-		cfg:     cfg,
-		header:  http.CanonicalHeaderKey(cfg.Header),
-		missing: Unauthorized("Missing API key in request", challenge),
-		invalid: Unauthorized("Invalid API key in request", challenge),
+		cfg:         cfg,
+		header:      http.CanonicalHeaderKey(cfg.Header),
+		headerPlace: "header " + http.CanonicalHeaderKey(cfg.Header),
+		queryPlace:  "query " + cfg.Query,
+		missing:     Unauthorized("Missing API key in request", challenge),
+		invalid:     Unauthorized("Invalid API key in request", challenge),
 	}
 }
 
@@ -68,26 +75,64 @@ func (k *KeyAuth) Compile(spec BindingSpec) (Binding, error) {
 	if spec.Key == "" {
 		return nil, errors.New("key-auth binding needs a non-empty key")
 	}
-	b := &keyBinding{hash: sha256.Sum256([]byte(spec.Key)), id: k.cfg.Name}
+	spec.IdP = k.cfg.Name
+	b := &keyBinding{hash: sha256.Sum256([]byte(spec.Key)), id: spec.CredentialID(spec.Consumer)}
 	b.lookup = string(b.hash[:])
 	return b, nil
 }
 
 // Extract reads the key from the header, then the query string. The credential's Lookup is
-// the key's SHA-256: the plain key goes no further.
+// the key's SHA-256: the plain key goes no further. Two keys (the header twice, the parameter
+// twice, or a header and a parameter that differ) are an invalid credential: one of them would
+// go upstream unchecked.
 func (k *KeyAuth) Extract(_ context.Context, r *http.Request) (*Credential, error) {
-	var key string
-	if v := r.Header[k.header]; len(v) > 0 {
-		key = v[0]
-	}
-	if key == "" && r.URL.RawQuery != "" {
-		key = r.URL.Query().Get(k.cfg.Query)
+	key, _, reason := k.find(r)
+	if reason != "" {
+		return nil, k.invalid.WithReason("%s", reason)
 	}
 	if key == "" {
 		return nil, nil
 	}
 	hash := sumString(key)
 	return &Credential{Lookup: string(hash[:])}, nil
+}
+
+// find returns the presented key and the place it was read from; a non-empty reason says why
+// the request carries more than one. The reason names places, never a key.
+func (k *KeyAuth) find(r *http.Request) (key, place, reason string) {
+	switch hv := r.Header[k.header]; len(hv) {
+	case 0:
+	case 1:
+		key, place = hv[0], k.headerPlace
+	default:
+		return "", "", "header " + k.header + " is given more than once"
+	}
+	if r.URL == nil || r.URL.RawQuery == "" {
+		return key, place, ""
+	}
+	qv := r.URL.Query()[k.cfg.Query]
+	switch {
+	case len(qv) > 1:
+		return "", "", "query parameter " + k.cfg.Query + " is given more than once"
+	case len(qv) == 0 || qv[0] == "":
+		return key, place, ""
+	case key == "":
+		return qv[0], k.queryPlace, ""
+	case key != qv[0]:
+		return "", "", "header " + k.header + " and query parameter " + k.cfg.Query + " carry different keys"
+	}
+	return key, place, ""
+}
+
+// Peek reports the place and the index entry of the key in r, for the chain to tell which of
+// two key-auth providers reading one place owns it.
+func (k *KeyAuth) Peek(r *http.Request) (place, lookup string, ok bool) {
+	key, place, reason := k.find(r)
+	if reason != "" || key == "" {
+		return "", "", false
+	}
+	hash := sumString(key)
+	return place, string(hash[:]), true
 }
 
 // Verify compares the presented key's hash with the binding's in constant time.

@@ -42,7 +42,8 @@ func TestKeyAuth(t *testing.T) {
 	}{
 		{name: "header", header: map[string]string{"apikey": "k1"}, consumer: "alice"},
 		{name: "query", target: "/?apikey=k1", consumer: "alice"},
-		{name: "header wins over query", header: map[string]string{"apikey": "k1"}, target: "/?apikey=nope", consumer: "alice"},
+		{name: "header and query differing are invalid", header: map[string]string{"apikey": "k1"}, target: "/?apikey=nope", message: "Invalid API key in request"},
+		{name: "header and query agreeing", header: map[string]string{"apikey": "k1"}, target: "/?apikey=k1", consumer: "alice"},
 		{name: "custom header", cfg: KeyAuthConfig{Header: "X-API-Key"}, header: map[string]string{"x-api-key": "k1"}, consumer: "alice"},
 		{name: "custom query", cfg: KeyAuthConfig{Query: "key"}, target: "/?key=k1", consumer: "alice"},
 		{name: "missing", message: "Missing API key in request", challenge: `apikey realm="keys"`},
@@ -57,7 +58,7 @@ func TestKeyAuth(t *testing.T) {
 			cfg := tt.cfg
 			cfg.Name = "keys"
 			p := NewKeyAuth(cfg)
-			b, err := p.Compile(BindingSpec{Key: "k1"})
+			b, err := p.Compile(BindingSpec{Key: "k1", Consumer: "alice"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -84,8 +85,8 @@ func TestKeyAuth(t *testing.T) {
 			if err != nil || res.Consumer != tt.consumer {
 				t.Fatalf("got %v %v, want consumer %q", res, err, tt.consumer)
 			}
-			if res.Identifier != "keys" {
-				t.Errorf("identifier: got %q, want the provider name", res.Identifier)
+			if res.Identifier != "keys:alice" {
+				t.Errorf("identifier: got %q, want keys:alice (the provider and the consumer, never the key)", res.Identifier)
 			}
 			chain.HideCredentials(r)
 			if tt.upstream != "" && r.URL.RequestURI() != tt.upstream {

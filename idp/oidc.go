@@ -304,7 +304,7 @@ func CompileOIDCBinding(name string, spec BindingSpec) (*OIDCBinding, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &OIDCBinding{Subject: spec.Subject, Claims: claims, Scopes: slices.Clone(spec.Scopes), id: name + ":" + spec.Subject}, nil
+	return &OIDCBinding{Subject: spec.Subject, Claims: claims, Scopes: slices.Clone(spec.Scopes), id: BindingSpec{IdP: name, ID: spec.ID}.CredentialID(spec.Subject)}, nil
 }
 
 // Compile compiles a binding. The Keycloak-only conditions are refused here.

@@ -54,7 +54,8 @@ type Provider interface {
 	// Missing is the denial when a consumer's chain needs this provider and the request carries
 	// none of its credentials.
 	Missing() *Denial
-	// Unknown is the denial when a present credential names no consumer.
+	// Unknown is the denial when a present credential names no consumer: no binding of this
+	// provider, nor (see Peeker) of another provider of its type reading the same place, knows it.
 	Unknown() *Denial
 
 	// HideCredentials removes this provider's credential from r before it goes upstream, when
@@ -72,6 +73,23 @@ type Decliner interface {
 	// claimed, or nil when those places are empty. It verifies nothing and never fails: the
 	// credential is nobody's.
 	Declined(r *http.Request) *Denial
+}
+
+// Peeker is implemented by providers that another provider of the same type may share a place
+// with (two hmac-auth providers on Authorization, two key-auth providers on apikey). The chain
+// rule is that such a credential belongs to the provider whose index knows it, and is unknown
+// only when none of the providers reading that place knows it: before it extracts, the chain
+// peeks with every provider of a shared type and passes over a provider whose index does not know
+// the credential while another one's at the same place does. That provider then answers neither
+// Unknown nor a denial of its own settings (a stricter clock skew) for a credential that is not
+// its own.
+type Peeker interface {
+	// Peek returns, without checking anything, where r carries this provider's credential and
+	// the index entry it claims (what Extract would put in Credential.Lookup). place names the
+	// header, query parameter or cookie and, for a shared header, the scheme; providers of one
+	// type must name one place alike. ok is false when r carries no single credential of this
+	// provider's, or one that cannot be read: Extract then decides as usual.
+	Peek(r *http.Request) (place, lookup string, ok bool)
 }
 
 // Readier is implemented by providers that depend on something remote (an OIDC issuer).
@@ -110,12 +128,20 @@ type Binding interface {
 	Identifier() string
 }
 
+// Warner is implemented by bindings that are valid but weak (an RSA key under 2048 bits).
+// Warnings says why, one sentence each; validate and every load report them without failing.
+type Warner interface {
+	Warnings() []string
+}
+
 // BindingSpec is a consumer's binding as written in the policy, with secrets already
 // substituted. Each provider type reads only its own fields.
 type BindingSpec struct {
 	// IdP is the provider name; Consumer the consumer's username (for error messages).
 	IdP      string
 	Consumer string
+	// ID is the binding's optional id, sent upstream as X-Credential-Identifier.
+	ID string
 
 	// key-auth: Key. jwt-auth: Key (the value of the key claim).
 	Key string
@@ -138,6 +164,17 @@ type BindingSpec struct {
 	Permissions []string
 }
 
+// CredentialID is the X-Credential-Identifier of the binding: its ID when the policy sets one,
+// otherwise "<idp>:<name>" where name is the binding's public name, never a secret: the
+// basic-auth username, the jwt-auth key, the hmac-auth key_id, the oidc or keycloak subject, and
+// for key-auth, whose key is the secret, the consumer's username.
+func (s BindingSpec) CredentialID(name string) string {
+	if s.ID != "" {
+		return s.ID
+	}
+	return s.IdP + ":" + name
+}
+
 // Denial is a provider's negative answer.
 type Denial struct {
 	// Status is 401 (missing or invalid credentials) or 403 (known but not allowed).
@@ -148,7 +185,18 @@ type Denial struct {
 	Reason string
 	// Challenge is the WWW-Authenticate value sent with a 401.
 	Challenge string
+
+	// noCredential marks the chain's answer to a request without any credential (see
+	// ErrNoCredential).
+	noCredential bool
 }
+
+// ErrNoCredential matches (errors.Is) the denial of a request that carries no credential at
+// all, so that the gateway can answer it with the challenges of the route's providers.
+var ErrNoCredential = errors.New("no credential in request")
+
+// Is reports whether d is the no-credential denial, for errors.Is(err, ErrNoCredential).
+func (d *Denial) Is(target error) bool { return target == ErrNoCredential && d.noCredential }
 
 func (d *Denial) Error() string {
 	if d.Reason != "" && d.Reason != d.Message {

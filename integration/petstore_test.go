@@ -139,7 +139,7 @@ func TestPetstoreScenario(t *testing.T) {
 		for h, want := range map[string]string{
 			"X-Consumer-Username":     "JohnDoe",
 			"X-Consumer-Custom-Id":    "",
-			"X-Credential-Identifier": "keys",
+			"X-Credential-Identifier": "keys:JohnDoe",
 			"X-Userinfo":              "",
 			"X-Forwarded-Proto":       "http",
 			"X-Forwarded-For":         "127.0.0.1",

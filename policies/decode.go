@@ -220,7 +220,7 @@ func consumerMasks(node any) []uint32 {
 // bindingFieldNames are the binding's JSON fields in sorted order; bit i of a mask stands for
 // bindingFieldNames[i].
 var bindingFieldNames = [...]string{
-	"algorithm", "claims", "client_roles", "groups", "idp", "key", "key_id", "password",
+	"algorithm", "claims", "client_roles", "groups", "id", "idp", "key", "key_id", "password",
 	"permissions", "public_key", "realm_roles", "scopes", "secret", "subject", "username",
 }
 
@@ -239,6 +239,7 @@ const (
 	fieldClaims
 	fieldClientRoles
 	fieldGroups
+	fieldID
 	fieldIdP
 	fieldKey
 	fieldKeyID
@@ -265,6 +266,7 @@ func (b *Binding) fieldMask() uint32 {
 		{fieldClaims, b.Claims != nil},
 		{fieldClientRoles, b.ClientRoles != nil},
 		{fieldGroups, b.Groups != nil},
+		{fieldID, b.ID != ""},
 		{fieldIdP, b.IdP != ""},
 		{fieldKey, b.Key != ""},
 		{fieldKeyID, b.KeyID != ""},

@@ -307,6 +307,8 @@ func (d *consumerDecoder) binding(c *cursor, b *Binding) bool {
 		case "idp":
 			b.IdP, ok = d.text(c, true, true)
 			hasIdP = true
+		case "id":
+			b.ID, ok = d.text(c, true, false)
 		case "key":
 			b.Key, ok = d.text(c, true, false)
 		case "username":

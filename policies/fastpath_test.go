@@ -84,7 +84,7 @@ var (
 func (g valueGen) binding() string {
 	return g.object(map[string][]string{
 		"idp": keyValues, "key": strs, "username": strs, "password": strs, "secret": strs,
-		"public_key": strs, "algorithm": {`"HS256"`}, "key_id": strs, "subject": strs,
+		"public_key": strs, "algorithm": {`"HS256"`}, "key_id": strs, "subject": strs, "id": {`"cred-1"`, `"a b"`, `""`},
 		"claims": {`{}`, `{"aud": "api"}`, `{"groups": ["a", "b"], "x": ""}`, `{"a": []}`},
 		"scopes": lists, "realm_roles": lists, "groups": lists, "permissions": lists,
 		"client_roles": {`{}`, `{"app": ["r"]}`, `{"app": []}`},

@@ -145,6 +145,7 @@ func load(path string, opts Options, mode loadMode) (snap *Snapshot, err error) 
 		logger:       opts.Logger,
 		httpClient:   opts.HTTPClient,
 		issuers:      issuersOf(m.policy.IdPs),
+		idps:         m.policy.IdPs,
 		validateOnly: mode.validateOnly,
 		hooks:        opts.Hooks,
 	})
@@ -157,7 +158,7 @@ func load(path string, opts Options, mode loadMode) (snap *Snapshot, err error) 
 	snap.Version = version(srcs)
 	snap.Source = path
 	snap.LoadedAt = time.Now()
-	snap.Warnings = warnings(path, &m.policy)
+	snap.Warnings = append(warnings(path, &m.policy), m.warnings...)
 	return snap, nil
 }
 
@@ -289,6 +290,8 @@ type merged struct {
 	// conflicts are top-level values set by two files.
 	conflicts []*Error
 	checker   *checker
+	// warnings are what compiling found valid but weak (see idp.Warner).
+	warnings []*Error
 }
 
 // consumerOrigin is where merged consumer i was written.
@@ -443,7 +446,7 @@ func rulesOf(typ string) (bindingRules, bool) {
 	if !ok {
 		return bindingRules{}, false
 	}
-	r := bindingRules{allowed: fieldIdP}
+	r := bindingRules{allowed: fieldIdP | fieldID}
 	for _, n := range f.allowed {
 		r.allowed |= bindingFieldBit(n)
 	}
@@ -568,6 +571,9 @@ func (m *merged) check(errs *errorList) {
 			mask := b.fieldMask()
 			if masks != nil {
 				mask = masks[j]
+			}
+			if b.ID != "" && !validCredentialID(b.ID) {
+				errs.add(m.consumerOrigin(i).errAt(rootPath.key("idps").index(j).key("id"), "id must be 1 to %d visible ASCII characters without spaces: it is sent as the X-Credential-Identifier header", maxCredentialID))
 			}
 			r := rules[k]
 			if !hasRules[k] || mask&^r.allowed != 0 || r.required&^mask != 0 || (p.IdPs[k].Type == "jwt-auth" && (mask&fieldSecret != 0) == (mask&fieldPublicKey != 0)) {
@@ -801,6 +807,11 @@ func (m *merged) compile(errs *errorList, env buildEnv) *Snapshot {
 				errs.add(m.consumerOrigin(i).errAt(rootPath.key("idps").index(j), "idp %q rejects the binding: %v", bd.IdP, err))
 				continue
 			}
+			if w, ok := compiled.(idp.Warner); ok {
+				for _, msg := range w.Warnings() {
+					m.warnings = append(m.warnings, m.consumerOrigin(i).errAt(rootPath.key("idps").index(j), "idp %q binding: %s", bd.IdP, msg))
+				}
+			}
 			cc.Chain = append(cc.Chain, idp.Bound{Provider: prov, Binding: compiled})
 		}
 		if err := b.AddConsumer(cc); err != nil {
@@ -830,6 +841,23 @@ func (m *merged) compile(errs *errorList, env buildEnv) *Snapshot {
 	return snap
 }
 
+// maxCredentialID bounds a binding's id, a header value.
+const maxCredentialID = 256
+
+// validCredentialID reports whether id can be sent as a header value as it is: visible ASCII,
+// no spaces (checked after secrets are substituted, so a reference cannot smuggle a line break).
+func validCredentialID(id string) bool {
+	if id == "" || len(id) > maxCredentialID {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < '!' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
 func bindingSpec(b Binding, consumer string) idp.BindingSpec {
 	var claims map[string][]string
 	if b.Claims != nil {
@@ -840,6 +868,7 @@ func bindingSpec(b Binding, consumer string) idp.BindingSpec {
 	}
 	return idp.BindingSpec{
 		IdP:         b.IdP,
+		ID:          b.ID,
 		Consumer:    consumer,
 		Key:         b.Key,
 		Username:    b.Username,

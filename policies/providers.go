@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/portcullis/portcullis/idp"
@@ -20,6 +22,8 @@ type buildEnv struct {
 	// issuers are the token issuers of every oidc and keycloak provider of the policy
 	// (keycloak: url + "/realms/" + realm). jwt-auth leaves tokens of these issuers alone.
 	issuers []string
+	// idps are every provider configuration of the policy, defaults applied.
+	idps []IdP
 	// validateOnly is set by Validate: the provider is built only to compile bindings and is
 	// closed right after; it must start nothing (no goroutines, no network I/O).
 	validateOnly bool
@@ -42,7 +46,9 @@ func buildProvider(cfg IdP, env buildEnv) (idp.Provider, error) {
 		}), nil
 
 	case "basic-auth":
-		return idp.NewBasicAuth(idp.BasicAuthConfig{Name: cfg.Name, HideCredentials: cfg.HideCredentials, Realm: cfg.Realm}, env.logger), nil
+		schemes, bare := authorizationSchemesOf(env.idps, cfg.Name)
+		return idp.NewBasicAuth(idp.BasicAuthConfig{Name: cfg.Name, HideCredentials: cfg.HideCredentials, Realm: cfg.Realm,
+			OtherSchemes: schemes, OtherBareTokens: bare}, env.logger), nil
 
 	case "jwt-auth":
 		c := idp.JWTAuthConfig{Name: cfg.Name, Header: cfg.Header, Query: cfg.Query, Cookie: cfg.Cookie,
@@ -78,6 +84,37 @@ func buildProvider(cfg IdP, env buildEnv) (idp.Provider, error) {
 	default:
 		return nil, fmt.Errorf("unknown provider type %q", cfg.Type)
 	}
+}
+
+// authorizationSchemesOf lists the Authorization schemes the providers of idps other than the
+// named one read, and whether one reads a bare token there (jwt-auth takes "Bearer " as
+// optional).
+func authorizationSchemesOf(idps []IdP, except string) (schemes []string, bare bool) {
+	add := func(s string) {
+		if !slices.Contains(schemes, s) {
+			schemes = append(schemes, s)
+		}
+	}
+	for _, c := range idps {
+		if c.Name == except {
+			continue
+		}
+		onAuthorization := c.Header == "" || strings.EqualFold(c.Header, "Authorization")
+		switch c.Type {
+		case "hmac-auth":
+			add("Signature")
+		case "jwt-auth":
+			if onAuthorization {
+				add("Bearer")
+				bare = true
+			}
+		case "oidc", "keycloak":
+			if onAuthorization {
+				add("Bearer")
+			}
+		}
+	}
+	return schemes, bare
 }
 
 // oidcConfig maps the fields shared by the oidc and keycloak types.

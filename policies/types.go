@@ -102,6 +102,9 @@ type Consumer struct {
 // Binding is one consumer's binding to one provider.
 type Binding struct {
 	IdP string `json:"idp"`
+	// ID, when set, is sent upstream as X-Credential-Identifier (APISIX sends the credential's
+	// id); without it the identifier is "<idp>:<name>" (see idp.BindingSpec.CredentialID).
+	ID string `json:"id,omitempty"`
 
 	Key       string `json:"key,omitempty"`
 	Username  string `json:"username,omitempty"`
