@@ -140,7 +140,7 @@ func checkGatewayHeaders(t *testing.T, h http.Header, want map[string]string) {
 
 func gatewayWant(host string) map[string]string {
 	return map[string]string{
-		"X-Consumer-Username": "alice", "X-Consumer-Groups": "staff", "X-Credential-Identifier": "keys",
+		"X-Consumer-Username": "alice", "X-Consumer-Groups": "staff", "X-Credential-Identifier": "keys:alice",
 		"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Host": host, "X-Forwarded-Proto": "http",
 	}
 }
