@@ -80,15 +80,17 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 			break
 		}
 	}
-	var cbe *clientBodyError
-	if err != nil && !errors.As(err, &cbe) {
-		if be := x.body.err.Load(); be != nil {
-			// The round trip's error may not carry the body's: the body's failure is the cause.
-			err = fmt.Errorf("%w: %w", be, err)
+	if err != nil {
+		var cbe *clientBodyError
+		if !errors.As(err, &cbe) {
+			if be := x.body.err.Load(); be != nil {
+				// The round trip's error may not carry the body's: the body's failure is the cause.
+				err, cbe = fmt.Errorf("%w: %w", be, err), be
+			}
 		}
-	}
-	if err != nil && rt.timeout > 0 && isTimeout(err) && !errors.As(err, &cbe) {
-		err = fmt.Errorf("%w: %w", errUpstreamTimeout, err)
+		if cbe == nil && rt.timeout > 0 && isTimeout(err) {
+			err = fmt.Errorf("%w: %w", errUpstreamTimeout, err)
+		}
 	}
 	rt.upstreamLatency.Observe(time.Since(start).Seconds())
 	if err != nil {

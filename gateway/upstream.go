@@ -48,6 +48,7 @@ func inc(c prometheus.Counter) {
 type h1Conn struct {
 	c         net.Conn
 	lr        headerLimiter // between c and br
+	peek      *peeker
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
@@ -203,7 +204,7 @@ func (p *h1Pool) get() (*h1Conn, bool) {
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if pc.br.Buffered() == 0 && alive(pc.c) {
+		if pc.br.Buffered() == 0 && pc.peek.alive() {
 			inc(p.m.reused)
 			return pc, true
 		}
@@ -238,7 +239,7 @@ func (p *h1Pool) dial(ctx context.Context, timeout time.Duration) (*h1Conn, erro
 		return nil, err
 	}
 	inc(p.m.dialed)
-	pc := &h1Conn{c: c, lr: headerLimiter{c: c, budget: -1}, bw: bufio.NewWriterSize(c, 4<<10)}
+	pc := &h1Conn{c: c, lr: headerLimiter{c: c, budget: -1}, peek: newPeeker(c), bw: bufio.NewWriterSize(c, 4<<10)}
 	pc.br = bufio.NewReaderSize(&pc.lr, h1ReadBuffer)
 	return pc, nil
 }

@@ -384,11 +384,11 @@ func TestH1PoolStrayResponse(t *testing.T) {
 				p.mu.Unlock()
 				t.Fatalf("got %d idle connections after the first request, want 1", len(p.idle))
 			}
-			idle := p.idle[0].c
+			idle := newPeeker(p.idle[0].c)
 			p.mu.Unlock()
 			up.poison <- struct{}{}
 			<-up.written
-			for alive(idle) { // the stray bytes are in flight on loopback until readable
+			for idle.alive() { // the stray bytes are in flight on loopback until readable
 				runtime.Gosched()
 			}
 
