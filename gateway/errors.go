@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 
@@ -84,8 +83,7 @@ func upstreamError(err error) *HTTPError {
 		// The rest of the body cannot be read or trusted: the connection is closed after the
 		// answer, or the server would wait for the body to skip it.
 		closeAfter := http.Header{"Connection": {"close"}}
-		var ne net.Error
-		if errors.As(cbe.err, &ne) && ne.Timeout() {
+		if isTimeout(cbe.err) {
 			return &HTTPError{Status: http.StatusRequestTimeout, Message: "request body timed out", Decision: "client_body_timeout", Header: closeAfter, Err: err}
 		}
 		return &HTTPError{Status: http.StatusBadRequest, Message: "malformed request body", Decision: "bad_request_body", Header: closeAfter, Err: err}
@@ -97,8 +95,7 @@ func upstreamError(err error) *HTTPError {
 		// The client went away; nobody reads the answer, 499 as nginx logs it.
 		return &HTTPError{Status: 499, Message: "client closed request", Decision: "client_closed", Err: err}
 	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	if isTimeout(err) {
 		return &HTTPError{Status: http.StatusGatewayTimeout, Message: "upstream timed out", Decision: "upstream_timeout", Err: err}
 	}
 	if isConnRefused(err) {

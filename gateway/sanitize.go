@@ -36,10 +36,12 @@ func isGatewayHeader(name string) bool {
 		return false
 	}
 	n := cgiName(name)
-	if idp.IsIdentityHeader(n) {
-		return true
-	}
-	switch n {
+	return idp.IsIdentityHeader(n) || isForwardedHeader(n)
+}
+
+// isForwardedHeader reports the X-Forwarded-* headers setForwarded sets, in canonical form.
+func isForwardedHeader(name string) bool {
+	switch name {
 	case "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
 		return true
 	}
@@ -87,11 +89,7 @@ func cgiName(name string) string {
 // the gateway appends the peer to, and its X-Forwarded-Host and -Proto, which setForwarded
 // replaces.
 func droppedFromClient(name string) bool {
-	switch name {
-	case "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
-		return false
-	}
-	return isGatewayHeader(name)
+	return !isForwardedHeader(name) && isGatewayHeader(name)
 }
 
 // sanitize drops the client's copies of the headers the gateway owns from h.

@@ -204,7 +204,7 @@ func (p *h1Pool) get() (*h1Conn, bool) {
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if pc.br.Buffered() == 0 && pc.peek.alive() {
+		if pc.peek.alive() { // put kept no connection with buffered bytes
 			inc(p.m.reused)
 			return pc, true
 		}
@@ -272,7 +272,7 @@ func (p *h1Pool) send(ctx context.Context, pc *h1Conn, r *http.Request, host str
 		_ = pc.c.SetReadDeadline(time.Now().Add(timeout))
 	}
 	// Reading the headers may fill the buffer with up to h1ReadBuffer bytes of the body beyond
-	// them; the exact size is checked once they are parsed. The buffer is empty here (get, put).
+	// them; the exact size is checked once they are parsed. The buffer is empty here (put).
 	pc.lr.budget, pc.lr.read = maxResponseHeaderBytes+h1ReadBuffer, 0
 	// The first byte tells a connection the upstream had closed (nothing comes) from a response
 	// cut short, which ReadResponse reports alike.
