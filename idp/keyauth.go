@@ -48,10 +48,11 @@ func NewKeyAuth(cfg KeyAuthConfig) *KeyAuth {
 		cfg.Realm = cfg.Name
 	}
 	challenge := `apikey realm="` + cfg.Realm + `"`
+	header := http.CanonicalHeaderKey(cfg.Header)
 	return &KeyAuth{
 		cfg:         cfg,
-		header:      http.CanonicalHeaderKey(cfg.Header),
-		headerPlace: "header " + http.CanonicalHeaderKey(cfg.Header),
+		header:      header,
+		headerPlace: "header " + header,
 		queryPlace:  "query " + cfg.Query,
 		missing:     Unauthorized("Missing API key in request", challenge),
 		invalid:     Unauthorized("Invalid API key in request", challenge),
