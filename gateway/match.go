@@ -25,7 +25,7 @@ func (c *compiled) match(r *http.Request, x *exchange) (*route, error) {
 	if err != nil {
 		return nil, errBadPath(err)
 	}
-	setPath(r.URL, p)
+	setEscapedPath(r.URL, p, r.URL)
 
 	// mux reads the host from the request (from its URL when absolute) and the path from
 	// URL.EscapedPath (UseEncodedPath): it is given a copy with both normalised, in the
@@ -78,24 +78,6 @@ func requestPath(r *http.Request) string {
 		uri = uri[:q]
 	}
 	return uri
-}
-
-// setPath sets u's path to the normalised escaped path p, RawPath and Path consistent so that
-// EscapedPath (what mux matches and what is written upstream) returns p exactly.
-func setPath(u *url.URL, p string) {
-	switch {
-	case strings.IndexByte(p, '%') < 0:
-		u.Path = p
-	case u.RawPath == p:
-		// Go decoded the same escapes: its Path already agrees.
-	default:
-		d, err := url.PathUnescape(p)
-		if err != nil {
-			d = p // cannot happen: Normalize writes only valid escapes
-		}
-		u.Path = d
-	}
-	u.RawPath = p
 }
 
 // errBadHost answers a Host that names no host (an empty label), as nginx does.
@@ -164,8 +146,9 @@ func escapedPath(u *url.URL) string {
 	return u.EscapedPath()
 }
 
-// setEscapedPath sets u's path to the escaped path p; in is the request's URL, whose decoded
-// Path is reused when p is its path unchanged.
+// setEscapedPath sets u's path to the escaped path p, Path and RawPath consistent so that
+// EscapedPath (what mux matches and what is written upstream) returns p exactly; in is the
+// request's URL (u itself in match), whose decoded Path is reused when p is its path unchanged.
 func setEscapedPath(u *url.URL, p string, in *url.URL) {
 	switch {
 	case p == escapedPath(in):
