@@ -1,9 +1,13 @@
 package policies
 
 import (
+	"math/big"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
 // Every count and seconds setting has a maximum that keeps its arithmetic (seconds × 10⁹,
@@ -75,8 +79,64 @@ func TestSchemaLimitBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := limitBounds{count: 2147483647, timeWindow: 31536000, rate: 1e6, burst: 2147483647}
-	if s.limits != want {
-		t.Errorf("fast decoder bounds: got %+v, want %+v (the schema's maxima)", s.limits, want)
+	keys, policies := []string{"consumer", "route", "remote_addr"}, []string{"local", "redis"}
+	codes := intRange{lo: 200, hi: 599}
+	want := limitRules{
+		count: intRange{lo: 1, hi: 2147483647}, timeWindow: intRange{lo: 1, hi: 31536000}, countCode: codes,
+		rate: numRange{lo: 0, hi: 1e6}, burst: numRange{lo: 0, loInclusive: true, hi: 2147483647}, reqCode: codes,
+		countKey: keys, countPolicy: policies, windows: []string{"fixed", "sliding"},
+		reqKey: keys, reqPolicy: policies,
+	}
+	if !reflect.DeepEqual(s.limits, want) {
+		t.Errorf("fast decoder rules: got %+v, want %+v (the schema's)", s.limits, want)
+	}
+}
+
+// TestReadLimitRulesRefuses: a schema rule the fast decoder cannot check makes compiling the
+// schemas fail, rather than letting the decoder accept what validate refuses.
+func TestReadLimitRulesRefuses(t *testing.T) {
+	rat := func(n int64) *big.Rat { return big.NewRat(n, 1) }
+	obj := func(props map[string]*jsonschema.Schema) *jsonschema.Schema {
+		return &jsonschema.Schema{Properties: props}
+	}
+	good := func() (lc, lr map[string]*jsonschema.Schema) {
+		ints := func() *jsonschema.Schema { return &jsonschema.Schema{Minimum: rat(1), Maximum: rat(10)} }
+		enum := func() *jsonschema.Schema { return &jsonschema.Schema{Enum: &jsonschema.Enum{Values: []any{"a"}}} }
+		lc = map[string]*jsonschema.Schema{"count": ints(), "time_window": ints(), "rejected_code": ints(),
+			"key": enum(), "policy": enum(), "window_type": enum()}
+		lr = map[string]*jsonschema.Schema{"rate": {ExclusiveMinimum: rat(0), Maximum: rat(10)},
+			"burst": {Minimum: rat(0), Maximum: rat(10)}, "rejected_code": ints(), "key": enum(), "policy": enum()}
+		return lc, lr
+	}
+	consumer := func(lc, lr map[string]*jsonschema.Schema) *jsonschema.Schema {
+		// The limits sit behind a $ref, as in the real schema.
+		return obj(map[string]*jsonschema.Schema{"plugins": {Ref: obj(map[string]*jsonschema.Schema{
+			"limit-count": {Ref: obj(lc)}, "limit-req": {Ref: obj(lr)}})}})
+	}
+	t.Run("good", func(t *testing.T) {
+		if _, err := readLimitRules(consumer(good())); err != nil {
+			t.Fatalf("got %v, want no error", err)
+		}
+	})
+	tests := []struct {
+		name   string
+		change func(lc, lr map[string]*jsonschema.Schema)
+	}{
+		{"missing field", func(lc, _ map[string]*jsonschema.Schema) { delete(lc, "count") }},
+		{"exclusive maximum", func(lc, _ map[string]*jsonschema.Schema) { lc["count"].ExclusiveMaximum = rat(5) }},
+		{"fractional integer bound", func(lc, _ map[string]*jsonschema.Schema) { lc["time_window"].Maximum = big.NewRat(1, 2) }},
+		{"no minimum", func(_, lr map[string]*jsonschema.Schema) { lr["rate"].ExclusiveMinimum = nil }},
+		{"inexact float bound", func(_, lr map[string]*jsonschema.Schema) { lr["burst"].Maximum = big.NewRat(1, 3) }},
+		{"no enum", func(lc, _ map[string]*jsonschema.Schema) { lc["key"].Enum = nil }},
+		{"enum of numbers", func(_, lr map[string]*jsonschema.Schema) { lr["policy"].Enum.Values = []any{1} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lc, lr := good()
+			tt.change(lc, lr)
+			if r, err := readLimitRules(consumer(lc, lr)); err == nil {
+				t.Errorf("got rules %+v and no error, want an error", r)
+			}
+		})
 	}
 }

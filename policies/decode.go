@@ -80,8 +80,8 @@ func readFile(f rawFile, sch *schemas, res *resolver, slowConsumers bool, errs *
 	n := len(sc.consumers)
 	fl.consumers = make([]Consumer, n)
 	dec := newConsumerDecoder(res, sch)
-	for i, start := range sc.consumers {
-		span := f.data[start:skipValue(f.data, start)]
+	for i, sp := range sc.consumers {
+		span := f.data[sp.start:sp.end]
 		if !slowConsumers && dec.decode(span, &fl.consumers[i]) {
 			continue
 		}

@@ -215,6 +215,27 @@ func parentPath(p jsonPath) (jsonPath, bool) {
 // cost stays linear in the file: it keeps the path as segments, formats it only for an
 // error, and stops at MaxDepth like the scanner.
 func syntaxErrors(s *source) []*Error {
+	r := parseSlow(s)
+	if r.err != nil {
+		return append([]*Error{r.err}, r.dups...)
+	}
+	if len(r.dups) > 0 {
+		return r.dups
+	}
+	// The scanner and encoding/json disagree; say so rather than loading a file half-read.
+	return []*Error{{File: s.name, Msg: "invalid JSON: the file could not be read"}}
+}
+
+// slowParse is what the slow parser finds in a file.
+type slowParse struct {
+	// err is the error it stopped at, if any; deep tells that it is the depth bound's.
+	err  *Error
+	deep bool
+	// dups are the duplicate keys before err.
+	dups []*Error
+}
+
+func parseSlow(s *source) slowParse {
 	dec := json.NewDecoder(bytes.NewReader(s.data))
 	dec.UseNumber()
 	p := &parser{src: s, dec: dec}
@@ -225,24 +246,42 @@ func syntaxErrors(s *source) []*Error {
 			err = s.errAtOffset(off, rootPath, "invalid JSON: unexpected data after the top-level value")
 		}
 	}
+	r := slowParse{dups: p.dups, deep: p.deep}
 	if err != nil {
 		var e *Error
-		if errors.As(err, &e) {
-			return append([]*Error{e}, p.dups...)
+		if !errors.As(err, &e) {
+			e = &Error{File: s.name, Msg: err.Error()}
 		}
-		return append([]*Error{{File: s.name, Msg: err.Error()}}, p.dups...)
+		r.err = e
 	}
-	if len(p.dups) > 0 {
-		return p.dups
+	return r
+}
+
+// pathSeg is one segment of a path kept as segments, formatted only for an error.
+type pathSeg struct {
+	key   string
+	index int // -1 for a key segment
+}
+
+// formatPath formats a path kept as segments, for an error.
+func formatPath(segs []pathSeg) jsonPath {
+	p := rootPath
+	for _, seg := range segs {
+		if seg.index >= 0 {
+			p = p.index(seg.index)
+		} else {
+			p = p.key(seg.key)
+		}
 	}
-	// The scanner and encoding/json disagree; say so rather than loading a file half-read.
-	return []*Error{{File: s.name, Msg: "invalid JSON: the file could not be read"}}
+	return p
 }
 
 type parser struct {
 	src  *source
 	dec  *json.Decoder
 	dups []*Error
+	// deep tells that the parser stopped at nesting deeper than MaxDepth.
+	deep bool
 	// path is the current value's path as segments; pathString formats it for an error.
 	path []pathSeg
 }
@@ -278,7 +317,7 @@ func (p *parser) value() error {
 		switch t {
 		case '{':
 			if len(p.path) >= MaxDepth {
-				return p.src.errAtOffset(start, p.pathString(), "nesting deeper than %d levels of arrays and objects", MaxDepth)
+				return p.tooDeep(start)
 			}
 			// First occurrence of each key, for the duplicate-key message.
 			keys := map[string]int{}
@@ -314,7 +353,7 @@ func (p *parser) value() error {
 			return nil
 		case '[':
 			if len(p.path) >= MaxDepth {
-				return p.src.errAtOffset(start, p.pathString(), "nesting deeper than %d levels of arrays and objects", MaxDepth)
+				return p.tooDeep(start)
 			}
 			p.path = append(p.path, pathSeg{})
 			seg := len(p.path) - 1
@@ -335,6 +374,11 @@ func (p *parser) value() error {
 	default:
 		return nil
 	}
+}
+
+func (p *parser) tooDeep(start int) error {
+	p.deep = true
+	return p.src.errAtOffset(start, p.pathString(), "nesting deeper than %d levels of arrays and objects", MaxDepth)
 }
 
 // skipSpace advances off past whitespace and the ':' and ',' separators that the decoder

@@ -17,7 +17,7 @@ import (
 type consumerDecoder struct {
 	res      *resolver
 	duration *regexp.Regexp
-	limits   limitBounds
+	limits   limitRules
 	// intern shares the strings that repeat across consumers (idp and group names).
 	intern map[string]string
 	// Chunks that consumers' bindings and limits are cut from, to allocate in bulk.
@@ -157,7 +157,7 @@ func (d *consumerDecoder) text(c *cursor, nonEmpty, intern bool) (string, bool) 
 }
 
 // enum reads a string that must be one of want (which hold no references).
-func enum(c *cursor, want ...string) (string, bool) {
+func enum(c *cursor, want []string) (string, bool) {
 	raw, ok := c.str()
 	if !ok {
 		return "", false
@@ -170,9 +170,8 @@ func enum(c *cursor, want ...string) (string, bool) {
 	return "", false
 }
 
-// integer reads a plain integer (no fraction or exponent, which the slow way words) within
-// [lo, hi].
-func integer(c *cursor, lo, hi int) (int, bool) {
+// integer reads a plain integer (no fraction or exponent, which the slow way words) within r.
+func integer(c *cursor, r intRange) (int, bool) {
 	if p := c.peek(); p != '-' && (p < '0' || p > '9') {
 		return 0, false
 	}
@@ -181,16 +180,15 @@ func integer(c *cursor, lo, hi int) (int, bool) {
 		return 0, false
 	}
 	n, err := strconv.Atoi(string(tok))
-	if err != nil || n < lo || n > hi {
+	if err != nil || n < r.lo || n > r.hi {
 		return 0, false
 	}
 	return n, true
 }
 
 // number reads a plain decimal (no exponent, few digits, so that float64 holds its sign and
-// magnitude exactly enough for the bounds) that is above lo, or at least lo when inclusive,
-// and at most hi.
-func number(c *cursor, lo float64, inclusive bool, hi float64) (float64, bool) {
+// magnitude exactly enough for the bounds) within r.
+func number(c *cursor, r numRange) (float64, bool) {
 	if p := c.peek(); p != '-' && (p < '0' || p > '9') {
 		return 0, false
 	}
@@ -204,7 +202,7 @@ func number(c *cursor, lo float64, inclusive bool, hi float64) (float64, bool) {
 		}
 	}
 	f, err := strconv.ParseFloat(string(tok), 64)
-	if err != nil || f < lo || (!inclusive && f == lo) || f > hi {
+	if err != nil || f < r.lo || (!r.loInclusive && f == r.lo) || f > r.hi {
 		return 0, false
 	}
 	return f, true
@@ -395,19 +393,19 @@ func (d *consumerDecoder) limitCount(c *cursor, lc *LimitCount) bool {
 		var ok bool
 		switch string(k) {
 		case "count":
-			lc.Count, ok = integer(c, 1, d.limits.count)
+			lc.Count, ok = integer(c, d.limits.count)
 			hasCount = true
 		case "time_window":
-			lc.TimeWindow, ok = integer(c, 1, d.limits.timeWindow)
+			lc.TimeWindow, ok = integer(c, d.limits.timeWindow)
 			hasWindow = true
 		case "key":
-			lc.Key, ok = enum(c, "consumer", "route", "remote_addr")
+			lc.Key, ok = enum(c, d.limits.countKey)
 		case "policy":
-			lc.Policy, ok = enum(c, "local", "redis")
+			lc.Policy, ok = enum(c, d.limits.countPolicy)
 		case "window_type":
-			lc.WindowType, ok = enum(c, "fixed", "sliding")
+			lc.WindowType, ok = enum(c, d.limits.windows)
 		case "rejected_code":
-			lc.RejectedCode, ok = integer(c, 200, 599)
+			lc.RejectedCode, ok = integer(c, d.limits.countCode)
 		case "rejected_msg":
 			lc.RejectedMsg, ok = d.text(c, false, false)
 		case "allow_degradation":
@@ -425,18 +423,18 @@ func (d *consumerDecoder) limitReq(c *cursor, lr *LimitReq) bool {
 		var ok bool
 		switch string(k) {
 		case "rate":
-			lr.Rate, ok = number(c, 0, false, d.limits.rate)
+			lr.Rate, ok = number(c, d.limits.rate)
 			hasRate = true
 		case "burst":
-			lr.Burst, ok = number(c, 0, true, d.limits.burst)
+			lr.Burst, ok = number(c, d.limits.burst)
 		case "nodelay":
 			lr.NoDelay, ok = boolean(c)
 		case "key":
-			lr.Key, ok = enum(c, "consumer", "route", "remote_addr")
+			lr.Key, ok = enum(c, d.limits.reqKey)
 		case "policy":
-			lr.Policy, ok = enum(c, "local", "redis")
+			lr.Policy, ok = enum(c, d.limits.reqPolicy)
 		case "rejected_code":
-			lr.RejectedCode, ok = integer(c, 200, 599)
+			lr.RejectedCode, ok = integer(c, d.limits.reqCode)
 		case "rejected_msg":
 			lr.RejectedMsg, ok = d.text(c, false, false)
 		case "allow_degradation":

@@ -33,15 +33,29 @@ type schemas struct {
 	policy, consumer *jsonschema.Schema
 	// duration is the schema's duration pattern, for the fast consumer decoder.
 	duration *regexp.Regexp
-	// limits are the schema's bounds of a limit's numbers, for the fast consumer decoder, so
-	// that it can never accept what validate refuses.
-	limits limitBounds
+	// limits are the schema's bounds and enums of a limit's fields, for the fast consumer
+	// decoder, so that it can never accept what validate refuses.
+	limits limitRules
 }
 
-// limitBounds are the maxima of limit-count's and limit-req's numbers in the schema.
-type limitBounds struct {
-	count, timeWindow int
-	rate, burst       float64
+// limitRules are what the schema allows in limit-count's and limit-req's fields that the fast
+// consumer decoder checks itself: the bounds of the numbers and the values of the enums.
+type limitRules struct {
+	count, timeWindow, countCode   intRange
+	rate, burst                    numRange
+	reqCode                        intRange
+	countKey, countPolicy, windows []string
+	reqKey, reqPolicy              []string
+}
+
+// intRange is an integer's inclusive bounds.
+type intRange struct{ lo, hi int }
+
+// numRange is a number's bounds: above lo (at least lo when loInclusive), at most hi.
+type numRange struct {
+	lo          float64
+	loInclusive bool
+	hi          float64
 }
 
 var compiledSchemas = sync.OnceValues(func() (*schemas, error) {
@@ -65,18 +79,6 @@ var compiledSchemas = sync.OnceValues(func() (*schemas, error) {
 			Duration struct {
 				Pattern string `json:"pattern"`
 			} `json:"duration"`
-			LimitCount struct {
-				Properties struct {
-					Count      struct{ Maximum int } `json:"count"`
-					TimeWindow struct{ Maximum int } `json:"time_window"`
-				} `json:"properties"`
-			} `json:"limitCount"`
-			LimitReq struct {
-				Properties struct {
-					Rate  struct{ Maximum float64 } `json:"rate"`
-					Burst struct{ Maximum float64 } `json:"burst"`
-				} `json:"properties"`
-			} `json:"limitReq"`
 		} `json:"$defs"`
 	}
 	if err := json.Unmarshal(schemaJSON, &defs); err != nil {
@@ -85,13 +87,113 @@ var compiledSchemas = sync.OnceValues(func() (*schemas, error) {
 	if out.duration, err = regexp.Compile(defs.Defs.Duration.Pattern); err != nil {
 		return nil, fmt.Errorf("compiling the policy schema's duration pattern: %w", err)
 	}
-	lc, lr := defs.Defs.LimitCount.Properties, defs.Defs.LimitReq.Properties
-	out.limits = limitBounds{count: lc.Count.Maximum, timeWindow: lc.TimeWindow.Maximum, rate: lr.Rate.Maximum, burst: lr.Burst.Maximum}
-	if out.limits.count < 1 || out.limits.timeWindow < 1 || out.limits.rate <= 0 || out.limits.burst < 0 {
-		return nil, fmt.Errorf("reading the policy schema's limit bounds: got %+v, want every maximum set", out.limits)
+	if out.limits, err = readLimitRules(out.consumer); err != nil {
+		return nil, fmt.Errorf("reading the policy schema's limits: %w", err)
 	}
 	return &out, nil
 })
+
+// readLimitRules reads limitRules from the compiled consumer schema. It fails on a rule the
+// fast decoder cannot check (an exclusive maximum, a bound that is not exact), so that a
+// change to the schema cannot silently widen what the decoder accepts.
+func readLimitRules(consumer *jsonschema.Schema) (limitRules, error) {
+	plugins := property(consumer, "plugins")
+	lc, lr := property(plugins, "limit-count"), property(plugins, "limit-req")
+	var r limitRules
+	var errs []error
+	ints := func(obj *jsonschema.Schema, name string, dst *intRange) {
+		var err error
+		if *dst, err = integerRange(property(obj, name)); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	nums := func(obj *jsonschema.Schema, name string, dst *numRange) {
+		var err error
+		if *dst, err = numberRange(property(obj, name)); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	enums := func(obj *jsonschema.Schema, name string, dst *[]string) {
+		var err error
+		if *dst, err = stringEnum(property(obj, name)); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	ints(lc, "count", &r.count)
+	ints(lc, "time_window", &r.timeWindow)
+	ints(lc, "rejected_code", &r.countCode)
+	enums(lc, "key", &r.countKey)
+	enums(lc, "policy", &r.countPolicy)
+	enums(lc, "window_type", &r.windows)
+	nums(lr, "rate", &r.rate)
+	nums(lr, "burst", &r.burst)
+	ints(lr, "rejected_code", &r.reqCode)
+	enums(lr, "key", &r.reqKey)
+	enums(lr, "policy", &r.reqPolicy)
+	return r, errors.Join(errs...)
+}
+
+// resolved follows a schema's $ref (a property that is only a reference to a definition).
+func resolved(s *jsonschema.Schema) *jsonschema.Schema {
+	for s != nil && s.Ref != nil {
+		s = s.Ref
+	}
+	return s
+}
+
+// property is the resolved schema of an object schema's property, nil if it has none.
+func property(obj *jsonschema.Schema, name string) *jsonschema.Schema {
+	if obj = resolved(obj); obj == nil {
+		return nil
+	}
+	return resolved(obj.Properties[name])
+}
+
+func integerRange(s *jsonschema.Schema) (intRange, error) {
+	switch {
+	case s == nil:
+		return intRange{}, errors.New("not in the schema")
+	case s.Minimum == nil || s.Maximum == nil || s.ExclusiveMinimum != nil || s.ExclusiveMaximum != nil:
+		return intRange{}, errors.New("want an inclusive minimum and maximum")
+	case !s.Minimum.IsInt() || !s.Maximum.IsInt() || !s.Minimum.Num().IsInt64() || !s.Maximum.Num().IsInt64():
+		return intRange{}, fmt.Errorf("want integer bounds, got %s and %s", s.Minimum.RatString(), s.Maximum.RatString())
+	}
+	return intRange{lo: int(s.Minimum.Num().Int64()), hi: int(s.Maximum.Num().Int64())}, nil
+}
+
+func numberRange(s *jsonschema.Schema) (numRange, error) {
+	if s == nil {
+		return numRange{}, errors.New("not in the schema")
+	}
+	lo, inclusive := s.Minimum, true
+	if lo == nil {
+		lo, inclusive = s.ExclusiveMinimum, false
+	}
+	if lo == nil || s.Maximum == nil || s.ExclusiveMaximum != nil || (s.Minimum != nil && s.ExclusiveMinimum != nil) {
+		return numRange{}, errors.New("want one minimum, inclusive or not, and an inclusive maximum")
+	}
+	l, lexact := lo.Float64()
+	h, hexact := s.Maximum.Float64()
+	if !lexact || !hexact {
+		return numRange{}, fmt.Errorf("want bounds that a float64 holds exactly, got %s and %s", lo.RatString(), s.Maximum.RatString())
+	}
+	return numRange{lo: l, loInclusive: inclusive, hi: h}, nil
+}
+
+func stringEnum(s *jsonschema.Schema) ([]string, error) {
+	if s == nil || s.Enum == nil {
+		return nil, errors.New("want an enum")
+	}
+	out := make([]string, len(s.Enum.Values))
+	for i, v := range s.Enum.Values {
+		str, ok := v.(string)
+		if !ok {
+			return nil, fmt.Errorf("want an enum of strings, got %v", v)
+		}
+		out[i] = str
+	}
+	return out, nil
+}
 
 // compiledSchema is the schema of a whole policy.
 func compiledSchema() (*jsonschema.Schema, error) {
