@@ -151,9 +151,13 @@ var errGatewayClosed = errors.New("the gateway is closed")
 
 // Close retires the current snapshot, waits for the snapshots retired by earlier swaps to be
 // closed, and closes the idle upstream connections. Each wait is for the requests still running
-// on a snapshot.
+// on a snapshot. Closing again does nothing.
 func (g *Gateway) Close() error {
 	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return nil
+	}
 	g.closed = true
 	g.mu.Unlock()
 	c := g.current.Load()
