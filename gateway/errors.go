@@ -104,11 +104,6 @@ func upstreamError(err error) *HTTPError {
 	return &HTTPError{Status: http.StatusBadGateway, Message: errUpstreamBad, Decision: "upstream_error", Err: err}
 }
 
-// writeJSONMessage writes {"message": msg} with status. msg is escaped as a JSON string.
-func writeJSONMessage(w http.ResponseWriter, status int, msg string) {
-	writeJSONField(w, status, "message", msg)
-}
-
 // writeJSONField writes {field: msg} with status; field is one of the package's constants.
 func writeJSONField(w http.ResponseWriter, status int, field, msg string) {
 	h := w.Header()

@@ -41,48 +41,65 @@ func (e *Explanation) deny(err error) *Explanation {
 	return e
 }
 
-// Explain evaluates r against the served policy as ServeHTTP would, and says why.
+// Explain evaluates r against the served policy as ServeHTTP would, and says why. It runs the
+// serving pipeline's steps (decide) with a trace and without side effects: no rate-limit
+// capacity is consumed and nothing is proxied.
 func (g *Gateway) Explain(r *http.Request) *Explanation {
 	c := g.acquire()
 	defer c.inflight.RUnlock()
 	e := &Explanation{}
-
-	raw := requestPath(r)
-	rt, err := c.match(r, &exchange{})
-	if err != nil {
-		switch {
-		case rt != nil:
-			e.add("match", false, "route %q refuses the path %q: %v", rt.name, raw, errors.Unwrap(err))
-		case errors.Is(err, errNoRoute):
-			e.add("match", false, "no route matches %s %s (host %q)", r.Method, r.URL.EscapedPath(), r.Host)
-		default:
-			e.add("match", false, "the path %q cannot be normalised: %v", raw, errors.Unwrap(err))
-		}
+	x := &exchange{}
+	if err := g.decide(c, r, x, Mode{Trace: e}); err != nil {
 		return e.deny(err)
 	}
-	if p := r.URL.EscapedPath(); p != raw {
-		e.add("match", true, "route %q, on the normalised path %s", rt.name, p)
-	} else {
-		e.add("match", true, "route %q", rt.name)
-	}
+	e.proxy(x.rt)
+	e.Forwarded = true
+	return e
+}
 
+// matched traces the match step; raw is the path as the client sent it.
+func (e *Explanation) matched(r *http.Request, raw string, rt *route, err error) {
+	switch {
+	case err == nil:
+		if p := r.URL.EscapedPath(); p != raw {
+			e.add("match", true, "route %q, on the normalised path %s", rt.name, p)
+		} else {
+			e.add("match", true, "route %q", rt.name)
+		}
+	case rt != nil:
+		e.add("match", false, "route %q refuses the path %q: %v", rt.name, raw, errors.Unwrap(err))
+	case errors.Is(err, errNoRoute):
+		e.add("match", false, "no route matches %s %s (host %q)", r.Method, r.URL.EscapedPath(), r.Host)
+	default:
+		e.add("match", false, "the path %q cannot be normalised: %v", raw, errors.Unwrap(err))
+	}
+}
+
+// droppedHeaders names the headers of h that sanitizing drops, sorted.
+func droppedHeaders(h http.Header) []string {
 	var dropped []string
-	for k := range r.Header {
+	for k := range h {
 		if droppedFromClient(k) {
 			dropped = append(dropped, k)
 		}
 	}
 	slices.Sort(dropped)
-	if _, err := sanitizeRequest(r); err != nil {
+	return dropped
+}
+
+// sanitized traces the sanitize step; dropped are the client's headers it dropped.
+func (e *Explanation) sanitized(dropped []string, err error) {
+	if err != nil {
 		e.add("sanitize", false, "%s", asHTTPError(err).Message)
-		return e.deny(err)
+		return
 	}
 	if len(dropped) > 0 {
 		e.add("sanitize", true, "dropped client-sent identity headers %s", strings.Join(dropped, ", "))
 	}
+}
 
-	var trace idp.Trace
-	res, err := c.snap.Chain.Evaluate(r.Context(), r, rt.anonymous, &trace)
+// authenticated traces the authenticate step: the chain's own steps, then the verdict.
+func (e *Explanation) authenticated(trace *idp.Trace, x *exchange, err error) {
 	for _, s := range trace.Steps {
 		detail := s.Detail
 		if s.Provider != "" {
@@ -95,48 +112,71 @@ func (g *Gateway) Explain(r *http.Request) *Explanation {
 		if !errors.As(err, &d) {
 			e.add("authenticate", false, "a provider cannot decide: %v", err)
 		}
-		return e.deny(rt.routeDenial(err))
+		return
 	}
-	group := c.consumerGroups[res.Consumer]
-	who := fmt.Sprintf("consumer %q", res.Consumer)
-	if group != "" {
-		who += fmt.Sprintf(" (group %q)", group)
+	who := fmt.Sprintf("consumer %q", x.consumer)
+	if x.group != "" {
+		who += fmt.Sprintf(" (group %q)", x.group)
 	}
-	e.add("authenticate", true, "%s, credential identifier %q", who, res.Identifier)
+	e.add("authenticate", true, "%s, credential identifier %q", who, x.res.Identifier)
+}
 
-	if err := rt.authorize(res.Consumer, group); err != nil {
+// authorized traces the authorize step.
+func (e *Explanation) authorized(rt *route, err error) {
+	if err != nil {
 		var he *HTTPError
 		if errors.As(err, &he) && he.Err != nil {
 			e.add("authorize", false, "%v", he.Err)
 		}
-		return e.deny(err)
+		return
 	}
 	e.add("authorize", true, "allowed on route %q", rt.name)
+}
 
-	n := 0
-	for _, ls := range [3][]*limit{c.consumerLimits[res.Consumer], c.groupLimits[group], rt.limits} {
-		for _, l := range ls {
-			n++
-			counted := l.keyFor(r, c, res.Consumer, rt.name)
-			if l.key == keyGroup {
-				// A group's counter is keyed by its limiter alone; the reader wants the group.
-				counted = group
-			}
-			e.add("limit", true, "%s %s of %s applies, counted by %s %q (rejects with %d; not consumed by explain)",
-				l.kind, l.describe(), l.owner, l.keyName(), counted, l.rejectedCode)
-		}
+// counted is what a limit's counter is keyed by, for the reader: a group's counter is keyed by
+// its limiter alone, and the reader wants the group.
+func (l *limit) counted(key, group string) string {
+	if l.key == keyGroup {
+		return group
 	}
-	if n == 0 {
-		e.add("limit", true, "no limit applies")
+	return key
+}
+
+// limitApplies traces a limit that applies but is not consumed.
+func (e *Explanation) limitApplies(l *limit, key, group string) {
+	e.add("limit", true, "%s %s of %s applies, counted by %s %q (rejects with %d; not consumed by explain)",
+		l.kind, l.describe(), l.owner, l.keyName(), l.counted(key, group), l.rejectedCode)
+}
+
+// limitConsumed traces a limit that was consumed, with its verdict.
+func (e *Explanation) limitConsumed(l *limit, key, group string, d *ratelimit.Decision) {
+	if !d.Allowed {
+		e.add("limit", false, "%s %s of %s exceeded, counted by %s %q (rejects with %d)",
+			l.kind, l.describe(), l.owner, l.keyName(), l.counted(key, group), l.rejectedCode)
+		return
 	}
+	e.add("limit", true, "%s %s of %s passed, counted by %s %q, %d left",
+		l.kind, l.describe(), l.owner, l.keyName(), l.counted(key, group), d.Remaining)
+}
+
+// limitBypassed traces a limit whose store is unreachable and that allows degradation.
+func (e *Explanation) limitBypassed(l *limit, err error) {
+	e.add("limit", true, "%s %s of %s bypassed: the store is unavailable (%v)", l.kind, l.describe(), l.owner, err)
+}
+
+// limitFailed traces a limit whose store is unreachable: the request fails closed.
+func (e *Explanation) limitFailed(l *limit, err error) {
+	e.add("limit", false, "%s %s of %s cannot be applied: %v", l.kind, l.describe(), l.owner, err)
+}
+
+// proxy traces where an allowed request would be forwarded.
+func (e *Explanation) proxy(rt *route) {
 	t := rt.balancer.targets[0]
 	if len(rt.balancer.targets) > 1 {
 		e.add("proxy", true, "forward to one of %d targets, e.g. %s (timeout %s)", len(rt.balancer.targets), t.url, timeoutText(rt.timeout))
 	} else {
 		e.add("proxy", true, "forward to %s (timeout %s)", t.url, timeoutText(rt.timeout))
 	}
-	e.Forwarded = true
-	return e
 }
 
 func timeoutText(d time.Duration) string {

@@ -19,6 +19,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
+	"github.com/portcullis/portcullis/idp"
 	"github.com/portcullis/portcullis/policies"
 )
 
@@ -31,8 +32,6 @@ type Options struct {
 	Limiters *ratelimit.Registry
 	// Metrics is where the gateway registers its collectors. Required.
 	Metrics *Metrics
-	// Now is the clock of the access log; defaults to time.Now.
-	Now func() time.Time
 }
 
 // Gateway serves requests from the current policy snapshot.
@@ -55,8 +54,12 @@ type Gateway struct {
 
 	current atomic.Pointer[compiled]
 
-	mu            sync.Mutex // serialises Swap
-	lastReloadErr error
+	mu sync.Mutex // serialises Swap and Close
+	// closed is set by Close (guarded by mu): a later Swap is refused rather than start a
+	// retire that Close would not wait for.
+	closed bool
+	// retiring counts the retire goroutines still waiting for their snapshot's requests.
+	retiring sync.WaitGroup
 }
 
 // New builds a gateway serving snap.
@@ -98,6 +101,9 @@ func New(snap *policies.Snapshot, opts Options) (*Gateway, error) {
 func (g *Gateway) Swap(snap *policies.Snapshot) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.closed {
+		return errGatewayClosed
+	}
 	c, err := g.compile(snap)
 	if err != nil {
 		return err
@@ -107,7 +113,7 @@ func (g *Gateway) Swap(snap *policies.Snapshot) error {
 	g.retainTransports(c)
 	g.metrics.policyInfo(snap)
 	if old != nil && old.snap != snap {
-		go g.retire(old)
+		g.retiring.Go(func() { g.retire(old) })
 	}
 	return nil
 }
@@ -140,12 +146,25 @@ func (g *Gateway) acquire() *compiled {
 	}
 }
 
-// Close retires the current snapshot and closes the idle upstream connections.
+// errGatewayClosed is a Swap after Close.
+var errGatewayClosed = errors.New("the gateway is closed")
+
+// Close retires the current snapshot, waits for the snapshots retired by earlier swaps to be
+// closed, and closes the idle upstream connections. Each wait is for the requests still running
+// on a snapshot. Closing again does nothing.
 func (g *Gateway) Close() error {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return nil
+	}
+	g.closed = true
+	g.mu.Unlock()
 	c := g.current.Load()
 	c.inflight.Lock()
 	c.closed = true
 	c.inflight.Unlock()
+	g.retiring.Wait()
 	g.mu.Lock()
 	for addr, p := range g.pools {
 		delete(g.pools, addr)
@@ -171,6 +190,13 @@ type exchange struct {
 	// rate is the decision reported in the X-RateLimit-* headers, valid when hasRate.
 	rate    ratelimit.Decision
 	hasRate bool
+
+	// What the steps found (decide): the route, the chain's result and the consumer's group,
+	// and the step that decided.
+	rt    *route
+	res   *idp.Result
+	group string
+	step  Step
 
 	match mux.RouteMatch
 	out   http.Request
@@ -200,11 +226,16 @@ func (x *exchange) val(v string) []string {
 
 // ServeHTTP runs the pipeline.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.handle(w, r, &exchange{decision: "forwarded"})
+}
+
+// handle is ServeHTTP with the request's exchange given, for the tests that read what the
+// pipeline decided.
+func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, x *exchange) {
 	start := time.Now()
 	c := g.acquire()
 	defer c.inflight.RUnlock()
 
-	x := &exchange{decision: "forwarded"}
 	err := g.serve(c, w, r, x)
 	if errors.Is(err, errAbort) {
 		g.record(r, c, x, time.Since(start))
@@ -243,53 +274,18 @@ func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error, 
 	writeJSONField(w, he.Status, field, he.Message)
 }
 
-// serve runs match → sanitize → authenticate → authorize → limit → proxy.
+// serve runs match → sanitize → authenticate → authorize → limit (decide, limits consumed),
+// then proxies.
 func (g *Gateway) serve(c *compiled, w http.ResponseWriter, r *http.Request, x *exchange) error {
-	// 1. match, on the normalised path and host
-	rt, err := c.match(r, x)
-	if rt != nil {
-		x.route = rt.name
-	}
-	if err != nil {
+	if err := g.decide(c, r, x, Mode{Consume: true}); err != nil {
 		return err
 	}
-
-	// 2. sanitize
-	websocket, err := sanitizeRequest(r)
-	if err != nil {
-		return err
-	}
-
-	// 3. authenticate
-	res, err := c.snap.Chain.Evaluate(r.Context(), r, rt.anonymous, nil)
-	if err != nil {
-		err = rt.routeDenial(err)
-		g.metrics.authDecision(err)
-		return err
-	}
-	x.consumer = res.Consumer
-
-	// 4. authorize: an allow/deny refusal is a "forbidden" decision, not a granted one.
-	group := c.consumerGroups[res.Consumer]
-	if err := rt.authorize(res.Consumer, group); err != nil {
-		g.metrics.authDecision(err)
-		return err
-	}
-	g.metrics.authDecision(nil)
-
-	// 5. limit
-	if err := g.limit(r, c, rt, res.Consumer, group, x); err != nil {
-		return err
-	}
-
-	// 6. proxy
 	c.snap.Chain.HideCredentials(r)
-	upstreamHeaders(r, res, group, websocket, x)
-	x.websocket = websocket
+	upstreamHeaders(r, x.res, x.group, x.websocket, x)
 	if x.hasRate {
 		setRateHeaders(w.Header(), &x.rate, x)
 	}
-	return g.forward(w, r, rt, x)
+	return g.forward(w, r, x.rt, x)
 }
 
 // APISIX consumer-restriction's answers: by the list type that refused the request.
@@ -323,22 +319,41 @@ func (rt *route) authorize(consumer, group string) error {
 	return errForbidden(msg, "consumer "+consumer+" is not allowed on route "+rt.name)
 }
 
-// limit applies the consumer's, its group's and the route's limits, in that order; all must pass.
-func (g *Gateway) limit(r *http.Request, c *compiled, rt *route, consumer, group string, x *exchange) error {
-	for _, ls := range [3][]*limit{c.consumerLimits[consumer], c.groupLimits[group], rt.limits} {
+// limit applies the consumer's, its group's and the route's limits, in that order; all must
+// pass. Without m.Consume nothing is spent: the limits that apply are only traced.
+func (g *Gateway) limit(r *http.Request, c *compiled, x *exchange, m Mode) error {
+	rt, e := x.rt, m.Trace
+	n := 0
+	for _, ls := range [3][]*limit{c.consumerLimits[x.consumer], c.groupLimits[x.group], rt.limits} {
 		for _, l := range ls {
-			key := l.keyFor(r, c, consumer, rt.name)
+			n++
+			if !m.Consume {
+				if e != nil {
+					e.limitApplies(l, l.keyFor(r, c, x.consumer, rt.name), x.group)
+				}
+				continue
+			}
+			key := l.keyFor(r, c, x.consumer, rt.name)
 			d, err := l.limiter.Allow(r.Context(), key)
 			if err != nil {
 				if l.allowDegradation {
 					g.metrics.rateDegraded(l)
 					g.log.Warn("rate limit bypassed: store unavailable", "limit", l.owner, "kind", l.kind, "err", err)
+					if e != nil {
+						e.limitBypassed(l, err)
+					}
 					continue
+				}
+				if e != nil {
+					e.limitFailed(l, err)
 				}
 				return fmt.Errorf("applying %s of %s: %w", l.kind, l.owner, err)
 			}
 			if !x.hasRate || d.Remaining < x.rate.Remaining || !d.Allowed {
 				x.rate, x.hasRate = d, true
+			}
+			if e != nil {
+				e.limitConsumed(l, key, x.group, &d)
 			}
 			if !d.Allowed {
 				g.metrics.rateRejected(rt.name, l)
@@ -355,6 +370,9 @@ func (g *Gateway) limit(r *http.Request, c *compiled, rt *route, consumer, group
 					Err:    fmt.Errorf("%s of %s exceeded", l.kind, l.owner)}
 			}
 		}
+	}
+	if n == 0 && e != nil {
+		e.add("limit", true, "no limit applies")
 	}
 	return nil
 }

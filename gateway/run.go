@@ -50,21 +50,23 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		return fmt.Errorf("loading policy %s:\n%w", cfg.Path, err)
 	}
 
+	// The redis block is read once: the client is built now, and a reload that changes it
+	// is warned about. Kept apart so that the closure below does not pin the first snapshot.
+	startRedis := first.Policy.Redis
 	var rdb redis.UniversalClient
-	if r := first.Policy.Redis; r != nil {
+	if r := startRedis; r != nil {
 		rdb = NewRedisClient(r)
 		defer rdb.Close()
 	}
 	limiters := ratelimit.NewRegistry(ratelimit.RegistryOptions{
 		Logger:          cfg.Logger,
 		Redis:           rdb,
-		RedisTimeout:    redisTimeout(first.Policy.Redis),
+		RedisTimeout:    redisTimeout(startRedis),
 		OnRedisCall:     metrics.RedisCall,
 		OnBreakerChange: metrics.RedisBreaker,
 	})
 	defer limiters.Close()
 
-	loads := 0
 	srv, err := NewServer(ServerOptions{
 		Logger:       cfg.Logger,
 		AccessLog:    cfg.AccessLog,
@@ -72,25 +74,20 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		Metrics:      metrics,
 		OnListen:     cfg.OnListen,
 		BuildVersion: cfg.BuildVersion,
+		First:        first,
 		Load: func() (*policies.Snapshot, error) {
-			loads++
-			if loads == 1 {
-				return first, nil
-			}
 			snap, err := policies.Load(cfg.Path, opts)
 			if err != nil {
 				return nil, err
 			}
-			if !sameRedis(first.Policy.Redis, snap.Policy.Redis) {
+			if !sameRedis(startRedis, snap.Policy.Redis) {
 				cfg.Logger.Warn("the redis block changed; it takes effect at the next restart")
 			}
-			// A listen change is warned about once, by Server.Reload (which also covers tls).
 			return snap, nil
 		},
 	})
 	if err != nil {
-		_ = first.Close()
-		return err
+		return err // NewServer closed first
 	}
 	defer srv.Close()
 

@@ -27,7 +27,11 @@ type Loader func() (*policies.Snapshot, error)
 type ServerOptions struct {
 	Logger    *slog.Logger
 	AccessLog *slog.Logger
-	// Load reads and compiles the policy; called at start and on every reload.
+	// First is the policy to serve at start, when the caller has loaded it already (Run reads
+	// its redis block before it builds the server). NewServer owns it: on error it is closed.
+	// nil: NewServer calls Load.
+	First *policies.Snapshot
+	// Load reads and compiles the policy: on every reload, and at start when First is nil.
 	Load Loader
 	// Limiters and Metrics as for Options. Metrics defaults to NewMetrics().
 	Limiters *ratelimit.Registry
@@ -69,7 +73,8 @@ type Server struct {
 	reloadCount int
 }
 
-// NewServer loads the policy and builds the gateway. It does not listen yet.
+// NewServer builds the gateway serving opts.First, or the policy Load returns. It does not
+// listen yet.
 func NewServer(opts ServerOptions) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -83,12 +88,19 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	if opts.ReloadGrace == 0 {
 		opts.ReloadGrace = 5 * time.Second
 	}
+	snap := opts.First
+	opts.First = nil // not kept: the server must not pin the first snapshot once a reload retires it
 	if opts.Limiters == nil {
+		if snap != nil {
+			_ = snap.Close()
+		}
 		return nil, errors.New("server needs a rate-limit registry")
 	}
-	snap, err := safeLoad(opts.Logger, opts.Load)
-	if err != nil {
-		return nil, fmt.Errorf("loading policy: %w", err)
+	if snap == nil {
+		var err error
+		if snap, err = safeLoad(opts.Logger, opts.Load); err != nil {
+			return nil, fmt.Errorf("loading policy: %w", err)
+		}
 	}
 	gw, err := safeNew(opts.Logger, snap, Options{Logger: opts.Logger, AccessLog: opts.AccessLog, Limiters: opts.Limiters, Metrics: opts.Metrics})
 	if err != nil {
