@@ -20,31 +20,31 @@ import (
 	"github.com/portcullis/portcullis/idp"
 )
 
-// repeated is a flag that may be given several times.
-const signUsage = `usage: portcullis sign --key-id ID --secret S [--algorithm hmac-sha256]
-       [--headers "@request-target date [digest]"] [--date "RFC 1123 date"] [--body FILE]
-       [--header "Name: value"]... METHOD PATH
-prints the Date, Digest (with --body) and Authorization headers of an hmac-auth request`
+// signOptions are the flags of sign.
+type signOptions struct {
+	keyID, secret, algorithm, headers, date, body string
+	extra                                         repeated
+}
+
+func (o *signOptions) define(fs *flag.FlagSet) {
+	fs.StringVar(&o.keyID, "key-id", "", "the key_id `ID` of the binding")
+	fs.StringVar(&o.secret, "secret", "", "the `SECRET` of the binding")
+	fs.StringVar(&o.algorithm, "algorithm", "hmac-sha256", "the algorithm `ALG`: hmac-sha1, hmac-sha256 or hmac-sha512")
+	fs.StringVar(&o.headers, "headers", "", "`NAMES` of the headers to sign, space-separated, in order; default \"@request-target date\", and digest with --body")
+	fs.StringVar(&o.date, "date", "", "the Date header, an RFC 1123 `DATE`; default now")
+	fs.StringVar(&o.body, "body", "", "`FILE` holding the request body, digested into a Digest header")
+	fs.Var(&o.extra, "header", "another request header `\"Name: value\"`, signed when listed in --headers")
+}
 
 // cmdSign prints the headers a client sends for hmac-auth.
 func cmdSign(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("sign", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintln(stderr, signUsage); fs.PrintDefaults() }
-	keyID := fs.String("key-id", "", "the binding's key_id")
-	secret := fs.String("secret", "", "the binding's secret")
-	algorithm := fs.String("algorithm", "hmac-sha256", "hmac-sha1, hmac-sha256 or hmac-sha512")
-	headers := fs.String("headers", "", `space-separated header names to sign, in order (default "@request-target date", and digest with --body)`)
-	date := fs.String("date", "", "the Date header (default: now)")
-	bodyFile := fs.String("body", "", "file holding the request body, digested into a Digest header")
-	var extra repeated
-	fs.Var(&extra, "header", `another request header "Name: value" whose value is signed when listed in --headers`)
-	if err := fs.Parse(args); err != nil {
-		return exitError(2)
+	var o signOptions
+	fs, err := parseFlags("sign", o.define, args, stdout, stderr, 2)
+	if err != nil {
+		return err
 	}
-	if fs.NArg() != 2 || *keyID == "" || *secret == "" {
-		fs.Usage()
-		return exitError(2)
+	if o.keyID == "" || o.secret == "" {
+		return usageError("sign", stderr, "missing --key-id or --secret")
 	}
 	method, target := strings.ToUpper(fs.Arg(0)), fs.Arg(1)
 
@@ -53,27 +53,27 @@ func cmdSign(args []string, stdout, stderr io.Writer) error {
 		target = u.RequestURI()
 		h.Set("Host", u.Host)
 	}
-	for _, kv := range extra {
+	for _, kv := range o.extra {
 		name, value, err := cutHeader("--header", kv)
 		if err != nil {
 			return err
 		}
 		h.Add(name, value)
 	}
-	if *date == "" {
-		*date = time.Now().UTC().Format(http.TimeFormat)
-	} else if _, err := http.ParseTime(*date); err != nil {
+	if o.date == "" {
+		o.date = time.Now().UTC().Format(http.TimeFormat)
+	} else if _, err := http.ParseTime(o.date); err != nil {
 		return fmt.Errorf("parsing --date: %w", err)
 	}
-	h.Set("Date", *date)
+	h.Set("Date", o.date)
 
-	in := idp.SignInput{KeyID: *keyID, Secret: *secret, Algorithm: *algorithm, Method: method, Target: target,
+	in := idp.SignInput{KeyID: o.keyID, Secret: o.secret, Algorithm: o.algorithm, Method: method, Target: target,
 		Header: h}
-	if *headers != "" {
-		in.Headers = strings.Fields(*headers)
+	if o.headers != "" {
+		in.Headers = strings.Fields(o.headers)
 	}
-	if *bodyFile != "" {
-		body, err := os.ReadFile(*bodyFile)
+	if o.body != "" {
+		body, err := os.ReadFile(o.body)
 		if err != nil {
 			return fmt.Errorf("reading body: %w", err)
 		}
@@ -83,7 +83,7 @@ func cmdSign(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "Date: %s\n", *date)
+	fmt.Fprintf(stdout, "Date: %s\n", o.date)
 	if out.Digest != "" {
 		fmt.Fprintf(stdout, "Digest: %s\n", out.Digest)
 	}
@@ -91,40 +91,64 @@ func cmdSign(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-const tokenUsage = `usage: portcullis token --key K (--secret S | --private-key PEMFILE) [--algorithm A]
-       [--ttl 1h] [--key-claim key] [--claim k=v]...
-prints a signed JWT for jwt-auth`
+// tokenOptions are the flags of token.
+type tokenOptions struct {
+	key, keyClaim, secret, privateKey, algorithm string
+	ttl                                          time.Duration
+	claims                                       repeated
+}
+
+func (o *tokenOptions) define(fs *flag.FlagSet) {
+	fs.StringVar(&o.key, "key", "", "the binding's `KEY`, the value of the key claim")
+	fs.StringVar(&o.keyClaim, "key-claim", "key", "the `CLAIM` naming the binding (the provider's key_claim)")
+	fs.StringVar(&o.secret, "secret", "", "the HMAC `SECRET`, for HS256, HS384, HS512")
+	fs.StringVar(&o.privateKey, "private-key", "", "`PEMFILE` holding the private key, for RS*, PS*, ES*, EdDSA")
+	fs.StringVar(&o.algorithm, "algorithm", "", "the signature algorithm `ALG`; default HS256 with --secret, else from the key type")
+	fs.DurationVar(&o.ttl, "ttl", time.Hour, "lifetime `DURATION`: sets exp; 0: no exp")
+	fs.Var(&o.claims, "claim", "an extra string claim `k=v`")
+}
+
+// minHMACKeyBytes is RFC 7518 §3.2's shortest key for an HS algorithm: the hash's output
+// size. ok is false for other algorithms.
+func minHMACKeyBytes(alg string) (n int, ok bool) {
+	switch alg {
+	case "HS256":
+		return 32, true
+	case "HS384":
+		return 48, true
+	case "HS512":
+		return 64, true
+	}
+	return 0, false
+}
 
 // cmdToken prints a signed JWT whose key claim names a jwt-auth binding.
 func cmdToken(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintln(stderr, tokenUsage); fs.PrintDefaults() }
-	key := fs.String("key", "", "the binding's key (the value of the key claim)")
-	keyClaim := fs.String("key-claim", "key", "the claim naming the binding")
-	secret := fs.String("secret", "", "the HMAC secret (HS256/384/512)")
-	privateKey := fs.String("private-key", "", "PEM file of the private key (RS*, PS*, ES*, EdDSA)")
-	algorithm := fs.String("algorithm", "", "signature algorithm (default HS256 with --secret, else from the key type)")
-	ttl := fs.Duration("ttl", time.Hour, "lifetime: sets exp (0: no exp)")
-	var claims repeated
-	fs.Var(&claims, "claim", "an extra string claim k=v (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		return exitError(2)
+	var o tokenOptions
+	if _, err := parseFlags("token", o.define, args, stdout, stderr, 0); err != nil {
+		return err
 	}
-	if fs.NArg() != 0 || *key == "" || (*secret == "") == (*privateKey == "") || *ttl < 0 {
-		fs.Usage()
-		return exitError(2)
+	switch {
+	case o.key == "":
+		return usageError("token", stderr, "missing --key")
+	case (o.secret == "") == (o.privateKey == ""):
+		return usageError("token", stderr, "give one of --secret and --private-key")
+	case o.ttl < 0:
+		return usageError("token", stderr, "--ttl must not be negative")
 	}
-
 	var signKey any
-	alg := *algorithm
-	if *secret != "" {
-		signKey = []byte(*secret)
+	alg := o.algorithm
+	if o.secret != "" {
+		signKey = []byte(o.secret)
 		if alg == "" {
 			alg = "HS256"
 		}
+		// A short secret still signs (the binding may hold one), but can be brute-forced.
+		if n, ok := minHMACKeyBytes(alg); ok && len(o.secret) < n {
+			fmt.Fprintf(stderr, "warning: the --secret is %d bytes; RFC 7518 §3.2 wants at least %d for %s\n", len(o.secret), n, alg)
+		}
 	} else {
-		pemBytes, err := os.ReadFile(*privateKey)
+		pemBytes, err := os.ReadFile(o.privateKey)
 		if err != nil {
 			return fmt.Errorf("reading private key: %w", err)
 		}
@@ -151,11 +175,11 @@ func cmdToken(args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	}
-	errs := []error{set(*keyClaim, *key), set(jwt.IssuedAtKey, now)}
-	if *ttl > 0 {
-		errs = append(errs, set(jwt.ExpirationKey, now.Add(*ttl)))
+	errs := []error{set(o.keyClaim, o.key), set(jwt.IssuedAtKey, now)}
+	if o.ttl > 0 {
+		errs = append(errs, set(jwt.ExpirationKey, now.Add(o.ttl)))
 	}
-	for _, kv := range claims {
+	for _, kv := range o.claims {
 		name, value, ok := strings.Cut(kv, "=")
 		if !ok || name == "" {
 			errs = append(errs, fmt.Errorf("parsing --claim %q: want k=v", kv))

@@ -15,18 +15,24 @@ import (
 	"github.com/portcullis/portcullis/examples"
 )
 
+// demoOptions are the flags of demo.
+type demoOptions struct{ upstream, policy string }
+
+func (o *demoOptions) define(fs *flag.FlagSet) {
+	fs.StringVar(&o.upstream, "upstream", "127.0.0.1:9100", "`HOST:PORT` of the demo petstore upstream")
+	fs.StringVar(&o.policy, "c", "", "the policy `PATH` to serve instead of examples/petstore.json")
+}
+
 // cmdDemo runs the petstore scenario: a small upstream on 127.0.0.1:9100 and the gateway with
 // examples/petstore.json (from the working directory when present, so that edits hot-reload;
 // otherwise the copy built into the binary).
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	upstreamAddr := fs.String("upstream", "127.0.0.1:9100", "address of the demo petstore upstream")
-	policy := fs.String("c", "", "policy to serve (default: examples/petstore.json)")
-	if err := fs.Parse(args); err != nil {
-		return exitError(2)
+	var o demoOptions
+	if _, err := parseFlags("demo", o.define, args, stdout, stderr, 0); err != nil {
+		return err
 	}
-	path := *policy
+	upstreamAddr := &o.upstream
+	path := o.policy
 	if path == "" {
 		path = filepath.Join("examples", "petstore.json")
 		if _, err := os.Stat(path); err != nil {

@@ -14,33 +14,41 @@ import (
 	"github.com/portcullis/portcullis/policies"
 )
 
+// explainOptions are the flags of explain.
+type explainOptions struct {
+	path, body, remote string
+	headers            repeated
+	maxSize            byteSize
+}
+
+func (o *explainOptions) define(fs *flag.FlagSet) {
+	fs.StringVar(&o.path, "c", "", "the policy `PATH`: a JSON file, or a folder of them")
+	fs.Var(&o.headers, "H", "a request header `\"Name: value\"`")
+	fs.StringVar(&o.body, "d", "", "the request `BODY`")
+	fs.StringVar(&o.remote, "remote-addr", "127.0.0.1:40000", "the client address `HOST:PORT` the request comes from")
+	maxPolicySizeVar(fs, &o.maxSize)
+}
+
 // cmdExplain evaluates one request against a policy without proxying it and prints the trace.
 // It exits 0 when the request would be forwarded and 1 when it would be denied.
 func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", "", "policy file or folder")
-	var headers repeated
-	fs.Var(&headers, "H", `request header "Name: value" (repeatable)`)
-	body := fs.String("d", "", "request body")
-	remote := fs.String("remote-addr", "127.0.0.1:40000", "client address the request comes from")
-	maxSize := maxPolicySizeFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return exitError(2)
-	}
-	if *path == "" || fs.NArg() != 2 {
-		fmt.Fprintln(stderr, `usage: portcullis explain -c PATH [-H "Name: value"]... [-d BODY] METHOD URL`)
-		return exitError(2)
-	}
-	req, err := explainRequest(ctx, fs.Arg(0), fs.Arg(1), headers, *body)
+	var o explainOptions
+	fs, err := parseFlags("explain", o.define, args, stdout, stderr, 2)
 	if err != nil {
 		return err
 	}
-	req.RemoteAddr = *remote
-
-	snap, err := policies.Load(*path, policies.Options{Context: ctx, MaxFileSize: int64(*maxSize)})
+	if o.path == "" {
+		return usageError("explain", stderr, "missing -c PATH")
+	}
+	req, err := explainRequest(ctx, fs.Arg(0), fs.Arg(1), o.headers, o.body)
 	if err != nil {
-		return fmt.Errorf("loading policy %s:\n%w", *path, err)
+		return err
+	}
+	req.RemoteAddr = o.remote
+
+	snap, err := policies.Load(o.path, policies.Options{Context: ctx, MaxFileSize: int64(o.maxSize)})
+	if err != nil {
+		return fmt.Errorf("loading policy %s:\n%w", o.path, err)
 	}
 	limiters := ratelimit.NewRegistry(ratelimit.RegistryOptions{})
 	defer limiters.Close()

@@ -28,7 +28,19 @@ func cutHeader(flag, kv string) (name, value string, err error) {
 // byteSize is a size flag: bytes, or a number with KiB, MiB or GiB.
 type byteSize int64
 
-func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+// String writes whole KiB, MiB and GiB with their unit, so that a default reads 512MiB.
+func (b *byteSize) String() string {
+	n := int64(*b)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
 
 func (b *byteSize) Set(v string) error {
 	num, mult := v, int64(1)
@@ -49,9 +61,8 @@ func (b *byteSize) Set(v string) error {
 	return nil
 }
 
-// maxPolicySizeFlag adds -max-policy-size, the cap of each policy file.
-func maxPolicySizeFlag(fs *flag.FlagSet) *byteSize {
-	b := byteSize(policies.DefaultMaxFileSize)
-	fs.Var(&b, "max-policy-size", "largest policy file read, in bytes or with KiB, MiB, GiB")
-	return &b
+// maxPolicySizeVar adds -max-policy-size, the cap of each policy file, to b.
+func maxPolicySizeVar(fs *flag.FlagSet, b *byteSize) {
+	*b = byteSize(policies.DefaultMaxFileSize)
+	fs.Var(b, "max-policy-size", "`SIZE` of the largest policy file read: bytes, or a number with KiB, MiB, GiB")
 }

@@ -73,49 +73,30 @@ type exitError int
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
-const usage = `Portcullis — an IdP-federating authentication gateway.
-
-Usage:
-  portcullis run -c PATH            serve the policy file or folder PATH
-  portcullis validate -c PATH       check a policy; print every problem
-  portcullis explain -c PATH [-H "Name: value"]... [-d BODY] METHOD URL
-                                    show how the policy decides one request
-  portcullis demo                   run the petstore demo (gateway + upstream)
-  portcullis sign ...               print HMAC signature headers for a request
-  portcullis token ...              print a signed JWT for jwt-auth
-  portcullis hash-password          read a password on stdin, print a bcrypt hash
-  portcullis version                print the version
-`
-
-// run dispatches the subcommand.
+// run dispatches the subcommand. -h, --help and help print on stdout and exit 0; a missing or
+// unknown command prints the usage on stderr and exits 2.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		writeShortMainUsage(stderr)
 		return exitError(2)
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "run":
-		return cmdRun(ctx, rest, stdout, stderr)
-	case "validate":
-		return cmdValidate(rest, stdout, stderr)
-	case "explain":
-		return cmdExplain(ctx, rest, stdout, stderr)
-	case "demo":
-		return cmdDemo(ctx, rest, stdout, stderr)
-	case "sign":
-		return cmdSign(rest, stdout, stderr)
-	case "token":
-		return cmdToken(rest, stdout, stderr)
-	case "hash-password":
-		return cmdHashPassword(stdin, stdout)
-	case "version", "--version", "-v":
-		fmt.Fprintln(stdout, "portcullis", buildVersion())
+	name, rest := args[0], args[1:]
+	switch name {
+	case "-h", "-help", "--help":
+		writeMainHelp(stdout)
 		return nil
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+	case "--version", "-v":
+		name = "version"
+	}
+	c := lookup(name)
+	if c == nil {
+		fmt.Fprintf(stderr, "portcullis: unknown command %q\n", name)
+		writeShortMainUsage(stderr)
+		return exitError(2)
+	}
+	err := c.run(ctx, rest, stdin, stdout, stderr)
+	if errors.Is(err, errHelp) {
 		return nil
 	}
-	fmt.Fprintf(stderr, "portcullis: unknown command %q\n\n%s", cmd, usage)
-	return exitError(2)
+	return err
 }

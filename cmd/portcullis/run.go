@@ -15,30 +15,38 @@ import (
 	"github.com/portcullis/portcullis/policies"
 )
 
+// runOptions are the flags of run.
+type runOptions struct {
+	path, logLevel   string
+	accessLog, watch bool
+	maxSize          byteSize
+}
+
+func (o *runOptions) define(fs *flag.FlagSet) {
+	fs.StringVar(&o.path, "c", "", "the policy `PATH`: a JSON file, or a folder of them")
+	fs.StringVar(&o.logLevel, "log-level", "info", "`LEVEL` of the operational log: debug, info, warn, error")
+	fs.BoolVar(&o.accessLog, "access-log", true, "write one JSON line per request to stdout")
+	fs.BoolVar(&o.watch, "watch", true, "reload the policy when its file or folder changes (SIGHUP always reloads)")
+	maxPolicySizeVar(fs, &o.maxSize)
+}
+
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", "", "policy file or folder")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	accessLog := fs.Bool("access-log", true, "write one JSON line per request to stdout")
-	watch := fs.Bool("watch", true, "reload the policy when its file or folder changes (SIGHUP always reloads)")
-	maxSize := maxPolicySizeFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return exitError(2)
+	var o runOptions
+	if _, err := parseFlags("run", o.define, args, stdout, stderr, 0); err != nil {
+		return err
 	}
-	if *path == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: portcullis run -c PATH")
-		return exitError(2)
+	if o.path == "" {
+		return usageError("run", stderr, "missing -c PATH")
 	}
-	logger, err := newLogger(stderr, *logLevel)
+	logger, err := newLogger(stderr, o.logLevel)
 	if err != nil {
 		return err
 	}
 	access := slog.New(slog.DiscardHandler)
-	if *accessLog {
+	if o.accessLog {
 		access = slog.New(slog.NewJSONHandler(stdout, nil))
 	}
-	return serve(ctx, serveConfig{path: *path, logger: logger, access: access, noWatch: !*watch, maxPolicySize: int64(*maxSize)})
+	return serve(ctx, serveConfig{path: o.path, logger: logger, access: access, noWatch: !o.watch, maxPolicySize: int64(o.maxSize)})
 }
 
 type serveConfig struct {
@@ -89,26 +97,41 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
+// validateOptions are the flags of validate.
+type validateOptions struct {
+	path    string
+	maxSize byteSize
+}
+
+func (o *validateOptions) define(fs *flag.FlagSet) {
+	fs.StringVar(&o.path, "c", "", "the policy `PATH`, when it is not given as the argument")
+	maxPolicySizeVar(fs, &o.maxSize)
+}
+
+// cmdValidate checks the policy named by -c or by its one argument.
 func cmdValidate(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", "", "policy file or folder")
-	maxSize := maxPolicySizeFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return exitError(2)
+	var o validateOptions
+	fs, err := parseFlags("validate", o.define, args, stdout, stderr, -1)
+	if err != nil {
+		return err
 	}
-	if *path == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: portcullis validate -c PATH")
-		return exitError(2)
+	path := o.path
+	switch {
+	case path == "" && fs.NArg() == 1:
+		path = fs.Arg(0)
+	case path == "" && fs.NArg() == 0:
+		return usageError("validate", stderr, "missing the policy PATH")
+	case fs.NArg() > 0:
+		return usageError("validate", stderr, "unexpected argument %q", fs.Arg(0))
 	}
-	warnings, err := policies.Check(*path, policies.Options{MaxFileSize: int64(*maxSize)})
+	warnings, err := policies.Check(path, policies.Options{MaxFileSize: int64(o.maxSize)})
 	if err != nil {
 		n := 0
 		for _, e := range flatten(err) {
 			fmt.Fprintln(stderr, e)
 			n++
 		}
-		fmt.Fprintf(stderr, "%s: %d problem(s)\n", *path, n)
+		fmt.Fprintf(stderr, "%s: %d problem(s)\n", path, n)
 		return exitError(1)
 	}
 	// Warnings do not fail validation: the policy loads as written.
@@ -116,10 +139,10 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}
 	if len(warnings) > 0 {
-		fmt.Fprintf(stdout, "%s: ok, %d warning(s)\n", *path, len(warnings))
+		fmt.Fprintf(stdout, "%s: ok, %d warning(s)\n", path, len(warnings))
 		return nil
 	}
-	fmt.Fprintf(stdout, "%s: ok\n", *path)
+	fmt.Fprintf(stdout, "%s: ok\n", path)
 	return nil
 }
 
