@@ -4,7 +4,7 @@ BIN     := bin/portcullis
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build run test vet bench clean
+.PHONY: all build run test vet lint bench clean
 
 all: build
 
@@ -24,6 +24,15 @@ test: vet
 vet:
 	$(GO) vet ./...
 	cd bench && $(GO) vet ./...
+
+# gofmt, go vet and staticcheck (pinned) for the module and bench/; CI runs it before `make test`.
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+lint: vet
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+		if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(STATICCHECK) ./...
+	cd bench && $(STATICCHECK) ./...
 
 # `make bench` runs both benchmarks: bench-go (the Go benchmarks of the request path and of
 # each provider and limiter) and bench-load (the side-by-side load benchmark against nginx, Caddy

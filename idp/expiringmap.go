@@ -96,26 +96,6 @@ func (m *expiringMap[K, V]) makeRoom(now time.Time) bool {
 	return len(m.entries) < m.max
 }
 
-// len is the number of stored entries, live or not yet swept.
-func (m *expiringMap[K, V]) len() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.entries)
-}
-
-// headerValue returns the first value of the named header that ours accepts. Providers that share
-// a header (basic-auth, hmac-auth and jwt-auth all read Authorization) each claim only values of
-// their own scheme, so a request may carry, say, Basic and Signature credentials as two
-// Authorization fields.
-func headerValue(r *http.Request, name string, ours func(string) bool) (string, bool) {
-	for _, v := range r.Header.Values(name) {
-		if ours(v) {
-			return v, true
-		}
-	}
-	return "", false
-}
-
 // deleteHeaderValues removes the values of the named header that ours accepts and keeps the others.
 func deleteHeaderValues(r *http.Request, name string, ours func(string) bool) {
 	vs := r.Header.Values(name)

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -115,13 +114,6 @@ func TestDuplicateCredentials(t *testing.T) {
 }
 
 // decodeJSON decodes a response body into v.
-func decodeJSON(t *testing.T, body string, v any) {
-	t.Helper()
-	if err := json.Unmarshal([]byte(body), v); err != nil {
-		t.Fatalf("decoding %q: %v", body, err)
-	}
-}
-
 // TestSharedPlaceProviders: two hmac-auth providers (one validating bodies, one not) and two
 // key-auth providers on apikey serve their own consumers side by side; a credential is unknown
 // only when neither knows it, and explain names the provider that claimed it.
