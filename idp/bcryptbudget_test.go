@@ -124,12 +124,16 @@ func TestBasicAuthWrongPasswordBudget(t *testing.T) {
 	}
 	// hammer sends n different wrong passwords for user at once and returns, with the held
 	// check's password and result, when exactly one of them runs bcrypt and the others were
-	// refused.
+	// refused. Passwords are never reused across calls: a released gate stays open, so a
+	// password released by an earlier call would run bcrypt at once.
+	hammers := 0
 	hammer := func(t *testing.T, user string, n int) (string, chan error) {
 		t.Helper()
+		hammers++
+		call := hammers
 		results := make(chan error, n)
 		for i := range n {
-			go func() { results <- check(user, fmt.Sprintf("wrong-%s-%d", user, i)) }()
+			go func() { results <- check(user, fmt.Sprintf("wrong-%s-%d-%d", user, call, i)) }()
 		}
 		var running []string
 		refused := 0
