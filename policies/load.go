@@ -15,12 +15,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/portcullis/portcullis/consumers"
 	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/internal/urlpath"
 	"github.com/portcullis/portcullis/keycloak"
 	"github.com/portcullis/portcullis/tlscert"
 )
@@ -33,6 +35,9 @@ const (
 	DefaultUpstreamTimeout = 30 * time.Second
 	DefaultClientTimeout   = 60 * time.Second // client_body_timeout and send_timeout
 	DefaultClockSkew       = 300
+	// DefaultForwardAuthPath is forward_auth's path: under /.portcullis/, a prefix no
+	// application uses, so that the endpoint never hides a route.
+	DefaultForwardAuthPath = "/.portcullis/auth"
 )
 
 // Load reads the policy at path (a file, or a folder whose *.json files are merged),
@@ -174,7 +179,60 @@ func warnings(path string, p *Policy) []*Error {
 				Msg: fmt.Sprintf(`idp %q accepts signatures that do not cover @request-target, the date or digest ("compat": "apisix-loose") and has no nonce_header: a captured request can be replayed`, d.Name)})
 		}
 	}
+	return append(out, forwardAuthWarnings(path, p)...)
+}
+
+// forwardAuthWarnings: nginx auth_request and Caddy forward_auth send the endpoint no body, so
+// an hmac-auth provider that validates the body refuses, on a route only forward auth decides,
+// every request that has one (unless the proxy sends it, as Envoy ext_authz with_request_body).
+func forwardAuthWarnings(path string, p *Policy) []*Error {
+	if p.ForwardAuth == nil {
+		return nil
+	}
+	bodyIdPs := map[string]bool{}
+	for _, d := range p.IdPs {
+		if d.Type == "hmac-auth" && d.ValidateRequestBody {
+			bodyIdPs[d.Name] = true
+		}
+	}
+	if len(bodyIdPs) == 0 {
+		return nil
+	}
+	var out []*Error
+	for i, r := range p.Routes {
+		if len(r.Upstream.Targets) > 0 {
+			continue
+		}
+		warned := map[string]bool{}
+		for _, cons := range p.Consumers {
+			if !r.admits(cons.Username, cons.Group) {
+				continue
+			}
+			for _, b := range cons.IdPs {
+				if !bodyIdPs[b.IdP] || warned[b.IdP] {
+					continue
+				}
+				warned[b.IdP] = true
+				out = append(out, &Error{File: path, Path: fmt.Sprintf("$.routes[%d]", i),
+					Msg: fmt.Sprintf("route %q is decided only by forward auth, and idp %q validates the request body (validate_request_body): nginx auth_request and Caddy forward_auth send no body, so a request with one is refused; only Envoy ext_authz with with_request_body sends it", r.Name, b.IdP)})
+			}
+		}
+	}
 	return out
+}
+
+// admits reports whether the route's allow and deny lists let the consumer in.
+func (r *Route) admits(consumer, group string) bool {
+	in := func(list []string, name string) bool { return name != "" && slices.Contains(list, name) }
+	if r.Consumers != nil && in(r.Consumers.Deny, consumer) || r.Groups != nil && in(r.Groups.Deny, group) {
+		return false
+	}
+	allowC := r.Consumers != nil && len(r.Consumers.Allow) > 0
+	allowG := r.Groups != nil && len(r.Groups.Allow) > 0
+	if !allowC && !allowG {
+		return true
+	}
+	return allowC && in(r.Consumers.Allow, consumer) || allowG && in(r.Groups.Allow, group)
 }
 
 type rawFile struct {
@@ -280,7 +338,7 @@ type consumerSpan struct {
 // merged is the policy of all files with where each part came from.
 type merged struct {
 	policy                                          Policy
-	listen, adminListen, redis, trustedProxies, tls *origin
+	listen, adminListen, redis, trustedProxies, tls, forwardAuth *origin
 	idps, groups, routes                            []origin
 	// consumerSpans locate the consumers; their paths are only formatted for an error.
 	consumerSpans []consumerSpan
@@ -322,6 +380,7 @@ func (m *merged) add(src *source, p Policy, masks map[int][]uint32) {
 	top("admin_listen", p.AdminListen != "", &m.adminListen, func() { m.policy.AdminListen = p.AdminListen })
 	top("redis", p.Redis != nil, &m.redis, func() { m.policy.Redis = p.Redis })
 	top("tls", p.TLS != nil, &m.tls, func() { m.policy.TLS = p.TLS })
+	top("forward_auth", p.ForwardAuth != nil, &m.forwardAuth, func() { m.policy.ForwardAuth = p.ForwardAuth })
 	top("trusted_proxies", len(p.TrustedProxies) > 0, &m.trustedProxies, func() { m.policy.TrustedProxies = p.TrustedProxies })
 
 	list := func(key string, n int, dst *[]origin) {
@@ -361,6 +420,9 @@ func (p *Policy) applyDefaults() {
 	}
 	if p.AdminListen == "" {
 		p.AdminListen = DefaultAdminListen
+	}
+	if p.ForwardAuth != nil && p.ForwardAuth.Path == "" {
+		p.ForwardAuth.Path = DefaultForwardAuthPath
 	}
 	for i := range p.IdPs {
 		if p.IdPs[i].Type == "hmac-auth" && p.IdPs[i].ClockSkew == nil {
@@ -485,6 +547,7 @@ func (m *merged) check(errs *errorList) {
 			errs.add(m.trustedProxies.src.errAt(m.trustedProxies.path.index(i), "%v", err))
 		}
 	}
+	m.checkForwardAuth(errs)
 	if m.redis != nil && (p.Redis.Addr == "") == (len(p.Redis.Addrs) == 0) {
 		errs.add(m.redis.src.errAt(m.redis.path, "redis needs exactly one of addr (one server) or addrs (a cluster)"))
 	}
@@ -586,8 +649,31 @@ func (m *merged) check(errs *errorList) {
 
 	for i, r := range p.Routes {
 		m.checkRoute(m.routes[i], r, c, errs)
+		if len(r.Upstream.Targets) == 0 && p.ForwardAuth == nil {
+			errs.add(m.routes[i].errAt(rootPath.key("upstream"), "route %q has no upstream: only a route decided by forward auth (with forward_auth set) may have none", r.Name))
+		}
 	}
 	m.checker = c
+}
+
+// checkForwardAuth checks forward_auth: a path of its own, and someone allowed to ask.
+func (m *merged) checkForwardAuth(errs *errorList) {
+	fa := m.policy.ForwardAuth
+	if fa == nil {
+		return
+	}
+	o := *m.forwardAuth
+	if norm, _, err := urlpath.Normalize(fa.Path); err != nil || norm != fa.Path {
+		errs.add(o.errAt(rootPath.key("path"), "forward_auth path %q is not a normalised path (no \".\" or \"..\" segments): requests are matched on their normalised path", fa.Path))
+	}
+	for i, s := range fa.Allow {
+		if _, err := ParseTrustedProxy(s); err != nil {
+			errs.add(o.errAt(rootPath.key("allow").index(i), "%v", err))
+		}
+	}
+	if len(fa.Allow) == 0 && len(m.policy.TrustedProxies) == 0 {
+		errs.add(o.errAt(rootPath, "forward_auth needs allow or trusted_proxies: only the proxies in front may ask, or anyone could probe credentials and spend others' limits through it"))
+	}
 }
 
 // ParseTrustedProxy reads one trusted_proxies entry: an IP address (one host) or a CIDR prefix.
@@ -763,6 +849,18 @@ func (m *merged) compile(errs *errorList, env buildEnv) *Snapshot {
 	for _, s := range p.TrustedProxies {
 		if pfx, err := ParseTrustedProxy(s); err == nil { // check reported the others
 			snap.TrustedProxies = append(snap.TrustedProxies, pfx)
+		}
+	}
+	if fa := p.ForwardAuth; fa != nil {
+		snap.ForwardAuth = &ForwardAuthEndpoint{Path: fa.Path}
+		allow := fa.Allow
+		if len(allow) == 0 {
+			allow = p.TrustedProxies
+		}
+		for _, s := range allow {
+			if pfx, err := ParseTrustedProxy(s); err == nil {
+				snap.ForwardAuth.Allow = append(snap.ForwardAuth.Allow, pfx)
+			}
 		}
 	}
 	for i, cfg := range p.IdPs {

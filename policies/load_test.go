@@ -69,6 +69,29 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`p.json:2:93: $.idps[0].header: header "X-Consumer-Token" is reserved: the gateway drops it from every request so that clients cannot claim an identity`},
 		},
 		{
+			name:   "a route without upstream and no forward_auth",
+			policy: `{"routes": [{"name": "r", "paths": ["/"]}]}`,
+			want:   []string{`p.json:1:13: $.routes[0].upstream: route "r" has no upstream: only a route decided by forward auth (with forward_auth set) may have none`},
+		},
+		{
+			name:   "forward_auth without anyone allowed to ask",
+			policy: `{"forward_auth": {}, "routes": [{"name": "r", "paths": ["/"]}]}`,
+			want:   []string{`p.json:1:18: $.forward_auth: forward_auth needs allow or trusted_proxies: only the proxies in front may ask, or anyone could probe credentials and spend others' limits through it`},
+		},
+		{
+			name:   "forward_auth with a bad allow entry and a path that is not normalised",
+			policy: `{"forward_auth": {"path": "/a/../auth", "allow": ["10.0.0.0/33"]}}`,
+			want: []string{
+				`p.json:1:27: $.forward_auth.path: forward_auth path "/a/../auth" is not a normalised path (no "." or ".." segments): requests are matched on their normalised path`,
+				`p.json:1:51: $.forward_auth.allow[0]: trusted proxy "10.0.0.0/33" is not a CIDR prefix (10.0.0.0/8, fd00::/8)`,
+			},
+		},
+		{
+			name:   "forward_auth with a path outside the schema",
+			policy: `{"forward_auth": {"path": "auth/", "allow": ["127.0.0.1"]}}`,
+			want:   []string{`p.json:1:27: $.forward_auth.path: "auth/" does not match "^/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$"`},
+		},
+		{
 			name:   "syntax error",
 			policy: "{\n  \"listen\": \"a:1\",\n  \"idps\": [ }\n}",
 			want:   []string{`p.json:3:13: $.idps: invalid JSON: invalid character '}' looking for beginning of value`},
@@ -479,6 +502,48 @@ func TestPetstoreLoads(t *testing.T) {
 				t.Errorf("got consumer %q, want %q", res.Consumer, tt.want)
 			}
 		})
+	}
+}
+
+func TestForwardAuthCompiles(t *testing.T) {
+	tests := []struct {
+		name, policy   string
+		path, allowing string
+	}{
+		{name: "allow defaults to the trusted proxies", policy: `{"trusted_proxies": ["10.1.2.3/8"], "forward_auth": {}}`,
+			path: DefaultForwardAuthPath, allowing: "10.0.0.0/8"},
+		{name: "its own allow list", policy: `{"trusted_proxies": ["10.0.0.0/8"], "forward_auth": {"path": "/_auth", "allow": ["127.0.0.1", "::1"]}}`,
+			path: "/_auth", allowing: "127.0.0.1/32 ::1/128"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := writeFiles(t, map[string]string{"p.json": tt.policy})
+			snap, err := Load(filepath.Join(dir, "p.json"), Options{})
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			defer snap.Close()
+			fa := snap.ForwardAuth
+			if fa == nil {
+				t.Fatal("Snapshot.ForwardAuth is nil")
+			}
+			var got []string
+			for _, p := range fa.Allow {
+				got = append(got, p.String())
+			}
+			if fa.Path != tt.path || strings.Join(got, " ") != tt.allowing {
+				t.Errorf("ForwardAuth: got path %q allowing %q, want %q allowing %q", fa.Path, got, tt.path, tt.allowing)
+			}
+		})
+	}
+	dir := writeFiles(t, map[string]string{"p.json": `{"trusted_proxies": ["10.0.0.0/8"]}`})
+	snap, err := Load(filepath.Join(dir, "p.json"), Options{})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	defer snap.Close()
+	if snap.ForwardAuth != nil {
+		t.Errorf("without forward_auth: got %+v, want nil", snap.ForwardAuth)
 	}
 }
 

@@ -34,6 +34,8 @@ type Snapshot struct {
 	// trusted proxy (nginx's set_real_ip_from with real_ip_recursive on); without them, the TCP
 	// peer, whatever X-Forwarded-For says.
 	TrustedProxies []netip.Prefix
+	// ForwardAuth is the forward-auth endpoint; nil when the policy has no forward_auth.
+	ForwardAuth *ForwardAuthEndpoint
 	// TLS serves the listener's certificate when the policy has tls; nil without.
 	TLS *tlscert.Source
 
@@ -47,6 +49,15 @@ type Snapshot struct {
 	// ConsumerPlugins and GroupPlugins are the plugins by consumer username and group name.
 	ConsumerPlugins map[string]Plugins
 	GroupPlugins    map[string]Plugins
+}
+
+// ForwardAuthEndpoint is the compiled forward_auth.
+type ForwardAuthEndpoint struct {
+	// Path is where the endpoint answers (Path, Path+"/nginx", Path+"/envoy/...").
+	Path string
+	// Allow are the peers that may ask: forward_auth's allow, or the trusted_proxies. The TCP
+	// peer is checked, never X-Forwarded-For. Never empty.
+	Allow []netip.Prefix
 }
 
 // Options are the dependencies of loading and compiling.

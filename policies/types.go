@@ -14,13 +14,28 @@ type Policy struct {
 	AdminListen string `json:"admin_listen,omitempty"`
 	// TrustedProxies are the proxies in front of the gateway (IP addresses or CIDR prefixes)
 	// whose X-Forwarded-For is believed: see Snapshot.TrustedProxies.
-	TrustedProxies []string        `json:"trusted_proxies,omitempty"`
+	TrustedProxies []string `json:"trusted_proxies,omitempty"`
+	// ForwardAuth, when set, answers the proxy in front (nginx auth_request, Caddy forward_auth,
+	// Traefik ForwardAuth, Envoy ext_authz) on a reserved path: see Snapshot.ForwardAuth.
+	ForwardAuth    *ForwardAuth    `json:"forward_auth,omitempty"`
 	TLS            *TLS            `json:"tls,omitempty"`
 	Redis          *Redis          `json:"redis,omitempty"`
 	IdPs           []IdP           `json:"idps,omitempty"`
 	ConsumerGroups []ConsumerGroup `json:"consumer_groups,omitempty"`
 	Consumers      []Consumer      `json:"consumers,omitempty"`
 	Routes         []Route         `json:"routes,omitempty"`
+}
+
+// ForwardAuth is the forward-auth endpoint: the proxy in front asks it to decide a request it
+// describes, instead of sending the request through the gateway.
+type ForwardAuth struct {
+	// Path is the endpoint's path on the gateway listener (default DefaultForwardAuthPath);
+	// Path+"/nginx" and Path+"/envoy/..." answer those proxies' conventions.
+	Path string `json:"path,omitempty"`
+	// Allow lists the peers (IP addresses or CIDR prefixes) that may ask; default the
+	// trusted_proxies. Anyone else is refused: the endpoint would let them probe credentials
+	// and spend other callers' limits.
+	Allow []string `json:"allow,omitempty"`
 }
 
 // TLS is the gateway listener's TLS.
@@ -148,7 +163,9 @@ type Route struct {
 	Paths       []string    `json:"paths"`
 	Methods     []string    `json:"methods,omitempty"`
 	StripPrefix string      `json:"strip_prefix,omitempty"`
-	Upstream    Upstream    `json:"upstream"`
+	// Upstream is where the route forwards. A route decided only by forward auth (the proxy
+	// in front forwards) has none.
+	Upstream    Upstream    `json:"upstream,omitzero"`
 	Consumers   *AccessList `json:"consumers,omitempty"`
 	Groups      *AccessList `json:"consumer_groups,omitempty"`
 	Anonymous   string      `json:"anonymous_consumer,omitempty"`

@@ -15,6 +15,12 @@ func TestWarnings(t *testing.T) {
 		{name: "no routes", policy: `{}`, want: []string{"p.json: the policy has no routes: every request is answered 404"}},
 		{name: "only consumers", policy: `{"idps": [{"name": "k", "type": "key-auth"}], "consumers": [{"username": "a", "idps": [{"idp": "k", "key": "x"}]}]}`,
 			want: []string{"p.json: the policy has no routes: every request is answered 404"}},
+		{name: "body-validating hmac on a forward-auth route", policy: `{"trusted_proxies": ["127.0.0.1"], "forward_auth": {},
+  "idps": [{"name": "h", "type": "hmac-auth", "validate_request_body": true}, {"name": "h2", "type": "hmac-auth"}],
+  "consumers": [{"username": "a", "idps": [{"idp": "h", "key_id": "a", "secret": "s"}]}, {"username": "b", "idps": [{"idp": "h", "key_id": "b", "secret": "s"}, {"idp": "h2", "key_id": "b", "secret": "s"}]}],
+  "routes": [{"name": "fwd", "paths": ["/"]}, {"name": "denied", "paths": ["/x"], "consumers": {"deny": ["a", "b"]}},
+    {"name": "proxied", "paths": ["/p"], "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}}]}`,
+			want: []string{`p.json: route "fwd" is decided only by forward auth, and idp "h" validates the request body (validate_request_body): nginx auth_request and Caddy forward_auth send no body, so a request with one is refused; only Envoy ext_authz with with_request_body sends it`}},
 		{name: "a route", policy: `{"routes": [{"name": "r", "paths": ["/"], "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}}]}`},
 	}
 	for _, tt := range tests {
