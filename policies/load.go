@@ -337,9 +337,9 @@ type consumerSpan struct {
 
 // merged is the policy of all files with where each part came from.
 type merged struct {
-	policy                                          Policy
+	policy                                                       Policy
 	listen, adminListen, redis, trustedProxies, tls, forwardAuth *origin
-	idps, groups, routes                            []origin
+	idps, groups, routes                                         []origin
 	// consumerSpans locate the consumers; their paths are only formatted for an error.
 	consumerSpans []consumerSpan
 	// masks are the binding fields present (bindingField bits) of the consumers, by merged

@@ -158,18 +158,18 @@ func (o *OneOrMany) UnmarshalJSON(b []byte) error {
 
 // Route is one routed path set in front of an upstream.
 type Route struct {
-	Name        string      `json:"name"`
-	Hosts       []string    `json:"hosts,omitempty"`
-	Paths       []string    `json:"paths"`
-	Methods     []string    `json:"methods,omitempty"`
-	StripPrefix string      `json:"strip_prefix,omitempty"`
+	Name        string   `json:"name"`
+	Hosts       []string `json:"hosts,omitempty"`
+	Paths       []string `json:"paths"`
+	Methods     []string `json:"methods,omitempty"`
+	StripPrefix string   `json:"strip_prefix,omitempty"`
 	// Upstream is where the route forwards. A route decided only by forward auth (the proxy
 	// in front forwards) has none.
-	Upstream    Upstream    `json:"upstream,omitzero"`
-	Consumers   *AccessList `json:"consumers,omitempty"`
-	Groups      *AccessList `json:"consumer_groups,omitempty"`
-	Anonymous   string      `json:"anonymous_consumer,omitempty"`
-	Plugins     Plugins     `json:"plugins,omitempty"`
+	Upstream  Upstream    `json:"upstream,omitzero"`
+	Consumers *AccessList `json:"consumers,omitempty"`
+	Groups    *AccessList `json:"consumer_groups,omitempty"`
+	Anonymous string      `json:"anonymous_consumer,omitempty"`
+	Plugins   Plugins     `json:"plugins,omitempty"`
 
 	// AllowEncodedSlashes admits %2F and %5C inside a path segment, kept encoded; without it
 	// such a request is answered 400.
