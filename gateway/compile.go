@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +31,8 @@ type compiled struct {
 	limiterIDs     map[string]bool
 	// clients resolves a request's client address (remote_addr limits, the access log).
 	clients clientAddrs
+	// fwd is the forward-auth endpoint; nil without forward_auth.
+	fwd *forwardAuth
 
 	// inflight is held (read-locked) by every request on this snapshot; closing the snapshot's
 	// providers waits for them.
@@ -115,6 +118,12 @@ func (g *Gateway) compile(snap *policies.Snapshot) (*compiled, error) {
 		consumerGroups: map[string]string{},
 		limiterIDs:     map[string]bool{},
 		clients:        clientAddrs{trusted: snap.TrustedProxies},
+		fwd:            newForwardAuth(snap.ForwardAuth),
+	}
+	if c.fwd != nil {
+		// The proxies that may ask forward auth vouch for X-Forwarded-For like trusted ones:
+		// a remote_addr limit counts the original client, not the proxy.
+		c.clients.trusted = append(slices.Clip(snap.TrustedProxies), c.fwd.allow...)
 	}
 	for _, cons := range snap.Policy.Consumers {
 		if cons.Group != "" {
@@ -212,8 +221,16 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 		}
 		targets = append(targets, tg)
 	}
+	ls, err := g.limits(c, "route:"+pr.Name, pr.Plugins, keyRoute)
+	if err != nil {
+		return nil, err
+	}
+	rt.limits = ls
 	if len(targets) == 0 {
-		return nil, fmt.Errorf("route has no upstream target")
+		if c.fwd == nil {
+			return nil, fmt.Errorf("route has no upstream target")
+		}
+		return rt, nil // decided by forward auth only: nothing to forward to
 	}
 	rt.balancer = newBalancer(targets)
 	rt.transport = g.transportFor(rt.timeout)
@@ -225,11 +242,6 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 		ErrorHandler:  g.proxyError,
 		ErrorLog:      g.proxyLog,
 	}
-	ls, err := g.limits(c, "route:"+pr.Name, pr.Plugins, keyRoute)
-	if err != nil {
-		return nil, err
-	}
-	rt.limits = ls
 	return rt, nil
 }
 

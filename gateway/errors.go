@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/idp"
@@ -104,18 +107,44 @@ func upstreamError(err error) *HTTPError {
 	return &HTTPError{Status: http.StatusBadGateway, Message: errUpstreamBad, Decision: "upstream_error", Err: err}
 }
 
-// writeJSONField writes {field: msg} with status; field is one of the package's constants.
-func writeJSONField(w http.ResponseWriter, status int, field, msg string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
+// jsonField is {field: msg}; field is one of the package's constants.
+func jsonField(field, msg string) []byte {
 	v, _ := json.Marshal(msg)
 	body := make([]byte, 0, len(field)+len(v)+6)
 	body = append(body, `{"`...)
 	body = append(body, field...)
 	body = append(body, `":`...)
 	body = append(body, v...)
-	body = append(body, '}')
-	body = append(body, '\n')
+	return append(body, '}')
+}
+
+// bodyHeader carries a forward-auth refusal's body for nginx, whose auth_request passes on only
+// the status and headers (auth_request_set $body $upstream_http_x_portcullis_body).
+const bodyHeader = "X-Portcullis-Body"
+
+// asciiJSON is the JSON text b with every non-ASCII character escaped (\uXXXX, surrogate pairs
+// beyond the BMP), so that it is a header value any proxy passes on as it is.
+func asciiJSON(b []byte) string {
+	var out strings.Builder
+	for _, r := range string(b) {
+		switch {
+		case r < utf8.RuneSelf:
+			out.WriteByte(byte(r))
+		case r > 0xFFFF:
+			r1, r2 := utf16.EncodeRune(r)
+			fmt.Fprintf(&out, "\\u%04x\\u%04x", r1, r2)
+		default:
+			fmt.Fprintf(&out, "\\u%04x", r)
+		}
+	}
+	return out.String()
+}
+
+// writeJSONField writes {field: msg} with status; field is one of the package's constants.
+func writeJSONField(w http.ResponseWriter, status int, field, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	body := append(jsonField(field, msg), '\n')
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(body)

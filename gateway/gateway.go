@@ -207,6 +207,12 @@ type exchange struct {
 	body      clientBody
 	send      timedWriter
 	websocket bool
+	// forwardAuth says the request asks the forward-auth endpoint, by convention conv;
+	// bodyHeader repeats a refusal's body in X-Portcullis-Body (nginx's auth_request passes on
+	// no body).
+	forwardAuth bool
+	conv        convention
+	bodyHeader  bool
 	// vals backs the header values handed out by val; nvals of them are in use.
 	vals  [12]string
 	nvals int
@@ -235,6 +241,12 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, x *exchange) {
 	start := time.Now()
 	c := g.acquire()
 	defer c.inflight.RUnlock()
+	if c.fwd != nil {
+		if conv, ok := c.fwd.endpoint(r); ok {
+			g.serveForwardAuth(c, w, r, x, conv, start)
+			return
+		}
+	}
 
 	err := g.serve(c, w, r, x)
 	if errors.Is(err, errAbort) {
@@ -270,6 +282,9 @@ func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error, 
 	field := he.Field
 	if field == "" {
 		field = "message"
+	}
+	if x.bodyHeader {
+		w.Header().Set(bodyHeader, asciiJSON(jsonField(field, he.Message)))
 	}
 	writeJSONField(w, he.Status, field, he.Message)
 }
@@ -478,7 +493,13 @@ func (g *Gateway) record(r *http.Request, c *compiled, x *exchange, d time.Durat
 	if x.status == 0 {
 		x.status = http.StatusOK
 	}
-	g.metrics.request(x.route, x.consumer, x.status)
+	msg := "request"
+	if x.forwardAuth {
+		msg = "forward_auth"
+		g.metrics.forwardAuthDecision(x.route, x.consumer, x.status)
+	} else {
+		g.metrics.request(x.route, x.consumer, x.status)
+	}
 	if !g.access.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}
@@ -500,5 +521,9 @@ func (g *Gateway) record(r *http.Request, c *compiled, x *exchange, d time.Durat
 	if x.err != nil {
 		attrs = append(attrs, slog.String("reason", x.err.Error()))
 	}
-	g.access.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+	if x.forwardAuth {
+		// r is the described request: its method, path and host are the original ones.
+		attrs = append(attrs, slog.String("host", r.Host), slog.String("convention", x.conv.String()))
+	}
+	g.access.LogAttrs(r.Context(), slog.LevelInfo, msg, attrs...)
 }

@@ -28,6 +28,9 @@ type Mode struct {
 	Consume bool
 	// Trace, when not nil, records each step as it is taken. A nil Trace costs nothing.
 	Trace *Explanation
+	// ForwardAuth decides for the proxy in front, which forwards: a route without an upstream
+	// (decided only by forward auth) matches. Without it such a route is no route (404).
+	ForwardAuth bool
 }
 
 // Decision is the pipeline's verdict on a request, short of proxying it.
@@ -95,7 +98,7 @@ func (g *Gateway) Decide(r *http.Request, m Mode) *Decision {
 // when the request may be proxied.
 func (g *Gateway) decide(c *compiled, r *http.Request, x *exchange, m Mode) error {
 	x.step = StepMatch
-	if err := matchStep(c, r, x, m.Trace); err != nil {
+	if err := matchStep(c, r, x, m); err != nil {
 		return err
 	}
 	x.step = StepSanitize
@@ -119,12 +122,16 @@ func (g *Gateway) decide(c *compiled, r *http.Request, x *exchange, m Mode) erro
 }
 
 // matchStep finds the route, on the normalised path and host.
-func matchStep(c *compiled, r *http.Request, x *exchange, e *Explanation) error {
+func matchStep(c *compiled, r *http.Request, x *exchange, m Mode) error {
+	e := m.Trace
 	var raw string
 	if e != nil {
 		raw = requestPath(r) // before match rewrites r's path
 	}
 	rt, err := c.match(r, x)
+	if err == nil && rt.balancer == nil && !m.ForwardAuth {
+		err = errForwardAuthOnly
+	}
 	if rt != nil {
 		x.route = rt.name
 	}

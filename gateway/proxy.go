@@ -81,6 +81,9 @@ func (g *Gateway) retainTransports(c *compiled) {
 	used := map[time.Duration]bool{}
 	pools := map[*h1Pool]bool{}
 	for _, rt := range c.routes {
+		if rt.balancer == nil {
+			continue // decided by forward auth only
+		}
 		used[rt.timeout] = true
 		for _, t := range rt.balancer.targets {
 			pools[t.pool] = true
