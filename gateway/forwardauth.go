@@ -40,8 +40,8 @@ const (
 	conventionNone convention = iota
 	// conventionForwarded: X-Forwarded-Method, -Proto, -Host and -Uri (Traefik, Caddy).
 	conventionForwarded
-	// conventionNginx: X-Original-URI (nginx) or X-Original-URL (ingress-nginx), and
-	// X-Original-Method; the Host header is the original one.
+	// conventionNginx: X-Original-URI (nginx; the Host header is the original one) or
+	// X-Original-URL (ingress-nginx), and X-Original-Method.
 	conventionNginx
 	// conventionEnvoy: the original path and query appended to the endpoint's path/envoy, the
 	// method, Host and headers as they are (Envoy's ext_authz HTTP service, Istio's
@@ -143,11 +143,12 @@ func (f *forwardAuth) describe(r *http.Request, conv convention) (*http.Request,
 		if method, ok = oneHeader(r.Header, "X-Original-Method"); !ok {
 			return nil, errDescription("X-Original-Method must be set exactly once")
 		}
-		hasURL, hasURI := len(r.Header["X-Original-Url"]) > 0, len(r.Header["X-Original-Uri"]) > 0
-		// Exactly one: with both, a client could add the one the proxy does not set.
-		switch {
-		case hasURL == hasURI:
-			return nil, errDescription("exactly one of X-Original-URI and X-Original-URL must be set")
+		// ingress-nginx sets X-Original-URL (and X-Original-URI too with auth-method), nginx
+		// the URI: with both they must agree, or a client could add the one the proxy does not
+		// set. The URL, when present, names the host (ingress-nginx's Host is the auth
+		// service's).
+		origURI, hasURI := r.Header["X-Original-Uri"]
+		switch _, hasURL := r.Header["X-Original-Url"]; {
 		case hasURL:
 			v, ok := oneHeader(r.Header, "X-Original-Url")
 			if !ok {
@@ -156,11 +157,16 @@ func (f *forwardAuth) describe(r *http.Request, conv convention) (*http.Request,
 			if host, uri, ok = splitAbsoluteURL(v); !ok {
 				return nil, errDescription("X-Original-URL is not an absolute http or https URL")
 			}
-		default:
+			if hasURI && (len(origURI) != 1 || origURI[0] != uri) {
+				return nil, errDescription("X-Original-URI and X-Original-URL name different requests")
+			}
+		case hasURI:
 			if uri, ok = oneHeader(r.Header, "X-Original-Uri"); !ok {
 				return nil, errDescription("X-Original-URI must be set exactly once")
 			}
 			host = r.Host
+		default:
+			return nil, errDescription("X-Original-URI or X-Original-URL must be set")
 		}
 	case conventionEnvoy:
 		method, host = r.Method, r.Host
@@ -288,7 +294,12 @@ func (g *Gateway) serveForwardAuth(c *compiled, w http.ResponseWriter, r *http.R
 		g.writeError(w, r, err, x)
 	} else {
 		h := w.Header()
-		setIdentity(h, x.res, x.group, x)
+		// All four, empty when the consumer has none: Envoy and Traefik replace the client's
+		// copies only of the headers the answer has, so an absent one could be forged.
+		h["X-Consumer-Username"] = x.val(x.res.Consumer)
+		h["X-Consumer-Groups"] = x.val(x.group)
+		h["X-Credential-Identifier"] = x.val(x.res.Identifier)
+		h["X-Userinfo"] = x.val(x.res.Userinfo())
 		if x.hasRate {
 			setRateHeaders(h, &x.rate, x)
 		}

@@ -182,21 +182,18 @@ func warnings(path string, p *Policy) []*Error {
 	return append(out, forwardAuthWarnings(path, p)...)
 }
 
-// forwardAuthWarnings: nginx auth_request and Caddy forward_auth send the endpoint no body, so
-// an hmac-auth provider that validates the body refuses, on a route only forward auth decides,
-// every request that has one (unless the proxy sends it, as Envoy ext_authz with_request_body).
+// forwardAuthWarnings: on a route only forward auth decides, the proxy in front forwards the
+// client's request itself. nginx auth_request and Caddy forward_auth send the endpoint no body,
+// so an hmac-auth provider that validates the body refuses every request that has one (unless
+// the proxy sends it, as Envoy ext_authz with_request_body); and hide_credentials cannot remove
+// what the proxy forwards.
 func forwardAuthWarnings(path string, p *Policy) []*Error {
 	if p.ForwardAuth == nil {
 		return nil
 	}
-	bodyIdPs := map[string]bool{}
-	for _, d := range p.IdPs {
-		if d.Type == "hmac-auth" && d.ValidateRequestBody {
-			bodyIdPs[d.Name] = true
-		}
-	}
-	if len(bodyIdPs) == 0 {
-		return nil
+	byName := map[string]*IdP{}
+	for i := range p.IdPs {
+		byName[p.IdPs[i].Name] = &p.IdPs[i]
 	}
 	var out []*Error
 	for i, r := range p.Routes {
@@ -204,17 +201,25 @@ func forwardAuthWarnings(path string, p *Policy) []*Error {
 			continue
 		}
 		warned := map[string]bool{}
+		warn := func(name, msg string) {
+			if !warned[name] {
+				warned[name] = true
+				out = append(out, &Error{File: path, Path: fmt.Sprintf("$.routes[%d]", i), Msg: msg})
+			}
+		}
 		for _, cons := range p.Consumers {
 			if !r.admits(cons.Username, cons.Group) {
 				continue
 			}
 			for _, b := range cons.IdPs {
-				if !bodyIdPs[b.IdP] || warned[b.IdP] {
-					continue
+				d := byName[b.IdP]
+				switch {
+				case d == nil:
+				case d.Type == "hmac-auth" && d.ValidateRequestBody:
+					warn(d.Name, fmt.Sprintf("route %q is decided only by forward auth, and idp %q validates the request body (validate_request_body): nginx auth_request and Caddy forward_auth send no body, so a request with one is refused; only Envoy ext_authz with with_request_body sends it", r.Name, d.Name))
+				case d.HideCredentials:
+					warn(d.Name, fmt.Sprintf("route %q is decided only by forward auth, where idp %q cannot hide_credentials: the proxy in front forwards the client's request; remove the credential there", r.Name, d.Name))
 				}
-				warned[b.IdP] = true
-				out = append(out, &Error{File: path, Path: fmt.Sprintf("$.routes[%d]", i),
-					Msg: fmt.Sprintf("route %q is decided only by forward auth, and idp %q validates the request body (validate_request_body): nginx auth_request and Caddy forward_auth send no body, so a request with one is refused; only Envoy ext_authz with with_request_body sends it", r.Name, b.IdP)})
 			}
 		}
 	}

@@ -21,6 +21,11 @@ func TestWarnings(t *testing.T) {
   "routes": [{"name": "fwd", "paths": ["/"]}, {"name": "denied", "paths": ["/x"], "consumers": {"deny": ["a", "b"]}},
     {"name": "proxied", "paths": ["/p"], "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}}]}`,
 			want: []string{`p.json: route "fwd" is decided only by forward auth, and idp "h" validates the request body (validate_request_body): nginx auth_request and Caddy forward_auth send no body, so a request with one is refused; only Envoy ext_authz with with_request_body sends it`}},
+		{name: "hide_credentials on a forward-auth route", policy: `{"forward_auth": {"allow": ["127.0.0.1"]},
+  "idps": [{"name": "k", "type": "key-auth", "hide_credentials": true}],
+  "consumers": [{"username": "a", "idps": [{"idp": "k", "key": "x"}]}, {"username": "b", "idps": [{"idp": "k", "key": "y"}]}],
+  "routes": [{"name": "fwd", "paths": ["/"]}]}`,
+			want: []string{`p.json: route "fwd" is decided only by forward auth, where idp "k" cannot hide_credentials: the proxy in front forwards the client's request; remove the credential there`}},
 		{name: "a route", policy: `{"routes": [{"name": "r", "paths": ["/"], "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}}]}`},
 	}
 	for _, tt := range tests {
