@@ -38,9 +38,22 @@ type Set struct {
 	consumers map[string]*Consumer
 	groups    map[string]*Group
 	index     map[indexKey]indexEntry
+	// matching holds the claim-matched bindings (idp.ClaimMatched) per provider, in policy order.
+	matching map[string][]idp.Candidate
 }
 
-var _ idp.Index = (*Set)(nil)
+var (
+	_ idp.Index      = (*Set)(nil)
+	_ idp.ClaimIndex = (*Set)(nil)
+)
+
+// Matching returns the claim-matched bindings of provider in policy order.
+func (s *Set) Matching(provider string) []idp.Candidate { return s.matching[provider] }
+
+func claimMatched(b idp.Binding) bool {
+	cm, ok := b.(idp.ClaimMatched)
+	return ok && cm.ClaimMatched()
+}
 
 // Resolve returns the consumer whose binding to provider claims lookup.
 func (s *Set) Resolve(provider, lookup string) (string, idp.Binding, bool) {
@@ -116,13 +129,24 @@ func (b *Builder) AddConsumer(c *Consumer) error {
 		return fmt.Errorf("consumer %q is defined twice", c.Username)
 	}
 	for _, bd := range c.Chain {
+		if claimMatched(bd.Binding) {
+			continue // any number of consumers may match by claims: the first in order wins
+		}
 		k := indexKey{provider: bd.Provider.Name(), lookup: bd.Binding.Lookup()}
 		if e, dup := b.set.index[k]; dup {
 			return &ConflictError{Provider: bd.Provider.Name(), Other: e.consumer}
 		}
 	}
 	for _, bd := range c.Chain {
-		b.set.index[indexKey{provider: bd.Provider.Name(), lookup: bd.Binding.Lookup()}] = indexEntry{consumer: c.Username, binding: bd.Binding}
+		name := bd.Provider.Name()
+		if claimMatched(bd.Binding) {
+			if b.set.matching == nil {
+				b.set.matching = map[string][]idp.Candidate{}
+			}
+			b.set.matching[name] = append(b.set.matching[name], idp.Candidate{Consumer: c.Username, Binding: bd.Binding})
+			continue
+		}
+		b.set.index[indexKey{provider: name, lookup: bd.Binding.Lookup()}] = indexEntry{consumer: c.Username, binding: bd.Binding}
 	}
 	b.set.consumers[c.Username] = c
 	return nil

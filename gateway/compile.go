@@ -93,6 +93,9 @@ const (
 	keyRoute
 	keyRemoteAddr
 	keyGroup
+	// keySubject counts each token subject (a person) on its own; the consumer when the chain
+	// has no token.
+	keySubject
 )
 
 // limit is one configured rate limit with its limiter.
@@ -296,6 +299,8 @@ func limitKey(key string, def limitKeyKind) limitKeyKind {
 		return keyRoute
 	case "remote_addr":
 		return keyRemoteAddr
+	case "subject":
+		return keySubject
 	}
 	return def
 }

@@ -136,8 +136,14 @@ func (e *Explanation) authorized(rt *route, err error) {
 // counted is what a limit's counter is keyed by, for the reader: a group's counter is keyed by
 // its limiter alone, and the reader wants the group.
 func (l *limit) counted(key, group string) string {
-	if l.key == keyGroup {
+	switch l.key {
+	case keyGroup:
 		return group
+	case keySubject:
+		// consumer NUL subject: the reader wants the subject.
+		if _, sub, ok := strings.Cut(key, "\x00"); ok {
+			return sub
+		}
 	}
 	return key
 }
@@ -194,6 +200,8 @@ func (l *limit) keyName() string {
 		return "route"
 	case keyRemoteAddr:
 		return "remote address"
+	case keySubject:
+		return "subject"
 	}
 	return "group"
 }

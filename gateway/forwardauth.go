@@ -294,10 +294,11 @@ func (g *Gateway) serveForwardAuth(c *compiled, w http.ResponseWriter, r *http.R
 		g.writeError(w, r, err, x)
 	} else {
 		h := w.Header()
-		// All four, empty when the consumer has none: Envoy and Traefik replace the client's
+		// All five, empty when the consumer has none: Envoy and Traefik replace the client's
 		// copies only of the headers the answer has, so an absent one could be forged.
 		h["X-Consumer-Username"] = x.val(x.res.Consumer)
 		h["X-Consumer-Groups"] = x.val(x.group)
+		h["X-Consumer-Subject"] = x.val(x.res.Subject())
 		h["X-Credential-Identifier"] = x.val(x.res.Identifier)
 		h["X-Userinfo"] = x.val(x.res.Userinfo())
 		if x.hasRate {

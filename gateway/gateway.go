@@ -344,11 +344,11 @@ func (g *Gateway) limit(r *http.Request, c *compiled, x *exchange, m Mode) error
 			n++
 			if !m.Consume {
 				if e != nil {
-					e.limitApplies(l, l.keyFor(r, c, x.consumer, rt.name), x.group)
+					e.limitApplies(l, l.keyFor(r, c, x, rt.name), x.group)
 				}
 				continue
 			}
-			key := l.keyFor(r, c, x.consumer, rt.name)
+			key := l.keyFor(r, c, x, rt.name)
 			d, err := l.limiter.Allow(r.Context(), key)
 			if err != nil {
 				if l.allowDegradation {
@@ -392,9 +392,18 @@ func (g *Gateway) limit(r *http.Request, c *compiled, x *exchange, m Mode) error
 	return nil
 }
 
-func (l *limit) keyFor(r *http.Request, c *compiled, consumer, routeName string) string {
+func (l *limit) keyFor(r *http.Request, c *compiled, x *exchange, routeName string) string {
+	consumer := x.consumer
 	switch l.key {
 	case keyConsumer:
+		return consumer
+	case keySubject:
+		if x.res != nil {
+			if s := x.res.Subject(); s != "" {
+				// Per consumer too: two providers' subjects never share a counter.
+				return consumer + "\x00" + s
+			}
+		}
 		return consumer
 	case keyRoute:
 		return routeName

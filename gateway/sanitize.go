@@ -18,7 +18,7 @@ import (
 // upgrade path copies them onto httputil.ReverseProxy's outgoing request after the proxy's own
 // hop-by-hop removal.
 var gatewaySetHeaders = []string{
-	"X-Consumer-Username", "X-Consumer-Groups", "X-Credential-Identifier", "X-Userinfo",
+	"X-Consumer-Username", "X-Consumer-Groups", "X-Consumer-Subject", "X-Credential-Identifier", "X-Userinfo",
 	"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
 }
 
@@ -213,6 +213,9 @@ func setIdentity(h http.Header, res *idp.Result, group string, x *exchange) {
 	}
 	if res.Identifier != "" {
 		h["X-Credential-Identifier"] = x.val(res.Identifier)
+	}
+	if sub := res.Subject(); sub != "" {
+		h["X-Consumer-Subject"] = x.val(sub)
 	}
 	if ui := res.Userinfo(); ui != "" {
 		h["X-Userinfo"] = x.val(ui)

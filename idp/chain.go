@@ -17,6 +17,19 @@ type Index interface {
 	Chain(consumer string) []Bound
 }
 
+// ClaimIndex is implemented by an Index that holds claim-matched bindings (see ClaimMatched).
+type ClaimIndex interface {
+	// Matching returns the claim-matched bindings of the named provider, in policy order; nil
+	// when it has none.
+	Matching(provider string) []Candidate
+}
+
+// Candidate is one claim-matched binding and its consumer.
+type Candidate struct {
+	Consumer string
+	Binding  Binding
+}
+
 // Bound is one entry of a consumer's chain.
 type Bound struct {
 	Provider Provider
@@ -122,6 +135,16 @@ func (r *Result) Claims() map[string]any {
 	return nil
 }
 
+// Subject returns the subject of the first token credential in the chain, or "".
+func (r *Result) Subject() string {
+	for _, c := range r.Credentials {
+		if c.Subject != "" {
+			return c.Subject
+		}
+	}
+	return ""
+}
+
 // Userinfo returns the X-Userinfo value of the first token credential in the chain, or "".
 func (r *Result) Userinfo() string {
 	for _, c := range r.Credentials {
@@ -175,6 +198,8 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 		cred     *Credential
 		consumer string
 		binding  Binding
+		// verified: claim matching already verified the binding.
+		verified bool
 	}
 	var inline [maxInline]found
 	creds := inline[:0]
@@ -203,12 +228,15 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 		}
 		cred.Provider = p
 		owner, b, ok := c.index.Resolve(p.Name(), cred.Lookup)
+		verified := false
 		if !ok {
-			d := p.Unknown()
-			trace.add(p.Name(), "credential", false, "present, names no consumer: %s", d.Error())
-			return nil, d
-		}
-		if trace != nil {
+			var err error
+			owner, b, err = c.matchClaims(ctx, r, p, cred, trace)
+			if err != nil {
+				return nil, err
+			}
+			verified = true
+		} else if trace != nil {
 			trace.add(p.Name(), "credential", true, "present, names consumer %q (%s)", owner, b.Identifier())
 		}
 		if consumer != "" && owner != consumer {
@@ -218,7 +246,7 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 				Challenge: p.Missing().Challenge}
 		}
 		consumer = owner
-		creds = append(creds, found{cred: cred, consumer: owner, binding: b})
+		creds = append(creds, found{cred: cred, consumer: owner, binding: b, verified: verified})
 	}
 
 	if consumer == "" {
@@ -261,7 +289,9 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 			trace.add(name, "binding", false, "missing: %s", d.Message)
 			return nil, d
 		}
-		if err := bd.Provider.Verify(ctx, r, f.cred, f.binding); err != nil {
+		if f.verified {
+			// Claim matching verified it to find the consumer.
+		} else if err := bd.Provider.Verify(ctx, r, f.cred, f.binding); err != nil {
 			var d *Denial
 			if errors.As(err, &d) {
 				trace.add(name, "binding", false, "%s", d.Error())
@@ -279,6 +309,44 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 		res.Credentials = append(res.Credentials, f.cred)
 	}
 	return res, nil
+}
+
+// matchClaims finds the consumer of a credential no index entry knows: the first claim-matched
+// binding of p, in policy order, whose conditions it meets. When some exist and none is met,
+// the first one's refusal answers (a 403 for a missing role); without any, p.Unknown().
+func (c *Chain) matchClaims(ctx context.Context, r *http.Request, p Provider, cred *Credential, trace *Trace) (string, Binding, error) {
+	ci, _ := c.index.(ClaimIndex)
+	var cands []Candidate
+	if ci != nil {
+		cands = ci.Matching(p.Name())
+	}
+	if len(cands) == 0 {
+		d := p.Unknown()
+		trace.add(p.Name(), "credential", false, "present, names no consumer: %s", d.Error())
+		return "", nil, d
+	}
+	var first *Denial
+	for _, cand := range cands {
+		err := p.Verify(ctx, r, cred, cand.Binding)
+		if err == nil {
+			if trace != nil {
+				trace.add(p.Name(), "credential", true, "present, no consumer bound to its subject; claim-matched: consumer %q is the first in policy order whose conditions it meets (%s)", cand.Consumer, cand.Binding.Identifier())
+			}
+			return cand.Consumer, cand.Binding, nil
+		}
+		var d *Denial
+		if !errors.As(err, &d) {
+			trace.add(p.Name(), "credential", false, "cannot decide whether consumer %q matches: %v", cand.Consumer, err)
+			return "", nil, fmt.Errorf("matching %s credential to consumer %q: %w", p.Name(), cand.Consumer, err)
+		}
+		if trace != nil {
+			trace.add(p.Name(), "credential", false, "claim-matched consumer %q does not match: %s", cand.Consumer, d.Error())
+		}
+		if first == nil {
+			first = d
+		}
+	}
+	return "", nil, first.WithReason("the token meets the conditions of no claim-matched consumer (first refusal: %s)", first.Reason)
 }
 
 // missing is the denial for a request without any credential, over every provider.

@@ -10,8 +10,9 @@ import (
 
 // localIndex is a small in-memory Index for chain tests.
 type localIndex struct {
-	entries map[[2]string]localEntry
-	chains  map[string][]Bound
+	entries  map[[2]string]localEntry
+	chains   map[string][]Bound
+	matching map[string][]Candidate
 }
 
 type localEntry struct {
@@ -26,6 +27,8 @@ func (x *localIndex) Resolve(provider, lookup string) (string, Binding, bool) {
 
 func (x *localIndex) Chain(consumer string) []Bound { return x.chains[consumer] }
 
+func (x *localIndex) Matching(provider string) []Candidate { return x.matching[provider] }
+
 // add compiles spec for p and appends it to consumer's chain.
 func (x *localIndex) add(t *testing.T, consumer string, p Provider, spec BindingSpec) {
 	t.Helper()
@@ -33,7 +36,14 @@ func (x *localIndex) add(t *testing.T, consumer string, p Provider, spec Binding
 	if err != nil {
 		t.Fatal(err)
 	}
-	x.entries[[2]string{p.Name(), b.Lookup()}] = localEntry{consumer: consumer, binding: b}
+	if cm, ok := b.(ClaimMatched); ok && cm.ClaimMatched() {
+		if x.matching == nil {
+			x.matching = map[string][]Candidate{}
+		}
+		x.matching[p.Name()] = append(x.matching[p.Name()], Candidate{Consumer: consumer, Binding: b})
+	} else {
+		x.entries[[2]string{p.Name(), b.Lookup()}] = localEntry{consumer: consumer, binding: b}
+	}
 	x.chains[consumer] = append(x.chains[consumer], Bound{Provider: p, Binding: b})
 }
 

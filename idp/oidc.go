@@ -281,13 +281,16 @@ type OIDCBinding struct {
 func (b *OIDCBinding) Lookup() string     { return b.Subject }
 func (b *OIDCBinding) Identifier() string { return b.id }
 
+// ClaimMatched reports a binding without subject: it names its consumer for every verified
+// token of the provider that meets its conditions.
+func (b *OIDCBinding) ClaimMatched() bool { return b.Subject == "" }
+
+var _ ClaimMatched = (*OIDCBinding)(nil)
+
 // CompileOIDCBinding compiles the subject, claims and scopes of spec for provider name. It
 // ignores the Keycloak-only fields (the keycloak provider reads those).
 func CompileOIDCBinding(name string, spec BindingSpec) (*OIDCBinding, error) {
 	var errs []error
-	if spec.Subject == "" {
-		errs = append(errs, errors.New("binding needs a non-empty subject"))
-	}
 	claims := make(map[string][]string, len(spec.Claims))
 	for k, vs := range spec.Claims {
 		if k == "" || len(vs) == 0 {
@@ -304,7 +307,12 @@ func CompileOIDCBinding(name string, spec BindingSpec) (*OIDCBinding, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &OIDCBinding{Subject: spec.Subject, Claims: claims, Scopes: slices.Clone(spec.Scopes), id: BindingSpec{IdP: name, ID: spec.ID}.CredentialID(spec.Subject)}, nil
+	// A claim-matched binding is named by its consumer: the person is in X-Consumer-Subject.
+	idName := spec.Subject
+	if idName == "" {
+		idName = spec.Consumer
+	}
+	return &OIDCBinding{Subject: spec.Subject, Claims: claims, Scopes: slices.Clone(spec.Scopes), id: BindingSpec{IdP: name, ID: spec.ID}.CredentialID(idName)}, nil
 }
 
 // Compile compiles a binding. The Keycloak-only conditions are refused here.
@@ -397,7 +405,7 @@ func (o *OIDC) Extract(ctx context.Context, r *http.Request) (*Credential, error
 	if sub == "" {
 		return nil, o.invalid.WithReason("token has no %s claim", o.cfg.SubjectClaim)
 	}
-	return &Credential{Lookup: sub, Claims: claims, Userinfo: userinfo, State: st}, nil
+	return &Credential{Lookup: sub, Subject: sub, Claims: claims, Userinfo: userinfo, State: st}, nil
 }
 
 // Declined refuses a token in this provider's places that no provider claimed: one of an issuer
@@ -689,7 +697,7 @@ func (o *OIDC) Verify(_ context.Context, _ *http.Request, cred *Credential, b Bi
 
 // VerifyConditions checks an OIDC binding against a credential's claims.
 func (o *OIDC) VerifyConditions(cred *Credential, b *OIDCBinding) error {
-	if cred.Lookup != b.Subject {
+	if b.Subject != "" && cred.Lookup != b.Subject {
 		return o.invalid.WithReason("token subject does not match the binding")
 	}
 	for name, want := range b.Claims {

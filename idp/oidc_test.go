@@ -702,12 +702,18 @@ func TestOIDCCompile(t *testing.T) {
 	if b.Lookup() != "svc-1" || b.Identifier() != "corp:svc-1" {
 		t.Fatalf("Lookup/Identifier = %q/%q", b.Lookup(), b.Identifier())
 	}
+	cm, err := f.p.Compile(BindingSpec{Consumer: "Staff", Claims: map[string][]string{"team": {"a"}}})
+	if err != nil {
+		t.Fatalf("a binding without subject: %v", err)
+	}
+	if !cm.(ClaimMatched).ClaimMatched() || cm.Lookup() != "" || cm.Identifier() != "corp:Staff" {
+		t.Fatalf("without subject: ClaimMatched %v, Lookup %q, Identifier %q; want a claim-matched binding named corp:Staff", cm.(ClaimMatched).ClaimMatched(), cm.Lookup(), cm.Identifier())
+	}
 	bad := []struct {
 		name string
 		spec BindingSpec
 		want string
 	}{
-		{"no subject", BindingSpec{}, "subject"},
 		{"realm roles", BindingSpec{Subject: "s", RealmRoles: []string{"r"}}, "keycloak"},
 		{"permissions", BindingSpec{Subject: "s", Permissions: []string{"a#b"}}, "keycloak"},
 		{"empty claim values", BindingSpec{Subject: "s", Claims: map[string][]string{"x": nil}}, "claims"},
@@ -927,6 +933,58 @@ func TestChainDeclinedToken(t *testing.T) {
 			}
 			if last := tr.Steps[len(tr.Steps)-1]; last.OK {
 				t.Errorf("last trace step %+v, want a refusal", last)
+			}
+		})
+	}
+}
+
+// TestChainClaimMatched: a binding without subject names its consumer for every token meeting
+// its conditions; an exact subject binding wins; among claim-matched ones the first in policy
+// order whose conditions hold wins; a token meeting none is refused with the first refusal.
+func TestChainClaimMatched(t *testing.T) {
+	corp := newOIDCFixture(t, nil)
+	keys := NewKeyAuth(KeyAuthConfig{Name: "keys"})
+	idx := &localIndex{entries: map[[2]string]localEntry{}, chains: map[string][]Bound{}}
+	idx.add(t, "Service", corp.p, BindingSpec{Consumer: "Service", Subject: "svc-1", Claims: map[string][]string{"team": {"ops"}}})
+	idx.add(t, "Admins", corp.p, BindingSpec{Consumer: "Admins", Claims: map[string][]string{"team": {"admin"}}})
+	idx.add(t, "Staff", corp.p, BindingSpec{Consumer: "Staff", Claims: map[string][]string{"team": {"admin", "dev"}}})
+	idx.add(t, "Signed", corp.p, BindingSpec{Consumer: "Signed", Claims: map[string][]string{"team": {"partner"}}})
+	idx.add(t, "Signed", keys, BindingSpec{Consumer: "Signed", Key: "signed-key"})
+	chain := NewChain([]Provider{keys, corp.p}, idx)
+	tests := []struct {
+		name         string
+		sub, team    string
+		key          string
+		wantConsumer string
+		wantStatus   int
+	}{
+		{name: "exact subject wins over claims", sub: "svc-1", team: "admin", wantStatus: http.StatusForbidden},
+		{name: "exact subject with its conditions", sub: "svc-1", team: "ops", wantConsumer: "Service"},
+		{name: "first claim-matched in policy order", sub: "alice", team: "admin", wantConsumer: "Admins"},
+		{name: "a later claim-matched consumer", sub: "bob", team: "dev", wantConsumer: "Staff"},
+		{name: "no conditions met", sub: "eve", team: "guest", wantStatus: http.StatusForbidden},
+		{name: "a claim-matched chain with a key", sub: "pat", team: "partner", key: "signed-key", wantConsumer: "Signed"},
+		{name: "a claim-matched chain without its key", sub: "pat", team: "partner", wantStatus: http.StatusUnauthorized},
+		{name: "a key of another consumer", sub: "pat", team: "partner", key: "nope", wantStatus: http.StatusUnauthorized},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := corp.token(t, "k1", func(c map[string]any) { c["sub"], c["team"] = tc.sub, tc.team })
+			r := bearerRequest(tok)
+			if tc.key != "" {
+				r.Header.Set("apikey", tc.key)
+			}
+			tr := &Trace{}
+			res, err := chain.Evaluate(t.Context(), r, "", tr)
+			if tc.wantStatus != 0 {
+				wantDenial(t, err, tc.wantStatus, "")
+				return
+			}
+			if err != nil {
+				t.Fatalf("Evaluate: %v (trace %+v)", err, tr.Steps)
+			}
+			if res.Consumer != tc.wantConsumer || res.Subject() != tc.sub {
+				t.Errorf("got consumer %q subject %q, want %q %q", res.Consumer, res.Subject(), tc.wantConsumer, tc.sub)
 			}
 		})
 	}

@@ -115,6 +115,10 @@ type Credential struct {
 	// Userinfo is the X-Userinfo value for Claims (base64 of their JSON) when the provider has it
 	// at hand (cached with a verified token); "" means the gateway encodes Claims itself.
 	Userinfo string
+	// Subject is who a token names (the value of the provider's subject claim: a person or a
+	// client), sent upstream as X-Consumer-Subject and counted by limit-count's key "subject".
+	// "" for credentials that are no token.
+	Subject string
 	// State is the provider's private state between Extract and Verify.
 	State any
 }
@@ -126,6 +130,18 @@ type Binding interface {
 	// Identifier names the credential without revealing it ("keys", "basic:alice"). It is sent
 	// upstream as X-Credential-Identifier and written to logs.
 	Identifier() string
+}
+
+// ClaimMatched is implemented by bindings that name their consumer by conditions on a verified
+// token instead of by one credential (an oidc or keycloak binding without subject): people are
+// consumers without one entry each. The index keeps them per provider in policy order, apart
+// from the credential index; a credential no index entry knows belongs to the first of them
+// whose conditions it meets (Verify grants). An exact index entry always wins.
+type ClaimMatched interface {
+	Binding
+	// ClaimMatched reports whether the binding is matched by its conditions (its Lookup is then
+	// "" and not indexed).
+	ClaimMatched() bool
 }
 
 // Warner is implemented by bindings that are valid but weak (an RSA key under 2048 bits).

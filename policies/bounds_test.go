@@ -79,7 +79,7 @@ func TestSchemaLimitBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, policies := []string{"consumer", "route", "remote_addr"}, []string{"local", "redis"}
+	keys, policies := []string{"consumer", "route", "remote_addr", "subject"}, []string{"local", "redis"}
 	codes := intRange{lo: 200, hi: 599}
 	want := limitRules{
 		count: intRange{lo: 1, hi: 2147483647}, timeWindow: intRange{lo: 1, hi: 31536000}, countCode: codes,

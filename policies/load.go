@@ -499,8 +499,9 @@ var bindingFields = map[string]struct {
 	"basic-auth": {allowed: []string{"username", "password"}, required: []string{"username", "password"}},
 	"jwt-auth":   {allowed: []string{"key", "secret", "public_key", "algorithm"}, required: []string{"key"}},
 	"hmac-auth":  {allowed: []string{"key_id", "secret"}, required: []string{"key_id", "secret"}},
-	"oidc":       {allowed: tokenBindingFields, required: []string{"subject"}},
-	"keycloak":   {allowed: tokenBindingFields, required: []string{"subject"}},
+	// Without subject, a token binding is claim-matched (idp.ClaimMatched).
+	"oidc":     {allowed: tokenBindingFields},
+	"keycloak": {allowed: tokenBindingFields},
 }
 
 var tokenBindingFields = []string{"subject", "claims", "scopes", "realm_roles", "client_roles", "groups", "permissions"}

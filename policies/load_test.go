@@ -157,7 +157,7 @@ func TestLoadErrors(t *testing.T) {
 				`p.json:3:59: $.consumer_groups[0].plugins["limit-count"].count: must be at least 1, got 0`,
 				`p.json:3:77: $.consumer_groups[0].plugins["limit-count"].time_window: must be at least 1, got 0`,
 				`p.json:3:97: $.consumer_groups[0].plugins["limit-count"].rejected_code: must be at most 599, got 600`,
-				`p.json:4:87: $.consumer_groups[1].plugins["limit-count"].key: got "ip", want one of "consumer", "route", "remote_addr"`,
+				`p.json:4:87: $.consumer_groups[1].plugins["limit-count"].key: got "ip", want one of "consumer", "route", "remote_addr", "subject"`,
 				`p.json:4:103: $.consumer_groups[1].plugins["limit-count"].policy: got "memcache", want one of "local", "redis"`,
 				`p.json:4:130: $.consumer_groups[1].plugins["limit-count"].window_type: got "rolling", want one of "fixed", "sliding"`,
 				`p.json:5:56: $.consumer_groups[2].plugins["limit-req"].rate: must be greater than 0, got 0`,

@@ -210,7 +210,7 @@ type Plugins struct {
 type LimitCount struct {
 	Count            int      `json:"count"`
 	TimeWindow       int      `json:"time_window"`
-	Key              string   `json:"key,omitempty"`         // consumer | route | remote_addr
+	Key              string   `json:"key,omitempty"`         // consumer | route | remote_addr | subject
 	Policy           string   `json:"policy,omitempty"`      // local | redis
 	WindowType       string   `json:"window_type,omitempty"` // fixed | sliding
 	RejectedCode     int      `json:"rejected_code,omitempty"`
