@@ -33,6 +33,8 @@ type compiled struct {
 	clients clientAddrs
 	// fwd is the forward-auth endpoint; nil without forward_auth.
 	fwd *forwardAuth
+	// signIn maps the sign-in endpoints' paths to their providers; nil without sessions.
+	signIn map[string]signInEndpoint
 
 	// inflight is held (read-locked) by every request on this snapshot; closing the snapshot's
 	// providers waits for them.
@@ -57,6 +59,8 @@ type route struct {
 	// noCredential answers a request without credentials with the challenges of the providers
 	// that can admit a consumer on this route; nil keeps the chain's answer.
 	noCredential *idp.Denial
+	// login signs in the route's browsers (policies.Route.Login); nil without.
+	login idp.SignIn
 
 	limits   []*limit
 	balancer *balancer
@@ -122,6 +126,7 @@ func (g *Gateway) compile(snap *policies.Snapshot) (*compiled, error) {
 		limiterIDs:     map[string]bool{},
 		clients:        clientAddrs{trusted: snap.TrustedProxies},
 		fwd:            newForwardAuth(snap.ForwardAuth),
+		signIn:         compileSignIn(snap.Providers),
 	}
 	if c.fwd != nil {
 		// The proxies that may ask forward auth vouch for X-Forwarded-For like trusted ones:
@@ -201,6 +206,16 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 		allowEncodedSlashes: pr.AllowEncodedSlashes,
 
 		upstreamLatency: g.metrics.upstreamObserver(pr.Name),
+	}
+	if pr.Login != "" {
+		s, ok := c.snap.ProviderByName[pr.Login].(idp.SignIn)
+		if !ok {
+			return nil, fmt.Errorf("login idp %q does not sign browsers in", pr.Login)
+		}
+		if _, _, _, ok := s.SignInPaths(); !ok {
+			return nil, fmt.Errorf("login idp %q has no session", pr.Login)
+		}
+		rt.login = s
 	}
 	if pr.Consumers != nil {
 		rt.allowConsumers, rt.denyConsumers = newSet(pr.Consumers.Allow), newSet(pr.Consumers.Deny)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -101,6 +102,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	removeHopHeaders(resp.Header, nil)
 	dst := w.Header()
 	for k, vs := range resp.Header {
+		if k == "Set-Cookie" && len(dst[k]) > 0 {
+			// A session cookie the gateway re-issued, and the upstream's own.
+			dst[k] = append(slices.Clip(dst[k]), vs...)
+			continue
+		}
 		dst[k] = vs
 	}
 	if _, ok := resp.Header["Content-Type"]; !ok {

@@ -304,6 +304,7 @@ func (g *Gateway) serveForwardAuth(c *compiled, w http.ResponseWriter, r *http.R
 		if x.hasRate {
 			setRateHeaders(h, &x.rate, x)
 		}
+		x.resp.WriteTo(h)
 		h["Content-Length"] = x.val("0")
 		w.WriteHeader(http.StatusOK)
 		x.status = http.StatusOK

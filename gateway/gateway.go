@@ -4,6 +4,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log"
@@ -213,6 +214,10 @@ type exchange struct {
 	forwardAuth bool
 	conv        convention
 	bodyHeader  bool
+	// signIn is the sign-in endpoint the request asks (0: none); resp collects what providers
+	// set on the response (a re-issued session cookie) when the policy has sessions.
+	signIn signInKind
+	resp   *idp.Response
 	// vals backs the header values handed out by val; nvals of them are in use.
 	vals  [12]string
 	nvals int
@@ -241,6 +246,15 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, x *exchange) {
 	start := time.Now()
 	c := g.acquire()
 	defer c.inflight.RUnlock()
+	if c.signIn != nil {
+		if ep, ok := c.signIn[r.URL.Path]; ok {
+			g.serveSignIn(c, w, r, x, ep, start)
+			return
+		}
+		var ctx context.Context
+		ctx, x.resp = idp.WithResponse(r.Context())
+		r = r.WithContext(ctx)
+	}
 	if c.fwd != nil {
 		if conv, ok := c.fwd.endpoint(r); ok {
 			g.serveForwardAuth(c, w, r, x, conv, start)
@@ -271,6 +285,7 @@ func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error, 
 	if x.hasRate {
 		setRateHeaders(w.Header(), &x.rate, x)
 	}
+	x.resp.WriteTo(w.Header())
 	for k, vs := range he.Header {
 		for _, v := range vs {
 			w.Header().Add(k, v)
@@ -300,6 +315,7 @@ func (g *Gateway) serve(c *compiled, w http.ResponseWriter, r *http.Request, x *
 	if x.hasRate {
 		setRateHeaders(w.Header(), &x.rate, x)
 	}
+	x.resp.WriteTo(w.Header())
 	return g.forward(w, r, x.rt, x)
 }
 
@@ -503,6 +519,9 @@ func (g *Gateway) record(r *http.Request, c *compiled, x *exchange, d time.Durat
 		x.status = http.StatusOK
 	}
 	msg := "request"
+	if x.signIn != 0 {
+		msg = "signin"
+	}
 	if x.forwardAuth {
 		msg = "forward_auth"
 		g.metrics.forwardAuthDecision(x.route, x.consumer, x.status)

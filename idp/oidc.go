@@ -83,6 +83,9 @@ type OIDCConfig struct {
 	OnIdPCall func(provider, op string, d time.Duration, err error)
 	// OnCache, when set, records cache lookups (cache: "token", "jwks", "introspection", "uma").
 	OnCache func(provider, cache string, hit bool)
+
+	// Session, when set, signs people in with a browser (see SessionConfig); it needs ClientID.
+	Session *SessionConfig
 }
 
 // Defaults of OIDCConfig.
@@ -118,6 +121,11 @@ type OIDC struct {
 	tokenCache *expiringMap[[sha256.Size]byte, *verifiedToken]
 	introCache *expiringMap[[sha256.Size]byte, *introspection]
 	introSF    singleflight.Group
+
+	// sess is the browser sign-in; nil without a session block. refreshSF joins the refreshes
+	// of one session.
+	sess      *sessions
+	refreshSF singleflight.Group
 }
 
 var (
@@ -156,6 +164,16 @@ func NewOIDC(cfg OIDCConfig, logger *slog.Logger) (*OIDC, error) {
 	}
 	if cfg.Leeway < 0 || cfg.Timeout < 0 || cfg.JWKSRefreshMinInterval < 0 || cfg.IntrospectionTTL < 0 || cfg.JWKSMaxAge < 0 {
 		errs = append(errs, errors.New("leeway, timeout, jwks_refresh_min_interval and introspection_ttl must not be negative"))
+	}
+	var sess *sessions
+	if cfg.Session != nil {
+		if cfg.ClientID == "" {
+			errs = append(errs, errors.New("a session needs client_id (the client people sign in with)"))
+		}
+		var err error
+		if sess, err = newSessions(cfg.Name, *cfg.Session); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("configuring oidc provider %q: %w", cfg.Name, err)
@@ -210,6 +228,7 @@ func NewOIDC(cfg OIDCConfig, logger *slog.Logger) (*OIDC, error) {
 		forbidden:  Forbidden("Token does not grant access to this resource"),
 		tokenCache: newExpiringMap[[sha256.Size]byte, *verifiedToken](cfg.CacheSize),
 		introCache: newExpiringMap[[sha256.Size]byte, *introspection](cfg.CacheSize),
+		sess:       sess,
 	}
 	o.keys = &oidcKeys{o: o}
 	return o, nil
@@ -371,8 +390,16 @@ func TokenOf(cred *Credential) (*OIDCToken, bool) {
 func (o *OIDC) Extract(ctx context.Context, r *http.Request) (*Credential, error) {
 	tok, tc, ok := o.find(r)
 	if !ok {
+		if o.sess != nil {
+			return o.extractSession(ctx, r)
+		}
 		return nil, nil
 	}
+	return o.credential(ctx, tok, tc)
+}
+
+// credential verifies a token found in a request (or a session) and builds its credential.
+func (o *OIDC) credential(ctx context.Context, tok string, tc tokenCheck) (*Credential, error) {
 	if !tc.hashed {
 		tc.hash = sumString(tok)
 	}
@@ -717,7 +744,9 @@ func (o *OIDC) VerifyConditions(cred *Credential, b *OIDCBinding) error {
 }
 
 // HideCredentials removes this provider's token from the request when configured to.
+// The session's cookies never go upstream, whether or not hide_credentials is set.
 func (o *OIDC) HideCredentials(r *http.Request) {
+	o.hideSessionCookies(r)
 	if !o.cfg.HideCredentials {
 		return
 	}

@@ -38,6 +38,9 @@ type oidcIssuer struct {
 	clientID  string             // expected introspection client
 	secret    string             // expected introspection secret
 	signers   map[string]jwk.Key // private keys by kid
+	// token, when set, answers the token endpoint (code and refresh grants).
+	token     http.HandlerFunc
+	tokenHits atomic.Int64
 }
 
 func newOIDCIssuer(t testing.TB) *oidcIssuer {
@@ -57,7 +60,23 @@ func newOIDCIssuer(t testing.TB) *oidcIssuer {
 			"token_endpoint":         is.srv.URL + "/token",
 			"introspection_endpoint": is.srv.URL + "/introspect",
 			"authorization_endpoint": is.srv.URL + "/auth",
+			"end_session_endpoint":   is.srv.URL + "/logout",
 		})
+	})
+	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
+		is.tokenHits.Add(1)
+		if is.isDown() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		is.mu.Lock()
+		h := is.token
+		is.mu.Unlock()
+		if h == nil {
+			http.Error(w, `{"error":"unsupported_grant_type"}`, http.StatusBadRequest)
+			return
+		}
+		h(w, r)
 	})
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
 		is.jwksHits.Add(1)

@@ -20,6 +20,8 @@ type oidcMeta struct {
 	JWKSURI               string `json:"jwks_uri"`
 	TokenEndpoint         string `json:"token_endpoint"`
 	IntrospectionEndpoint string `json:"introspection_endpoint"`
+	AuthorizationEndpoint string `json:"authorization_endpoint"`
+	EndSessionEndpoint    string `json:"end_session_endpoint"`
 }
 
 // oidcKey is one verification key of the issuer.

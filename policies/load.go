@@ -816,6 +816,15 @@ func (m *merged) checkRoute(o origin, r Route, c *checker, errs *errorList) {
 			errs.add(o.errAt(rootPath.key("anonymous_consumer"), "unknown consumer %q", r.Anonymous))
 		}
 	}
+	if r.Login != "" {
+		k, ok := c.idpByName[r.Login]
+		switch {
+		case !ok:
+			errs.add(o.errAt(rootPath.key("login"), "unknown idp %q", r.Login))
+		case m.policy.IdPs[k].Session == nil:
+			errs.add(o.errAt(rootPath.key("login"), "idp %q has no session: only a provider with a session block signs browsers in", r.Login))
+		}
+	}
 	m.checkPlugins(func() origin { return o }, r.Plugins, errs)
 }
 

@@ -144,5 +144,14 @@ func oidcConfig(cfg IdP, env buildEnv) idp.OIDCConfig {
 	if cfg.Leeway != nil {
 		c.Leeway = time.Duration(*cfg.Leeway) * time.Second
 	}
+	if s := cfg.Session; s != nil {
+		c.Session = &idp.SessionConfig{
+			Secrets: s.Secrets, CookieName: s.CookieName, CookieDomain: s.CookieDomain, CookiePath: s.CookiePath,
+			Insecure:     s.CookieSecure != nil && !*s.CookieSecure,
+			CallbackPath: s.CallbackPath, LogoutPath: s.LogoutPath, BackchannelLogoutPath: s.BackchannelLogoutPath,
+			RedirectURL: s.RedirectURL, PostLogoutRedirectURI: s.PostLogoutRedirectURI, Scopes: s.Scopes,
+			RefreshLeeway: time.Duration(s.RefreshLeeway), MaxAge: time.Duration(s.MaxAge),
+		}
+	}
 	return c
 }

@@ -95,6 +95,25 @@ type IdP struct {
 	IntrospectionTTL  Duration `json:"introspection_ttl,omitempty"`
 	Timeout           Duration `json:"timeout,omitempty"`
 	JWKSRefreshMinGap Duration `json:"jwks_refresh_min_interval,omitempty"`
+	// Session signs people in with a browser (oidc and keycloak).
+	Session *Session `json:"session,omitempty"`
+}
+
+// Session is an oidc or keycloak provider's browser sign-in: see idp.SessionConfig.
+type Session struct {
+	Secrets               []string `json:"secrets"`
+	CookieName            string   `json:"cookie_name,omitempty"`
+	CookieDomain          string   `json:"cookie_domain,omitempty"`
+	CookiePath            string   `json:"cookie_path,omitempty"`
+	CookieSecure          *bool    `json:"cookie_secure,omitempty"`
+	CallbackPath          string   `json:"callback_path,omitempty"`
+	LogoutPath            string   `json:"logout_path,omitempty"`
+	BackchannelLogoutPath string   `json:"backchannel_logout_path,omitempty"`
+	RedirectURL           string   `json:"redirect_url,omitempty"`
+	PostLogoutRedirectURI string   `json:"post_logout_redirect_uri,omitempty"`
+	Scopes                []string `json:"scopes,omitempty"`
+	RefreshLeeway         Duration `json:"refresh_leeway,omitempty"`
+	MaxAge                Duration `json:"max_age,omitempty"`
 }
 
 // ConsumerGroup is a named set of consumers sharing plugins (a group's limit-count counter is
@@ -169,7 +188,10 @@ type Route struct {
 	Consumers *AccessList `json:"consumers,omitempty"`
 	Groups    *AccessList `json:"consumer_groups,omitempty"`
 	Anonymous string      `json:"anonymous_consumer,omitempty"`
-	Plugins   Plugins     `json:"plugins,omitempty"`
+	// Login names the provider (with a session) that signs in the browsers of this route: a
+	// GET or HEAD asking for HTML without credentials is sent to sign in instead of a 401.
+	Login   string  `json:"login,omitempty"`
+	Plugins Plugins `json:"plugins,omitempty"`
 
 	// AllowEncodedSlashes admits %2F and %5C inside a path segment, kept encoded; without it
 	// such a request is answered 400.
