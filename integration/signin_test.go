@@ -1,0 +1,311 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"html"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/integration/kcfixture"
+)
+
+// The sign-in tests of this file run the built binary against the real Keycloak, with a Go
+// HTTP client and a cookie jar in the browser's place (the browser tests drive Chromium
+// through the same flow).
+
+const sessionSecretEnv = "SESSION_SECRET=a-session-secret-of-at-least-32-bytes-for-the-tests"
+
+// signInPolicy fronts up with realm corp's client gateway signing people in: People is every
+// api-user, two requests an hour each (key subject).
+func signInPolicy(t *testing.T, k *kcfixture.Keycloak, upURL string, session map[string]any) string {
+	t.Helper()
+	s := map[string]any{"secrets": []string{"${env:SESSION_SECRET}"}, "cookie_secure": false}
+	for key, v := range session {
+		s[key] = v
+	}
+	people := consumerOf("People", map[string]any{"idp": "corp", "realm_roles": []string{kcfixture.RoleAPIUser}})
+	people["plugins"] = map[string]any{"limit-count": map[string]any{"count": 1000, "time_window": 3600, "key": "subject"}}
+	app := route("app", upURL, nil)
+	app["paths"] = []string{"/app", "/app/{rest:.*}"}
+	app["login"] = "corp"
+	return policyJSON(t, map[string]any{
+		"idps":      []any{corpIdP(k, map[string]any{"session": s})},
+		"consumers": []any{people},
+		"routes":    []any{app},
+	})
+}
+
+// enableSignIn lets client gateway of realm corp sign people in at gw: the code flow, gw's
+// callback as redirect URI, gw's back-channel logout endpoint, gw as post-logout target.
+func enableSignIn(t *testing.T, k *kcfixture.Keycloak, gw *gatewayProc, backchannel bool) {
+	t.Helper()
+	ctx := t.Context()
+	var clients []map[string]any
+	if _, err := k.Admin(ctx, http.MethodGet, "/"+kcfixture.RealmCorp+"/clients?clientId="+kcfixture.ClientGateway, nil, &clients); err != nil || len(clients) != 1 {
+		t.Fatalf("finding client gateway: %v (%d found)", err, len(clients))
+	}
+	c := clients[0]
+	original := map[string]any{}
+	for key, v := range c {
+		original[key] = v
+	}
+	attrs, _ := c["attributes"].(map[string]any)
+	if attrs == nil {
+		attrs = map[string]any{}
+	}
+	attrs["backchannel.logout.url"] = ""
+	if backchannel {
+		attrs["backchannel.logout.url"] = gw.URL + "/.portcullis/corp/backchannel-logout"
+	}
+	attrs["backchannel.logout.session.required"] = "true"
+	attrs["post.logout.redirect.uris"] = gw.URL + "/*"
+	attrs["pkce.code.challenge.method"] = "S256"
+	c["attributes"] = attrs
+	c["standardFlowEnabled"] = true
+	c["frontchannelLogout"] = false
+	c["redirectUris"] = []string{gw.URL + "/.portcullis/corp/callback"}
+	id, _ := c["id"].(string)
+	if _, err := k.Admin(ctx, http.MethodPut, "/"+kcfixture.RealmCorp+"/clients/"+id, c, nil); err != nil {
+		t.Fatalf("configuring client gateway for sign-in: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := k.Admin(context.Background(), http.MethodPut, "/"+kcfixture.RealmCorp+"/clients/"+id, original, nil); err != nil {
+			t.Errorf("restoring client gateway: %v", err)
+		}
+	})
+}
+
+// person is a browser stand-in: a client with its own cookie jar that follows redirects.
+type person struct {
+	t      *testing.T
+	client *http.Client
+}
+
+func newPerson(t *testing.T) *person {
+	jar, _ := cookiejar.New(nil)
+	return &person{t: t, client: &http.Client{Jar: jar, Timeout: 30 * time.Second}}
+}
+
+// get navigates to u as a browser does (Accept: text/html), following redirects.
+func (p *person) get(u string) (*http.Response, string) {
+	p.t.Helper()
+	return p.do("GET", u, "text/html,application/xhtml+xml", nil)
+}
+
+func (p *person) do(method, u, accept string, form url.Values) (*http.Response, string) {
+	p.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, u, body)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	req.Header.Set("Accept", accept)
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		p.t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+var loginForm = regexp.MustCompile(`<form[^>]*id="kc-form-login"[^>]*action="([^"]+)"`)
+
+// signIn submits Keycloak's login form of page as user.
+func (p *person) signIn(page, user, password string) (*http.Response, string) {
+	p.t.Helper()
+	m := loginForm.FindStringSubmatch(page)
+	if m == nil {
+		p.t.Fatalf("not Keycloak's login page:\n%.2000s", page)
+	}
+	return p.do("POST", html.UnescapeString(m[1]), "text/html", url.Values{"username": {user}, "password": {password}, "credentialId": {""}})
+}
+
+func (p *person) onLoginPage(page string) bool { return loginForm.MatchString(page) }
+
+// sessionCookie is the gateway's session cookie in the jar, or "".
+func (p *person) sessionCookie(gwURL string) string {
+	u, _ := url.Parse(gwURL + "/app")
+	for _, c := range p.client.Jar.Cookies(u) {
+		if c.Name == "portcullis_corp" {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+func TestSignInWithKeycloak(t *testing.T) {
+	k := keycloakFor(t)
+	up := newUpstream(t, nil)
+	gw := startGateway(t, signInPolicy(t, k, up.URL, nil), corpSecretEnv, sessionSecretEnv)
+	enableSignIn(t, k, gw, true)
+	page := gw.URL + "/app/page?tab=1"
+
+	alice := newPerson(t)
+	t.Run("a protected page sends the browser to sign in and back", func(t *testing.T) {
+		resp, body := alice.get(page)
+		if !alice.onLoginPage(body) {
+			t.Fatalf("got %d at %s, want Keycloak's login page", resp.StatusCode, resp.Request.URL)
+		}
+		resp, body = alice.signIn(body, kcfixture.UserAlice, kcfixture.AlicePassword)
+		if resp.StatusCode != 200 || resp.Request.URL.String() != page {
+			t.Fatalf("after signing in: got %d at %s (%.300s), want 200 at %s", resp.StatusCode, resp.Request.URL, body, page)
+		}
+		h := up.last().Header
+		if h.Get("X-Consumer-Username") != "People" || h.Get("X-Consumer-Subject") != kcfixture.AliceSubject {
+			t.Errorf("upstream: got consumer %q subject %q, want People %s", h.Get("X-Consumer-Username"), h.Get("X-Consumer-Subject"), kcfixture.AliceSubject)
+		}
+		if strings.Contains(h.Get("Cookie"), "portcullis_corp") {
+			t.Errorf("upstream got the session cookie: %q", h.Get("Cookie"))
+		}
+	})
+	t.Run("the session serves pages and API calls", func(t *testing.T) {
+		if resp, _ := alice.get(page); resp.StatusCode != 200 || resp.Request.URL.String() != page {
+			t.Fatalf("reload: got %d at %s, want 200 without a sign-in", resp.StatusCode, resp.Request.URL)
+		}
+		if resp, body := alice.do("GET", gw.URL+"/app/api/items", "application/json", nil); resp.StatusCode != 200 {
+			t.Fatalf("an API call with the session: got %d %s, want 200", resp.StatusCode, body)
+		}
+	})
+	t.Run("API calls without a session get 401, not a redirect", func(t *testing.T) {
+		noClientRedirects := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		for _, accept := range []string{"application/json", "*/*"} {
+			req, _ := http.NewRequest("GET", page, nil)
+			req.Header.Set("Accept", accept)
+			resp, err := noClientRedirects.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 401 {
+				t.Errorf("Accept %s: got %d, want 401", accept, resp.StatusCode)
+			}
+		}
+		req, _ := http.NewRequest("GET", page, nil)
+		req.Header.Set("Accept", "text/html")
+		resp, err := noClientRedirects.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if loc := resp.Header.Get("Location"); resp.StatusCode != 302 || !strings.HasPrefix(loc, k.Issuer(kcfixture.RealmCorp)) {
+			t.Errorf("a browser: got %d to %q, want 302 to the realm", resp.StatusCode, loc)
+		}
+	})
+	t.Run("logout ends the session here and at Keycloak", func(t *testing.T) {
+		resp, _ := alice.get(gw.URL + "/.portcullis/corp/logout")
+		if got := resp.Request.URL.String(); got != gw.URL+"/" {
+			t.Errorf("after logout: landed at %s, want %s/ (the post-logout redirect)", got, gw.URL)
+		}
+		if _, body := alice.get(page); !alice.onLoginPage(body) {
+			t.Errorf("the next visit: want Keycloak's login page (the Keycloak session ended too)")
+		}
+	})
+	t.Run("an admin signing the user out ends the session at once (back-channel logout)", func(t *testing.T) {
+		bob := newPerson(t)
+		_, body := bob.get(page)
+		if resp, _ := bob.signIn(body, kcfixture.UserBob, kcfixture.BobPassword); resp.StatusCode != 200 {
+			t.Fatalf("bob signing in: got %d", resp.StatusCode)
+		}
+		if err := k.LogoutUser(t.Context(), kcfixture.RealmCorp, kcfixture.UserBob); err != nil {
+			t.Fatal(err)
+		}
+		// Keycloak posts the logout token before its admin call answers.
+		if resp, body := bob.do("GET", gw.URL+"/app/api/items", "application/json", nil); resp.StatusCode != 401 {
+			t.Errorf("after the back-channel logout: got %d %s, want 401", resp.StatusCode, body)
+		}
+		if got := gw.metric("portcullis_idp_request_duration_seconds_count", `op="backchannel_logout"`, `outcome="ok"`); got < 1 {
+			t.Errorf("back-channel logouts counted: %v, want at least 1", got)
+		}
+	})
+	t.Run("nothing secret is logged", func(t *testing.T) {
+		logs := gw.stderr.String() + gw.stdout.String()
+		if c := alice.sessionCookie(gw.URL); c != "" && strings.Contains(logs, c[:40]) {
+			t.Errorf("the logs hold a session cookie")
+		}
+		for _, s := range []string{"code=", "state=", "id_token_hint", kcfixture.GatewaySecret} {
+			if strings.Contains(logs, s) {
+				t.Errorf("the logs hold %q", s)
+			}
+		}
+	})
+}
+
+// TestSignInRefresh: with an access-token lifespan shorter than the session, requests keep
+// working past the token's expiry and a new cookie is set; once the user's Keycloak session is
+// deleted, the next refresh fails and the person is signed out.
+func TestSignInRefresh(t *testing.T) {
+	k := keycloakFor(t)
+	up := newUpstream(t, nil)
+	// A leeway as long as the token's life: every request refreshes.
+	gw := startGateway(t, signInPolicy(t, k, up.URL, map[string]any{"refresh_leeway": "1h"}), corpSecretEnv, sessionSecretEnv)
+	// Without a back-channel logout URL, so that only the failing refresh can end the session.
+	enableSignIn(t, k, gw, false)
+	page := gw.URL + "/app/page"
+	alice := newPerson(t)
+	_, body := alice.get(page)
+	if resp, _ := alice.signIn(body, kcfixture.UserAlice, kcfixture.AlicePassword); resp.StatusCode != 200 {
+		t.Fatalf("signing in: got %d", resp.StatusCode)
+	}
+	first := alice.sessionCookie(gw.URL)
+	resp, _ := alice.do("GET", gw.URL+"/app/api", "application/json", nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("after a refresh: got %d, want 200", resp.StatusCode)
+	}
+	if second := alice.sessionCookie(gw.URL); second == "" || second == first {
+		t.Errorf("the refreshed session's cookie was not re-issued")
+	}
+	if got := gw.metric("portcullis_idp_request_duration_seconds_count", `op="refresh"`, `outcome="ok"`); got < 1 {
+		t.Errorf("refreshes counted: %v, want at least 1", got)
+	}
+
+	if err := deleteUserSessions(t, k, kcfixture.UserAlice); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := alice.do("GET", gw.URL+"/app/api", "application/json", nil); resp.StatusCode != 401 {
+		t.Errorf("after the Keycloak session was deleted: got %d %s, want 401 (the refresh fails, the session ends)", resp.StatusCode, body)
+	}
+	if alice.sessionCookie(gw.URL) != "" {
+		t.Errorf("the ended session's cookie is still set")
+	}
+	if got := gw.metric("portcullis_idp_request_duration_seconds_count", `op="refresh"`, `outcome="error"`); got < 1 {
+		t.Errorf("failed refreshes counted: %v, want at least 1", got)
+	}
+}
+
+// deleteUserSessions deletes a user's Keycloak sessions one by one (no logout event).
+func deleteUserSessions(t *testing.T, k *kcfixture.Keycloak, user string) error {
+	t.Helper()
+	id, err := k.UserID(t.Context(), kcfixture.RealmCorp, user)
+	if err != nil {
+		return err
+	}
+	var sessions []struct {
+		ID string `json:"id"`
+	}
+	if _, err := k.Admin(t.Context(), http.MethodGet, "/"+kcfixture.RealmCorp+"/users/"+id+"/sessions", nil, &sessions); err != nil {
+		return err
+	}
+	if len(sessions) == 0 {
+		return fmt.Errorf("user %s has no session", user)
+	}
+	for _, s := range sessions {
+		if _, err := k.Admin(t.Context(), http.MethodDelete, "/"+kcfixture.RealmCorp+"/sessions/"+s.ID, nil, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
