@@ -238,7 +238,8 @@ func TestReadmePoliciesValidate(t *testing.T) {
 		t.Run(fmt.Sprintf("block %d", i), func(t *testing.T) {
 			p := writeTemp(t, "readme.json", b[1])
 			cmd := exec.Command(binary, "validate", "-c", p)
-			cmd.Env = append(os.Environ(), "JOHN_KEY=k", "CORP_SECRET=s", "PARTNERS_SECRET=s", "REDIS_PASSWORD=s", "PARTNER_HMAC=s")
+			cmd.Env = append(os.Environ(), "JOHN_KEY=k", "CORP_SECRET=s", "PARTNERS_SECRET=s", "REDIS_PASSWORD=s", "PARTNER_HMAC=s",
+				"SESSION_SECRET=a-session-secret-of-at-least-32-bytes")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Errorf("README policy block %d does not validate: %v\n%s", i, err, out)
 			}
