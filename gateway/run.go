@@ -42,9 +42,10 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	}
 	metrics := NewMetrics()
 	metrics.BuildInfo(cfg.BuildVersion)
+	revocations := &RedisRevocations{}
 	opts := policies.Options{Logger: cfg.Logger, Context: ctx, MaxFileSize: cfg.MaxPolicySize, Hooks: policies.Hooks{
 		IdPCall: metrics.IdPCall, IdPCache: metrics.IdPCache,
-	}}
+	}, SessionRevocations: revocations}
 	first, err := policies.Load(cfg.Path, opts)
 	if err != nil {
 		return fmt.Errorf("loading policy %s:\n%w", cfg.Path, err)
@@ -57,6 +58,8 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if r := startRedis; r != nil {
 		rdb = NewRedisClient(r)
 		defer rdb.Close()
+		// Sessions' logouts are shared through it (the client is closed after the server).
+		revocations.SetClient(rdb)
 	}
 	limiters := ratelimit.NewRegistry(ratelimit.RegistryOptions{
 		Logger:          cfg.Logger,

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -46,6 +47,23 @@ type SessionConfig struct {
 	RefreshLeeway time.Duration
 	// MaxAge bounds a session from its sign-in, refreshes included. Default 8h.
 	MaxAge time.Duration
+	// Revocations, when set and Enabled, shares logouts between replicas: every session
+	// request asks it, and a store that cannot be asked fails the request closed.
+	Revocations RevocationStore
+}
+
+// RevocationStore holds the sessions ended by a logout, shared by the replicas of a gateway
+// (Redis). Keys are opaque strings of the provider's; a value is a Unix time.
+//
+// Errors mean the store cannot be asked (not "not revoked"): the session request fails closed
+// with 503, and a logout that cannot be recorded is answered 503 so that the IdP sees it failed.
+type RevocationStore interface {
+	// Enabled reports whether the store is in use (the policy has a redis block).
+	Enabled() bool
+	// Revoke records key with value until ttl has passed.
+	Revoke(ctx context.Context, key string, value int64, ttl time.Duration) error
+	// Lookup returns the values of the keys that are recorded (absent keys are absent).
+	Lookup(ctx context.Context, keys ...string) (map[string]int64, error)
 }
 
 // Defaults of SessionConfig.
@@ -320,16 +338,61 @@ func (s *sessions) revoked(ss *session, now time.Time) bool {
 	return false
 }
 
-// revoke ends the sessions of sid, or, without one, every session of sub begun until now.
-func (s *sessions) revoke(sid, sub string, now time.Time) {
+// revoke ends the sessions of sid, or, without one, every session of sub begun until now, here
+// and in the shared store.
+func (s *sessions) revoke(ctx context.Context, sid, sub string, now time.Time) error {
 	until := now.Add(s.cfg.MaxAge)
-	if sid != "" {
+	key, value := "", now.Unix()
+	switch {
+	case sid != "":
 		s.revokedSID.put(sid, struct{}{}, until, now)
-		return
+		key = "sid:" + sid
+	case sub != "":
+		s.revokedSub.put(sub, value, until, now)
+		key = "sub:" + sub
+	default:
+		return nil
 	}
-	if sub != "" {
-		s.revokedSub.put(sub, now.Unix(), until, now)
+	if st := s.cfg.Revocations; st != nil && st.Enabled() {
+		if err := st.Revoke(ctx, s.storeKey(key), value, s.cfg.MaxAge); err != nil {
+			return fmt.Errorf("recording a logout: %w: %w", ErrUnavailable, err)
+		}
 	}
+	return nil
+}
+
+// storeKey names a revocation in the shared store.
+func (s *sessions) storeKey(k string) string { return s.cfg.CookieName + ":" + k }
+
+// revokedShared asks the shared store whether another replica ended ss.
+func (s *sessions) revokedShared(ctx context.Context, ss *session) (bool, error) {
+	st := s.cfg.Revocations
+	if st == nil || !st.Enabled() {
+		return false, nil
+	}
+	keys := make([]string, 0, 2)
+	if ss.SID != "" {
+		keys = append(keys, s.storeKey("sid:"+ss.SID))
+	}
+	if ss.Subject != "" {
+		keys = append(keys, s.storeKey("sub:"+ss.Subject))
+	}
+	if len(keys) == 0 {
+		return false, nil
+	}
+	got, err := st.Lookup(ctx, keys...)
+	if err != nil {
+		return false, fmt.Errorf("asking whether a session was logged out: %w: %w", ErrUnavailable, err)
+	}
+	if ss.SID != "" {
+		if _, ok := got[s.storeKey("sid:"+ss.SID)]; ok {
+			return true, nil
+		}
+	}
+	if at, ok := got[s.storeKey("sub:"+ss.Subject)]; ok && ss.Created <= at {
+		return true, nil
+	}
+	return false, nil
 }
 
 // write sets ss as the session cookie(s) on resp. The reader goes on to the next chunk after a

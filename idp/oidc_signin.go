@@ -261,6 +261,12 @@ func (o *OIDC) extractSession(ctx context.Context, r *http.Request) (*Credential
 		}
 		return nil, nil
 	}
+	if revoked, err := o.sess.revokedShared(ctx, ss); err != nil {
+		return nil, err
+	} else if revoked {
+		o.sess.clear(r, resp)
+		return nil, nil
+	}
 	if ss.Refresh != "" && !now.Add(o.sess.cfg.RefreshLeeway).Before(time.Unix(ss.Expiry, 0)) {
 		fresh, err := o.refresh(ctx, ss)
 		switch {
@@ -374,9 +380,9 @@ func (o *OIDC) Logout(w http.ResponseWriter, r *http.Request, origin string) (er
 	}
 	target := after
 	if ss != nil {
-		o.sess.revoke(ss.SID, "", now)
-		if ss.SID == "" {
-			o.sess.revoke("", ss.Subject, now)
+		// The cookie is cleared in this browser; a copy of it must not outlive the logout.
+		if err := o.sess.revoke(r.Context(), ss.SID, ss.Subject, now); err != nil {
+			o.logger.Warn("logout not shared with the other replicas", "err", err)
 		}
 		meta, err := o.keys.discovery(r.Context())
 		if err == nil && meta.EndSessionEndpoint != "" {
@@ -418,7 +424,9 @@ func (o *OIDC) BackchannelLogout(w http.ResponseWriter, r *http.Request) (err er
 		return d
 	}
 	sid, sub := claimString(claims["sid"]), claimString(claims["sub"])
-	o.sess.revoke(sid, sub, o.now())
+	if err := o.sess.revoke(r.Context(), sid, sub, o.now()); err != nil {
+		return err
+	}
 	o.logger.Info("back-channel logout", "by_sid", sid != "", "by_sub", sid == "")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)

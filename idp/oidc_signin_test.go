@@ -1,6 +1,7 @@
 package idp
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -452,4 +453,67 @@ func FuzzSessionCookie(f *testing.F) {
 			t.Fatalf("a session from cookies %q, %q that were never sealed", v0, v1)
 		}
 	})
+}
+
+// memRevocations is a RevocationStore shared by two fixtures, as Redis is by two replicas.
+type memRevocations struct {
+	mu   sync.Mutex
+	m    map[string]int64
+	down bool
+}
+
+func (s *memRevocations) Enabled() bool { return true }
+
+func (s *memRevocations) Revoke(_ context.Context, key string, value int64, _ time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down {
+		return errors.New("store down")
+	}
+	s.m[key] = value
+	return nil
+}
+
+func (s *memRevocations) Lookup(_ context.Context, keys ...string) (map[string]int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down {
+		return nil, errors.New("store down")
+	}
+	out := map[string]int64{}
+	for _, k := range keys {
+		if v, ok := s.m[k]; ok {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+func TestRevocationsAreShared(t *testing.T) {
+	store := &memRevocations{m: map[string]int64{}}
+	f, w := signedIn(t, func(s *SessionConfig) { s.Revocations = store })
+	// A second replica: the same issuer, secret and store.
+	replica, err := NewOIDC(f.p.cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cred, err := replica.Extract(t.Context(), sessionRequest(w)); err != nil || cred == nil {
+		t.Fatalf("the other replica before the logout: got %v, %v; want the session", cred, err)
+	}
+	claims := map[string]any{"iss": f.is.URL(), "aud": "gateway", "iat": f.clock.Now().Unix(), "sid": "sid-1",
+		"events": map[string]any{backchannelLogoutEvent: map[string]any{}}}
+	r := httptest.NewRequest("POST", "/", strings.NewReader(url.Values{"logout_token": {f.is.sign("k1", claims)}}.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if err := f.p.BackchannelLogout(httptest.NewRecorder(), r); err != nil {
+		t.Fatalf("BackchannelLogout: %v", err)
+	}
+	if cred, err := replica.Extract(t.Context(), sessionRequest(w)); err != nil || cred != nil {
+		t.Errorf("the other replica after the logout: got %v, %v; want no session", cred, err)
+	}
+	store.mu.Lock()
+	store.down = true
+	store.mu.Unlock()
+	if _, err := replica.Extract(t.Context(), sessionRequest(w)); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("with the store down: got %v, want ErrUnavailable (503, not an open door)", err)
+	}
 }

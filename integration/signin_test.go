@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/integration/kcfixture"
+	"github.com/portcullis/portcullis/internal/redistest"
 )
 
 // The sign-in tests of this file run the built binary against the real Keycloak, with a Go
@@ -25,6 +26,11 @@ const sessionSecretEnv = "SESSION_SECRET=a-session-secret-of-at-least-32-bytes-f
 // signInPolicy fronts up with realm corp's client gateway signing people in: People is every
 // api-user, two requests an hour each (key subject).
 func signInPolicy(t *testing.T, k *kcfixture.Keycloak, upURL string, session map[string]any) string {
+	return signInPolicyWith(t, k, upURL, session, nil)
+}
+
+// signInPolicyWith is signInPolicy with extra top-level fields (a redis block).
+func signInPolicyWith(t *testing.T, k *kcfixture.Keycloak, upURL string, session, extra map[string]any) string {
 	t.Helper()
 	s := map[string]any{"secrets": []string{"${env:SESSION_SECRET}"}, "cookie_secure": false}
 	for key, v := range session {
@@ -35,11 +41,15 @@ func signInPolicy(t *testing.T, k *kcfixture.Keycloak, upURL string, session map
 	app := route("app", upURL, nil)
 	app["paths"] = []string{"/app", "/app/{rest:.*}"}
 	app["login"] = "corp"
-	return policyJSON(t, map[string]any{
+	p := map[string]any{
 		"idps":      []any{corpIdP(k, map[string]any{"session": s})},
 		"consumers": []any{people},
 		"routes":    []any{app},
-	})
+	}
+	for key, v := range extra {
+		p[key] = v
+	}
+	return policyJSON(t, p)
 }
 
 // enableSignIn lets client gateway of realm corp sign people in at gw: the code flow, gw's
@@ -308,4 +318,36 @@ func deleteUserSessions(t *testing.T, k *kcfixture.Keycloak, user string) error 
 		}
 	}
 	return nil
+}
+
+// TestSignInLogoutAcrossReplicas: two replicas share Redis; Keycloak's back-channel logout
+// reaches one, and the session ends on both.
+func TestSignInLogoutAcrossReplicas(t *testing.T) {
+	k := keycloakFor(t)
+	rd := redistest.Start(t)
+	up := newUpstream(t, nil)
+	policy := signInPolicyWith(t, k, up.URL, nil, map[string]any{"redis": map[string]any{"addr": rd.Addr}})
+	a := startGateway(t, policy, corpSecretEnv, sessionSecretEnv)
+	b := startGateway(t, policy, corpSecretEnv, sessionSecretEnv)
+	enableSignIn(t, k, a, true)
+
+	// Both replicas listen on 127.0.0.1: the jar sends the session to either.
+	bob := newPerson(t)
+	_, body := bob.get(a.URL + "/app/page")
+	if resp, _ := bob.signIn(body, kcfixture.UserBob, kcfixture.BobPassword); resp.StatusCode != 200 {
+		t.Fatalf("signing in at replica a: got %d", resp.StatusCode)
+	}
+	for name, gw := range map[string]*gatewayProc{"a": a, "b": b} {
+		if resp, body := bob.do("GET", gw.URL+"/app/api", "application/json", nil); resp.StatusCode != 200 {
+			t.Fatalf("replica %s before the logout: got %d %s, want 200", name, resp.StatusCode, body)
+		}
+	}
+	if err := k.LogoutUser(t.Context(), kcfixture.RealmCorp, kcfixture.UserBob); err != nil {
+		t.Fatal(err)
+	}
+	for name, gw := range map[string]*gatewayProc{"b": b, "a": a} {
+		if resp, body := bob.do("GET", gw.URL+"/app/api", "application/json", nil); resp.StatusCode != 401 {
+			t.Errorf("replica %s after the back-channel logout at a: got %d %s, want 401", name, resp.StatusCode, body)
+		}
+	}
 }

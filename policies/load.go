@@ -153,6 +153,7 @@ func load(path string, opts Options, mode loadMode) (snap *Snapshot, err error) 
 		idps:         m.policy.IdPs,
 		validateOnly: mode.validateOnly,
 		hooks:        opts.Hooks,
+		revocations:  opts.SessionRevocations,
 	})
 	if err := errs.err(); err != nil {
 		if cerr := snap.Close(); cerr != nil {

@@ -29,6 +29,8 @@ type buildEnv struct {
 	validateOnly bool
 	// hooks receive provider metrics.
 	hooks Hooks
+	// revocations share session logouts between replicas; nil without.
+	revocations idp.RevocationStore
 }
 
 // buildProvider builds one identity provider from its policy configuration. Defaults are
@@ -151,6 +153,7 @@ func oidcConfig(cfg IdP, env buildEnv) idp.OIDCConfig {
 			CallbackPath: s.CallbackPath, LogoutPath: s.LogoutPath, BackchannelLogoutPath: s.BackchannelLogoutPath,
 			RedirectURL: s.RedirectURL, PostLogoutRedirectURI: s.PostLogoutRedirectURI, Scopes: s.Scopes,
 			RefreshLeeway: time.Duration(s.RefreshLeeway), MaxAge: time.Duration(s.MaxAge),
+			Revocations: env.revocations,
 		}
 	}
 	return c

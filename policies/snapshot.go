@@ -78,6 +78,9 @@ type Options struct {
 	Context context.Context
 	// Hooks receive provider metrics; nil hooks are skipped.
 	Hooks Hooks
+	// SessionRevocations, when set, shares the browser sessions' logouts between replicas
+	// (Redis); the sessions of every provider use it.
+	SessionRevocations idp.RevocationStore
 }
 
 // Hooks are the metric callbacks handed to providers, so that idp needs no metrics library.
