@@ -42,10 +42,10 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	}
 	metrics := NewMetrics()
 	metrics.BuildInfo(cfg.BuildVersion)
-	revocations := &RedisRevocations{}
+	shared := &RedisSessions{}
 	opts := policies.Options{Logger: cfg.Logger, Context: ctx, MaxFileSize: cfg.MaxPolicySize, Hooks: policies.Hooks{
 		IdPCall: metrics.IdPCall, IdPCache: metrics.IdPCache,
-	}, SessionRevocations: revocations}
+	}, SessionRevocations: shared, SessionStore: shared}
 	first, err := policies.Load(cfg.Path, opts)
 	if err != nil {
 		return fmt.Errorf("loading policy %s:\n%w", cfg.Path, err)
@@ -58,8 +58,8 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if r := startRedis; r != nil {
 		rdb = NewRedisClient(r)
 		defer rdb.Close()
-		// Sessions' logouts are shared through it (the client is closed after the server).
-		revocations.SetClient(rdb)
+		// Sessions and their logouts are shared through it (the client is closed after the server).
+		shared.SetClient(rdb)
 	}
 	limiters := ratelimit.NewRegistry(ratelimit.RegistryOptions{
 		Logger:          cfg.Logger,

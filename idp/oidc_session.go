@@ -50,6 +50,21 @@ type SessionConfig struct {
 	// Revocations, when set and Enabled, shares logouts between replicas: every session
 	// request asks it, and a store that cannot be asked fails the request closed.
 	Revocations RevocationStore
+	// Store, when set, keeps the sessions server side (Redis): the cookie holds only a sealed
+	// random id, so that replicas share sessions and a logout deletes the session itself.
+	// Nil keeps the whole session in the cookie.
+	Store SessionStore
+}
+
+// SessionStore keeps sealed sessions by key (Redis). Errors mean the store cannot be asked;
+// a session request then fails closed (503).
+type SessionStore interface {
+	// Get returns the value stored under key; ok is false when there is none.
+	Get(ctx context.Context, key string) (value string, ok bool, err error)
+	// Set stores value under key for ttl.
+	Set(ctx context.Context, key, value string, ttl time.Duration) error
+	// Delete removes key.
+	Delete(ctx context.Context, key string) error
 }
 
 // RevocationStore holds the sessions ended by a logout, shared by the replicas of a gateway
@@ -91,6 +106,8 @@ type session struct {
 	Created int64  `json:"c"`
 	SID     string `json:"s,omitempty"`
 	Subject string `json:"u,omitempty"`
+	// ref is the session's id in the SessionStore ("" in the cookie store).
+	ref string
 }
 
 // flow is what the sign-in cookie holds between the redirect to the IdP and the callback.
@@ -321,6 +338,86 @@ func (s *sessions) read(r *http.Request, now time.Time) *session {
 		return nil
 	}
 	return &ss
+}
+
+// load returns the session of r from the cookie or, with a Store, from the store by the
+// cookie's id. No session is (nil, nil); an error is a store that cannot be asked.
+func (s *sessions) load(ctx context.Context, r *http.Request, now time.Time) (*session, error) {
+	if s.cfg.Store == nil {
+		return s.read(r, now), nil
+	}
+	c, err := r.Cookie(s.cfg.CookieName)
+	if err != nil || c.Value == "" {
+		return nil, nil
+	}
+	ref, ok := s.sealer.open("session-id", c.Value)
+	if !ok {
+		return nil, nil
+	}
+	v, ok, err := s.cfg.Store.Get(ctx, s.sessionKey(string(ref)))
+	if err != nil {
+		return nil, fmt.Errorf("reading a session: %w: %w", ErrUnavailable, err)
+	}
+	if !ok {
+		return nil, nil
+	}
+	pt, ok := s.sealer.open("session", v)
+	if !ok {
+		return nil, nil
+	}
+	var ss session
+	if json.Unmarshal(pt, &ss) != nil || ss.Access == "" {
+		return nil, nil
+	}
+	if now.Sub(time.Unix(ss.Created, 0)) >= s.cfg.MaxAge || s.revoked(&ss, now) {
+		return nil, nil
+	}
+	ss.ref = string(ref)
+	return &ss, nil
+}
+
+// sessionKey names a session in the store: a hash of its id, so that the store's keys are
+// no cookie.
+func (s *sessions) sessionKey(ref string) string {
+	sum := sha256.Sum256([]byte(ref))
+	return s.cfg.CookieName + ":" + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// save writes ss: to the cookies, or to the store (a new session gets an id and its cookie).
+func (s *sessions) save(ctx context.Context, resp *Response, ss *session) error {
+	if s.cfg.Store == nil {
+		return s.write(resp, ss)
+	}
+	pt, err := json.Marshal(ss)
+	if err != nil {
+		return err
+	}
+	ttl := time.Until(time.Unix(ss.Created, 0).Add(s.cfg.MaxAge))
+	if ttl < time.Second {
+		ttl = time.Second
+	}
+	newRef := ss.ref == ""
+	if newRef {
+		ss.ref = randomString(32)
+	}
+	if err := s.cfg.Store.Set(ctx, s.sessionKey(ss.ref), s.sealer.seal("session", pt), ttl); err != nil {
+		return fmt.Errorf("storing a session: %w: %w", ErrUnavailable, err)
+	}
+	if newRef {
+		resp.SetCookie(s.cookie(s.cfg.CookieName, s.sealer.seal("session-id", []byte(ss.ref)), s.cfg.CookiePath, int(ttl/time.Second)))
+	}
+	return nil
+}
+
+// drop ends ss in the store (when it has one) and clears r's session cookies.
+func (s *sessions) drop(ctx context.Context, r *http.Request, resp *Response, ss *session) error {
+	s.clear(r, resp)
+	if s.cfg.Store != nil && ss != nil && ss.ref != "" {
+		if err := s.cfg.Store.Delete(ctx, s.sessionKey(ss.ref)); err != nil {
+			return fmt.Errorf("deleting a session: %w: %w", ErrUnavailable, err)
+		}
+	}
+	return nil
 }
 
 // revoked reports a session ended by a logout.

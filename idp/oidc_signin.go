@@ -197,7 +197,10 @@ func (o *OIDC) Callback(w http.ResponseWriter, r *http.Request, origin string) (
 	ss := &session{Access: tok.AccessToken, Refresh: tok.RefreshToken, IDToken: raw, Expiry: claimTime(claims["exp"]).Unix(),
 		Created: now.Unix(), SID: extra.SID, Subject: idt.Subject}
 	resp := &Response{}
-	if err := o.sess.write(resp, ss); err != nil {
+	if err := o.sess.save(r.Context(), resp, ss); err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			return err
+		}
 		return o.errSignIn(http.StatusInternalServerError, err.Error())
 	}
 	resp.WriteTo(w.Header())
@@ -253,7 +256,10 @@ func reasonToken(s string) string {
 // cannot answer while the token has expired fails closed.
 func (o *OIDC) extractSession(ctx context.Context, r *http.Request) (*Credential, error) {
 	now := o.now()
-	ss := o.sess.read(r, now)
+	ss, err := o.sess.load(ctx, r, now)
+	if err != nil {
+		return nil, err
+	}
 	resp := responseOf(ctx)
 	if ss == nil {
 		if _, err := r.Cookie(o.sess.cfg.CookieName); err == nil {
@@ -264,20 +270,19 @@ func (o *OIDC) extractSession(ctx context.Context, r *http.Request) (*Credential
 	if revoked, err := o.sess.revokedShared(ctx, ss); err != nil {
 		return nil, err
 	} else if revoked {
-		o.sess.clear(r, resp)
-		return nil, nil
+		return nil, o.sess.drop(ctx, r, resp, ss)
 	}
 	if ss.Refresh != "" && !now.Add(o.sess.cfg.RefreshLeeway).Before(time.Unix(ss.Expiry, 0)) {
 		fresh, err := o.refresh(ctx, ss)
 		switch {
 		case err == nil:
+			fresh.ref = ss.ref
 			ss = fresh
-			if werr := o.sess.write(resp, ss); werr != nil {
+			if werr := o.sess.save(ctx, resp, ss); werr != nil {
 				o.logger.Warn("re-issuing a refreshed session", "err", werr)
 			}
 		case errors.Is(err, errSessionEnded):
-			o.sess.clear(r, resp)
-			return nil, nil
+			return nil, o.sess.drop(ctx, r, resp, ss)
 		case now.Before(time.Unix(ss.Expiry, 0)):
 			// The IdP cannot be asked, but the token is still good: use it, refresh later.
 			o.logger.Warn("refreshing a session failed; its token is still valid", "err", err)
@@ -292,8 +297,7 @@ func (o *OIDC) extractSession(ctx context.Context, r *http.Request) (*Credential
 		if errors.As(err, &d) {
 			// A session whose token no longer verifies (expired without a refresh token, keys
 			// rotated away) is over.
-			o.sess.clear(r, resp)
-			return nil, nil
+			return nil, o.sess.drop(ctx, r, resp, ss)
 		}
 		return nil, err
 	}
@@ -370,9 +374,11 @@ func (o *OIDC) Logout(w http.ResponseWriter, r *http.Request, origin string) (er
 		return o.errSignIn(http.StatusMethodNotAllowed, "logout takes GET or POST")
 	}
 	now := o.now()
-	ss := o.sess.read(r, now)
+	ss, _ := o.sess.load(r.Context(), r, now) // a store that cannot be asked still clears the cookie
 	resp := &Response{}
-	o.sess.clear(r, resp)
+	if err := o.sess.drop(r.Context(), r, resp, ss); err != nil {
+		o.logger.Warn("logout could not delete the stored session", "err", err)
+	}
 	resp.WriteTo(w.Header())
 	after := o.sess.cfg.PostLogoutRedirectURI
 	if after == "" {

@@ -517,3 +517,76 @@ func TestRevocationsAreShared(t *testing.T) {
 		t.Errorf("with the store down: got %v, want ErrUnavailable (503, not an open door)", err)
 	}
 }
+
+// memSessions is a SessionStore shared by two fixtures, as Redis is by two replicas.
+type memSessions struct {
+	mu   sync.Mutex
+	m    map[string]string
+	down bool
+}
+
+func (s *memSessions) Get(_ context.Context, key string) (string, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down {
+		return "", false, errors.New("store down")
+	}
+	v, ok := s.m[key]
+	return v, ok, nil
+}
+
+func (s *memSessions) Set(_ context.Context, key, value string, _ time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down {
+		return errors.New("store down")
+	}
+	s.m[key] = value
+	return nil
+}
+
+func (s *memSessions) Delete(_ context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down {
+		return errors.New("store down")
+	}
+	delete(s.m, key)
+	return nil
+}
+
+func TestSessionsStoredServerSide(t *testing.T) {
+	store := &memSessions{m: map[string]string{}}
+	f, w := signedIn(t, func(s *SessionConfig) { s.Store = store })
+	var cookie *http.Cookie
+	for _, c := range w.Result().Cookies() {
+		if c.Name == "portcullis_corp" {
+			cookie = c
+		}
+	}
+	if cookie == nil || len(cookie.Value) > 200 || len(store.m) != 1 {
+		t.Fatalf("cookie %+v, %d stored sessions: want a short id cookie and the session in the store", cookie, len(store.m))
+	}
+	replica, err := NewOIDC(f.p.cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cred, err := replica.Extract(t.Context(), sessionRequest(w)); err != nil || cred == nil {
+		t.Fatalf("the other replica: got %v, %v; want the stored session", cred, err)
+	}
+	if err := f.p.Logout(httptest.NewRecorder(), sessionRequest(w), "https://app.example"); err != nil {
+		t.Fatal(err)
+	}
+	if len(store.m) != 0 {
+		t.Errorf("after logout: %d stored sessions, want none", len(store.m))
+	}
+	if cred, err := replica.Extract(t.Context(), sessionRequest(w)); err != nil || cred != nil {
+		t.Errorf("the other replica after logout: got %v, %v; want no session", cred, err)
+	}
+	store.mu.Lock()
+	store.down = true
+	store.mu.Unlock()
+	if _, err := replica.Extract(t.Context(), sessionRequest(w)); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("with the store down: got %v, want ErrUnavailable (503, not an open door)", err)
+	}
+}

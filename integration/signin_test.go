@@ -321,33 +321,41 @@ func deleteUserSessions(t *testing.T, k *kcfixture.Keycloak, user string) error 
 }
 
 // TestSignInLogoutAcrossReplicas: two replicas share Redis; Keycloak's back-channel logout
-// reaches one, and the session ends on both.
+// reaches one, and the session ends on both, whether the session is the cookie or is stored in
+// Redis (the cookie then holds only an id).
 func TestSignInLogoutAcrossReplicas(t *testing.T) {
 	k := keycloakFor(t)
 	rd := redistest.Start(t)
-	up := newUpstream(t, nil)
-	policy := signInPolicyWith(t, k, up.URL, nil, map[string]any{"redis": map[string]any{"addr": rd.Addr}})
-	a := startGateway(t, policy, corpSecretEnv, sessionSecretEnv)
-	b := startGateway(t, policy, corpSecretEnv, sessionSecretEnv)
-	enableSignIn(t, k, a, true)
+	for _, store := range []string{"cookie", "redis"} {
+		t.Run("store "+store, func(t *testing.T) {
+			up := newUpstream(t, nil)
+			policy := signInPolicyWith(t, k, up.URL, map[string]any{"store": store}, map[string]any{"redis": map[string]any{"addr": rd.Addr}})
+			a := startGateway(t, policy, corpSecretEnv, sessionSecretEnv)
+			b := startGateway(t, policy, corpSecretEnv, sessionSecretEnv)
+			enableSignIn(t, k, a, true)
 
-	// Both replicas listen on 127.0.0.1: the jar sends the session to either.
-	bob := newPerson(t)
-	_, body := bob.get(a.URL + "/app/page")
-	if resp, _ := bob.signIn(body, kcfixture.UserBob, kcfixture.BobPassword); resp.StatusCode != 200 {
-		t.Fatalf("signing in at replica a: got %d", resp.StatusCode)
-	}
-	for name, gw := range map[string]*gatewayProc{"a": a, "b": b} {
-		if resp, body := bob.do("GET", gw.URL+"/app/api", "application/json", nil); resp.StatusCode != 200 {
-			t.Fatalf("replica %s before the logout: got %d %s, want 200", name, resp.StatusCode, body)
-		}
-	}
-	if err := k.LogoutUser(t.Context(), kcfixture.RealmCorp, kcfixture.UserBob); err != nil {
-		t.Fatal(err)
-	}
-	for name, gw := range map[string]*gatewayProc{"b": b, "a": a} {
-		if resp, body := bob.do("GET", gw.URL+"/app/api", "application/json", nil); resp.StatusCode != 401 {
-			t.Errorf("replica %s after the back-channel logout at a: got %d %s, want 401", name, resp.StatusCode, body)
-		}
+			// Both replicas listen on 127.0.0.1: the jar sends the session to either.
+			bob := newPerson(t)
+			_, body := bob.get(a.URL + "/app/page")
+			if resp, _ := bob.signIn(body, kcfixture.UserBob, kcfixture.BobPassword); resp.StatusCode != 200 {
+				t.Fatalf("signing in at replica a: got %d", resp.StatusCode)
+			}
+			if c := bob.sessionCookie(a.URL); store == "redis" && (c == "" || len(c) > 200) {
+				t.Errorf("store redis: the session cookie is %d bytes, want a short id", len(c))
+			}
+			for name, gw := range map[string]*gatewayProc{"a": a, "b": b} {
+				if resp, body := bob.do("GET", gw.URL+"/app/api", "application/json", nil); resp.StatusCode != 200 {
+					t.Fatalf("replica %s before the logout: got %d %s, want 200", name, resp.StatusCode, body)
+				}
+			}
+			if err := k.LogoutUser(t.Context(), kcfixture.RealmCorp, kcfixture.UserBob); err != nil {
+				t.Fatal(err)
+			}
+			for name, gw := range map[string]*gatewayProc{"b": b, "a": a} {
+				if resp, body := bob.do("GET", gw.URL+"/app/api", "application/json", nil); resp.StatusCode != 401 {
+					t.Errorf("replica %s after the back-channel logout at a: got %d %s, want 401", name, resp.StatusCode, body)
+				}
+			}
+		})
 	}
 }

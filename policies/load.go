@@ -154,6 +154,7 @@ func load(path string, opts Options, mode loadMode) (snap *Snapshot, err error) 
 		validateOnly: mode.validateOnly,
 		hooks:        opts.Hooks,
 		revocations:  opts.SessionRevocations,
+		sessionStore: opts.SessionStore,
 	})
 	if err := errs.err(); err != nil {
 		if cerr := snap.Close(); cerr != nil {
@@ -555,6 +556,11 @@ func (m *merged) check(errs *errorList) {
 		}
 	}
 	m.checkForwardAuth(errs)
+	for i, d := range p.IdPs {
+		if d.Session != nil && d.Session.Store == "redis" && p.Redis == nil {
+			errs.add(m.idps[i].errAt(rootPath.key("session").key("store"), "session store \"redis\" needs the policy's redis block"))
+		}
+	}
 	if m.redis != nil && (p.Redis.Addr == "") == (len(p.Redis.Addrs) == 0) {
 		errs.add(m.redis.src.errAt(m.redis.path, "redis needs exactly one of addr (one server) or addrs (a cluster)"))
 	}

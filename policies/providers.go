@@ -29,8 +29,10 @@ type buildEnv struct {
 	validateOnly bool
 	// hooks receive provider metrics.
 	hooks Hooks
-	// revocations share session logouts between replicas; nil without.
-	revocations idp.RevocationStore
+	// revocations share session logouts between replicas; sessionStore keeps the sessions of
+	// store "redis". Nil without.
+	revocations  idp.RevocationStore
+	sessionStore idp.SessionStore
 }
 
 // buildProvider builds one identity provider from its policy configuration. Defaults are
@@ -154,6 +156,9 @@ func oidcConfig(cfg IdP, env buildEnv) idp.OIDCConfig {
 			RedirectURL: s.RedirectURL, PostLogoutRedirectURI: s.PostLogoutRedirectURI, Scopes: s.Scopes,
 			RefreshLeeway: time.Duration(s.RefreshLeeway), MaxAge: time.Duration(s.MaxAge),
 			Revocations: env.revocations,
+		}
+		if s.Store == "redis" {
+			c.Session.Store = env.sessionStore
 		}
 	}
 	return c

@@ -81,6 +81,8 @@ type Options struct {
 	// SessionRevocations, when set, shares the browser sessions' logouts between replicas
 	// (Redis); the sessions of every provider use it.
 	SessionRevocations idp.RevocationStore
+	// SessionStore keeps the sessions of the providers whose session has store "redis".
+	SessionStore idp.SessionStore
 }
 
 // Hooks are the metric callbacks handed to providers, so that idp needs no metrics library.

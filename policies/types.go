@@ -114,6 +114,9 @@ type Session struct {
 	Scopes                []string `json:"scopes,omitempty"`
 	RefreshLeeway         Duration `json:"refresh_leeway,omitempty"`
 	MaxAge                Duration `json:"max_age,omitempty"`
+	// Store is "cookie" (default: the sealed session in the cookie) or "redis" (the cookie
+	// holds an id; the session is in the policy's Redis, shared by replicas).
+	Store string `json:"store,omitempty"`
 }
 
 // ConsumerGroup is a named set of consumers sharing plugins (a group's limit-count counter is
