@@ -389,6 +389,24 @@ func testBrowserPage(t *testing.T) {
 		if other, err := b.cookies(localhostURL); err != nil || len(other) != 0 {
 			t.Errorf("cookies of %s = %v, %v; want none", localhostURL, other, err)
 		}
+		lookups := []struct {
+			name      string
+			wantValue string // "" for no cookie
+		}{
+			{"harness", "v1"},
+			{"absent", ""},
+		}
+		for _, l := range lookups {
+			c, err := b.cookie(ts.URL, l.name)
+			switch {
+			case err != nil:
+				t.Errorf("cookie(%s): %v", l.name, err)
+			case l.wantValue == "" && c != nil:
+				t.Errorf("cookie(%s) = %v, want nil", l.name, c)
+			case l.wantValue != "" && (c == nil || c.Value != l.wantValue):
+				t.Errorf("cookie(%s) = %v, want value %s", l.name, c, l.wantValue)
+			}
+		}
 	})
 
 	t.Run("fetch", func(t *testing.T) {
