@@ -24,7 +24,22 @@ import (
 
 // The browser the sign-in tests drive: Debian's headless Chromium over the DevTools protocol
 // (chromedp, through a pipe). Each test gets its own browser with a fresh profile, so cookies
-// never leak from one test to another.
+// never leak from one test to another. A sign-in test reads like this:
+//
+//	k := keycloakFor(t)
+//	restore, err := k.SnapshotClient(ctx, kcfixture.RealmCorp, kcfixture.ClientGateway)
+//	t.Cleanup(func() { restore(context.Background()) })
+//	k.ConfigureBrowserClient(ctx, kcfixture.RealmCorp, kcfixture.ClientGateway,
+//		[]string{gwURL + "/callback"}, backchannelURL) // back-channel URL on 127.0.0.1
+//	b := newBrowser(t)
+//	b.open(gwURL + "/app/")                            // redirected to Keycloak's login page
+//	finalURL, text, err := b.signIn(kcfixture.UserAlice, kcfixture.AlicePassword)
+//	session, err := b.cookie(gwURL, "session-cookie-name") // HttpOnly, SameSite, ...
+//	status, body, err := b.fetch(gwURL+"/api/pets", nil)   // same-origin, with the cookie
+//
+// Serve the gateway on http://localhost:P when Keycloak is on http://127.0.0.1:K to make them
+// different sites, as in production (a SameSite=Strict cookie is then not sent on the redirect
+// back from the login page).
 
 // browserActionTimeout bounds one call of the driver (a navigation with its redirects, a sign-in,
 // a fetch): Keycloak renders its first login page slowly on a small machine.
