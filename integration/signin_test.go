@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"html"
 	"io"
 	"net/http"
@@ -52,44 +51,36 @@ func signInPolicyWith(t *testing.T, k *kcfixture.Keycloak, upURL string, session
 	return policyJSON(t, p)
 }
 
-// enableSignIn lets client gateway of realm corp sign people in at gw: the code flow, gw's
-// callback as redirect URI, gw's back-channel logout endpoint, gw as post-logout target.
-func enableSignIn(t *testing.T, k *kcfixture.Keycloak, gw *gatewayProc, backchannel bool) {
+// enableSignIn lets client gateway of realm corp sign people in at origin (gw's URL, or the
+// same port on localhost): the code flow with PKCE, the callback as redirect URI, gw's
+// back-channel logout endpoint (on 127.0.0.1, which the Keycloak server reaches) when
+// backchannel is set. The client is restored when the test ends.
+func enableSignIn(t *testing.T, k *kcfixture.Keycloak, gw *gatewayProc, backchannel bool, origins ...string) {
 	t.Helper()
 	ctx := t.Context()
-	var clients []map[string]any
-	if _, err := k.Admin(ctx, http.MethodGet, "/"+kcfixture.RealmCorp+"/clients?clientId="+kcfixture.ClientGateway, nil, &clients); err != nil || len(clients) != 1 {
-		t.Fatalf("finding client gateway: %v (%d found)", err, len(clients))
-	}
-	c := clients[0]
-	original := map[string]any{}
-	for key, v := range c {
-		original[key] = v
-	}
-	attrs, _ := c["attributes"].(map[string]any)
-	if attrs == nil {
-		attrs = map[string]any{}
-	}
-	attrs["backchannel.logout.url"] = ""
-	if backchannel {
-		attrs["backchannel.logout.url"] = gw.URL + "/.portcullis/corp/backchannel-logout"
-	}
-	attrs["backchannel.logout.session.required"] = "true"
-	attrs["post.logout.redirect.uris"] = gw.URL + "/*"
-	attrs["pkce.code.challenge.method"] = "S256"
-	c["attributes"] = attrs
-	c["standardFlowEnabled"] = true
-	c["frontchannelLogout"] = false
-	c["redirectUris"] = []string{gw.URL + "/.portcullis/corp/callback"}
-	id, _ := c["id"].(string)
-	if _, err := k.Admin(ctx, http.MethodPut, "/"+kcfixture.RealmCorp+"/clients/"+id, c, nil); err != nil {
-		t.Fatalf("configuring client gateway for sign-in: %v", err)
+	restore, err := k.SnapshotClient(ctx, kcfixture.RealmCorp, kcfixture.ClientGateway)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if _, err := k.Admin(context.Background(), http.MethodPut, "/"+kcfixture.RealmCorp+"/clients/"+id, original, nil); err != nil {
+		if err := restore(context.Background()); err != nil {
 			t.Errorf("restoring client gateway: %v", err)
 		}
 	})
+	if len(origins) == 0 {
+		origins = []string{gw.URL}
+	}
+	var redirects []string
+	for _, o := range origins {
+		redirects = append(redirects, o+"/.portcullis/corp/callback", o+"/*")
+	}
+	bc := ""
+	if backchannel {
+		bc = gw.URL + "/.portcullis/corp/backchannel-logout"
+	}
+	if err := k.ConfigureBrowserClient(ctx, kcfixture.RealmCorp, kcfixture.ClientGateway, redirects, bc); err != nil {
+		t.Fatalf("configuring client gateway for sign-in: %v", err)
+	}
 }
 
 // person is a browser stand-in: a client with its own cookie jar that follows redirects.
@@ -282,7 +273,7 @@ func TestSignInRefresh(t *testing.T) {
 		t.Errorf("refreshes counted: %v, want at least 1", got)
 	}
 
-	if err := deleteUserSessions(t, k, kcfixture.UserAlice); err != nil {
+	if err := k.DeleteUserSessions(t.Context(), kcfixture.RealmCorp, kcfixture.UserAlice); err != nil {
 		t.Fatal(err)
 	}
 	if resp, body := alice.do("GET", gw.URL+"/app/api", "application/json", nil); resp.StatusCode != 401 {
@@ -294,30 +285,6 @@ func TestSignInRefresh(t *testing.T) {
 	if got := gw.metric("portcullis_idp_request_duration_seconds_count", `op="refresh"`, `outcome="error"`); got < 1 {
 		t.Errorf("failed refreshes counted: %v, want at least 1", got)
 	}
-}
-
-// deleteUserSessions deletes a user's Keycloak sessions one by one (no logout event).
-func deleteUserSessions(t *testing.T, k *kcfixture.Keycloak, user string) error {
-	t.Helper()
-	id, err := k.UserID(t.Context(), kcfixture.RealmCorp, user)
-	if err != nil {
-		return err
-	}
-	var sessions []struct {
-		ID string `json:"id"`
-	}
-	if _, err := k.Admin(t.Context(), http.MethodGet, "/"+kcfixture.RealmCorp+"/users/"+id+"/sessions", nil, &sessions); err != nil {
-		return err
-	}
-	if len(sessions) == 0 {
-		return fmt.Errorf("user %s has no session", user)
-	}
-	for _, s := range sessions {
-		if _, err := k.Admin(t.Context(), http.MethodDelete, "/"+kcfixture.RealmCorp+"/sessions/"+s.ID, nil, nil); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // TestSignInLogoutAcrossReplicas: two replicas share Redis; Keycloak's back-channel logout
