@@ -49,7 +49,7 @@ func runLoad(ctx context.Context, cfg config, log *slog.Logger) error {
 		}
 	}
 	text := markdown(reportInput{header: header, summaries: sums, skipped: skipped, mainLevel: cfg.mainLevel, levels: cfg.levels})
-	if err := writeReport(cfg.out, time.Now().Format("2006-01-02")+".md", text); err != nil {
+	if err := writeReport(cfg.out, time.Now().Format("2006-01-02")+cfg.reportSuffix+".md", text); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -59,7 +59,10 @@ func runLoad(ctx context.Context, cfg config, log *slog.Logger) error {
 // contestant that cannot start is skipped with the reason; any other failure ends the run.
 func startContestants(ctx context.Context, l *lab) (run, skipped []*contestant, err error) {
 	run = []*contestant{l.direct()}
-	want := func(name string) bool { return l.cfg.only == nil || l.cfg.only[name] }
+	// nginx-fwd-map, nginx's own key check in the forward-auth comparison, is nginx-key-limit.
+	want := func(name string) bool {
+		return l.cfg.only == nil || l.cfg.only[name] || name == "nginx-key-limit" && l.cfg.only["nginx-fwd-map"]
+	}
 	add := func(c *contestant, err error) error {
 		switch {
 		case c != nil && c.skip != "":
@@ -67,8 +70,10 @@ func startContestants(ctx context.Context, l *lab) (run, skipped []*contestant, 
 		case err != nil && c != nil && c.optional:
 			c.skip = err.Error()
 			l.log.Warn("skipping contestant", "contestant", c.name, "reason", err)
-			if c.proc != nil {
-				c.proc.stop()
+			for _, p := range append([]*proc{c.proc}, c.also...) {
+				if p != nil {
+					p.stop()
+				}
 			}
 			skipped = append(skipped, c)
 		case err != nil:
@@ -86,7 +91,8 @@ func startContestants(ctx context.Context, l *lab) (run, skipped []*contestant, 
 		name  string
 		start func(context.Context) (*contestant, error)
 	}
-	for _, s := range []starter{{"nginx-proxy", l.nginxProxy}, {"nginx-key-limit", l.nginxKeyLimit}, {"caddy-key", l.caddyKey}} {
+	for _, s := range []starter{{"nginx-proxy", l.nginxProxy}, {"nginx-key-limit", l.nginxKeyLimit}, {"caddy-key", l.caddyKey},
+		{"nginx-fwd-pc", l.nginxFwdPC}, {"nginx-fwd-oauth2-proxy", l.nginxFwdOAuth2Proxy}} {
 		if want(s.name) {
 			if err := add(s.start(ctx)); err != nil {
 				return nil, nil, err
@@ -111,8 +117,10 @@ func startContestants(ctx context.Context, l *lab) (run, skipped []*contestant, 
 // legs, each paired with the upstream directly at the same rate.
 func measure(ctx context.Context, l *lab, c, direct *contestant, first bool) (runResult, error) {
 	var r runResult
-	if !c.proc.alive() {
-		return r, fmt.Errorf("%s is not running: %s", c.name, c.proc.tail(5))
+	for _, p := range append([]*proc{c.proc}, c.also...) {
+		if !p.alive() {
+			return r, fmt.Errorf("%s is not running: %s", p.name, p.tail(5))
+		}
 	}
 	twBefore, err := timeWaits(c.endpoints...)
 	if err != nil {
@@ -124,7 +132,7 @@ func measure(ctx context.Context, l *lab, c, direct *contestant, first bool) (ru
 		}
 	}
 	ticks := clockTicks()
-	cpu0, err := treeTicks(c.proc.pid())
+	cpu0, err := contestantTicks(c)
 	if err != nil {
 		return r, err
 	}
@@ -133,7 +141,7 @@ func measure(ctx context.Context, l *lab, c, direct *contestant, first bool) (ru
 	if err != nil {
 		return r, err
 	}
-	cpu1, err := treeTicks(c.proc.pid())
+	cpu1, err := contestantTicks(c)
 	if err != nil {
 		return r, err
 	}
@@ -177,10 +185,27 @@ func measure(ctx context.Context, l *lab, c, direct *contestant, first bool) (ru
 		return r, err
 	}
 	r.timeWait = newSince(twBefore, twAfter)
-	if !c.proc.alive() {
-		return r, fmt.Errorf("%s exited during the run: %s", c.name, c.proc.tail(5))
+	for _, p := range append([]*proc{c.proc}, c.also...) {
+		if !p.alive() {
+			return r, fmt.Errorf("%s exited during the run: %s", p.name, p.tail(5))
+		}
 	}
 	return r, nil
+}
+
+// contestantTicks sums the CPU ticks of the contestant's process tree and of the auth server
+// behind it, if any.
+func contestantTicks(c *contestant) (cpuTicks, error) {
+	var sum cpuTicks
+	for _, p := range append([]*proc{c.proc}, c.also...) {
+		t, err := treeTicks(p.pid())
+		if err != nil {
+			return cpuTicks{}, err
+		}
+		sum.user += t.user
+		sum.sys += t.sys
+	}
+	return sum, nil
 }
 
 // auxTicks sums the CPU ticks of a contestant's helpers; a helper that cannot be read counts 0.

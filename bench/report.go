@@ -233,11 +233,21 @@ func markdown(in reportInput) string {
 		b.WriteString("- " + t + "\n")
 	}
 
+	if fwd := forwardAuthTargets(by); len(fwd) > 0 {
+		b.WriteString("\n### Forward auth (issue 14)\n\n")
+		for _, t := range fwd {
+			b.WriteString("- " + t + "\n")
+		}
+	}
+
 	var notes []string
 	for _, c := range in.skipped {
 		notes = append(notes, fmt.Sprintf("**%s skipped**: %s", c.title, strings.Join(strings.Fields(c.skip), " ")))
 	}
 	for _, s := range in.summaries {
+		for _, p := range s.c.also {
+			notes = append(notes, fmt.Sprintf("%s: its CPU includes %s, on the same CPU.", s.c.name, p.name))
+		}
 		if len(s.c.aux) > 0 {
 			notes = append(notes, fmt.Sprintf("%s: redis-server (on the load core, not counted above) used %.1f CPU µs/req.", s.c.name, s.auxUS))
 		}
@@ -305,6 +315,47 @@ func targets(by map[string]summary, mainLevel int) []string {
 		check(fmt.Sprintf("%s added p99 ≤ 200 µs and p99.9 ≤ 1 ms at %d %%, zero errors", name, mainLevel),
 			l.add99 <= 200*time.Microsecond && l.add999 <= time.Millisecond && s.errors == 0,
 			fmt.Sprintf("p99 +%s µs, p99.9 +%s µs, %d errors%s", us(l.add99), us(l.add999), s.errors, limited))
+	}
+	return out
+}
+
+// forwardAuthTargets compares nginx asking Portcullis with nginx asking oauth2-proxy, and with
+// nginx checking the key itself (nginx-key-limit, the forward-auth table's nginx-fwd-map); none
+// when no forward-auth contestant was measured.
+func forwardAuthTargets(by map[string]summary) []string {
+	pc, ok := by["nginx-fwd-pc"]
+	o2p, okO2P := by["nginx-fwd-oauth2-proxy"]
+	if !ok && !okO2P {
+		return nil
+	}
+	var out []string
+	line := func(s summary) string {
+		return fmt.Sprintf("%s: %.0f req/s, %.1f CPU µs/req", s.c.name, s.rps, s.cpuUS)
+	}
+	for _, name := range []string{"nginx-fwd-pc", "nginx-fwd-oauth2-proxy", "nginx-key-limit", "pc-key"} {
+		if s, ok := by[name]; ok {
+			out = append(out, "– "+line(s))
+		}
+	}
+	if ok && okO2P {
+		got := pairedRatio(pc, o2p)
+		mark := "✅"
+		if got < 1.5 {
+			mark = "❌"
+		}
+		out = append(out, fmt.Sprintf("%s nginx-fwd-pc ≥ 1.5 × nginx-fwd-oauth2-proxy: %.2f ×", mark, got))
+	} else {
+		out = append(out, "– nginx-fwd-pc ≥ 1.5 × nginx-fwd-oauth2-proxy: not measured")
+	}
+	if ok {
+		for _, ref := range []struct{ name, what string }{
+			{"nginx-key-limit", "nginx's own `map` key check + `limit_req` (nginx-fwd-map)"},
+			{"pc-key", "Portcullis proxying itself, same key and limit"},
+		} {
+			if s, found := by[ref.name]; found {
+				out = append(out, fmt.Sprintf("– nginx-fwd-pc / %s, %s: %.2f ×", ref.name, ref.what, pairedRatio(pc, s)))
+			}
+		}
 	}
 	return out
 }
