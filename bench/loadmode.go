@@ -132,7 +132,7 @@ func measure(ctx context.Context, l *lab, c, direct *contestant, first bool) (ru
 		}
 	}
 	ticks := clockTicks()
-	cpu0, err := contestantTicks(c)
+	cpu0, also0, err := contestantTicks(c)
 	if err != nil {
 		return r, err
 	}
@@ -141,7 +141,7 @@ func measure(ctx context.Context, l *lab, c, direct *contestant, first bool) (ru
 	if err != nil {
 		return r, err
 	}
-	cpu1, err := contestantTicks(c)
+	cpu1, also1, err := contestantTicks(c)
 	if err != nil {
 		return r, err
 	}
@@ -154,6 +154,7 @@ func measure(ctx context.Context, l *lab, c, direct *contestant, first bool) (ru
 	r.cpuUS = float64(used.total()) * 1e6 / float64(ticks) / float64(w.requests)
 	r.sysUS = float64(used.sys) * 1e6 / float64(ticks) / float64(w.requests)
 	r.auxUS = float64(aux1-aux0) * 1e6 / float64(ticks) / float64(w.requests)
+	r.alsoUS = float64(also1.minus(also0).total()) * 1e6 / float64(ticks) / float64(w.requests)
 	r.errors = w.non2xx + w.socketErrors
 	if r.errors > 0 {
 		r.errNote = fmt.Sprintf("wrk: %d non-2xx, %d socket errors", w.non2xx, w.socketErrors)
@@ -194,18 +195,21 @@ func measure(ctx context.Context, l *lab, c, direct *contestant, first bool) (ru
 }
 
 // contestantTicks sums the CPU ticks of the contestant's process tree and of the auth server
-// behind it, if any.
-func contestantTicks(c *contestant) (cpuTicks, error) {
-	var sum cpuTicks
-	for _, p := range append([]*proc{c.proc}, c.also...) {
+// behind it, if any (also: the auth server's part).
+func contestantTicks(c *contestant) (sum, also cpuTicks, err error) {
+	for i, p := range append([]*proc{c.proc}, c.also...) {
 		t, err := treeTicks(p.pid())
 		if err != nil {
-			return cpuTicks{}, err
+			return cpuTicks{}, cpuTicks{}, err
 		}
 		sum.user += t.user
 		sum.sys += t.sys
+		if i > 0 {
+			also.user += t.user
+			also.sys += t.sys
+		}
 	}
-	return sum, nil
+	return sum, also, nil
 }
 
 // auxTicks sums the CPU ticks of a contestant's helpers; a helper that cannot be read counts 0.

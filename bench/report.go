@@ -24,6 +24,7 @@ type runResult struct {
 	cpuUS    float64 // contestant CPU per request
 	sysUS    float64 // the part of cpuUS spent in the kernel
 	auxUS    float64 // helpers' CPU per request (redis-server)
+	alsoUS   float64 // the part of cpuUS the auth server behind nginx used
 	errors   int64   // wrk non-2xx and socket errors, fixed-rate failures
 	errNote  string
 	timeWait int
@@ -38,6 +39,7 @@ type summary struct {
 	cpuUS  float64
 	sysUS  float64
 	auxUS  float64
+	alsoUS float64
 	errors int64 // summed over runs
 	notes  []string
 	tw     float64
@@ -78,20 +80,21 @@ func medianDur(xs []time.Duration) time.Duration {
 // summarize takes the median of each metric over the runs (each metric on its own).
 func summarize(c *contestant, runs []runResult, levels []int) summary {
 	s := summary{c: c, runs: len(runs), roundRPS: map[int]float64{}}
-	var rps, cpu, sys, aux, tw []float64
+	var rps, cpu, sys, aux, also, tw []float64
 	for _, r := range runs {
 		s.roundRPS[r.round] = r.rps
 		rps = append(rps, r.rps)
 		cpu = append(cpu, r.cpuUS)
 		sys = append(sys, r.sysUS)
 		aux = append(aux, r.auxUS)
+		also = append(also, r.alsoUS)
 		tw = append(tw, float64(r.timeWait))
 		s.errors += r.errors
 		if r.errNote != "" {
 			s.notes = append(s.notes, r.errNote)
 		}
 	}
-	s.rps, s.cpuUS, s.sysUS, s.auxUS, s.tw = median(rps), median(cpu), median(sys), median(aux), median(tw)
+	s.rps, s.cpuUS, s.sysUS, s.auxUS, s.alsoUS, s.tw = median(rps), median(cpu), median(sys), median(aux), median(also), median(tw)
 	for i, pct := range levels {
 		ls := levelSummary{pct: pct}
 		var target, achieved []float64
@@ -204,7 +207,7 @@ func markdown(in reportInput) string {
 		fmt.Fprintf(&b, "| %s | %.0f | %.1f | %.1f | %s | %s | %s | %s | %s | %s | %.0f | %d |\n",
 			s.c.title, s.rps, s.cpuUS, s.sysUS, a50, a99, a999, ratioTo(s, "nginx-proxy"), ratioTo(s, "nginx-key-limit"), ratioTo(s, "direct"), s.tw, s.errors)
 	}
-	fmt.Fprintf(&b, "\nreq/s: wrk, median of runs. × columns: the median over rounds of the ratio within a round (every contestant is measured once per round, in turn). CPU µs/req: the contestant's utime+stime (nginx: master and worker) over the wrk run / requests; of which kernel: the stime part (system calls and the loopback TCP stack they run, wake-ups of the other CPU included). "+
+	fmt.Fprintf(&b, "\nreq/s: wrk, median of runs. × columns: the median over rounds of the ratio within a round (every contestant is measured once per round, in turn). CPU µs/req: the contestant's utime+stime (nginx: master and worker; nginx-fwd-*: and the auth server behind it) over the wrk run / requests; of which kernel: the stime part (system calls and the loopback TCP stack they run, wake-ups of the other CPU included). "+
 		"Added latency: at %d %% of the contestant's own maximum, the contestant's percentile minus the upstream's own percentile at the same rate in the same run (fixed-rate generator, median of runs). "+
 		"TIME_WAIT +: new TIME_WAIT sockets on the contestant's listener and upstream side during one run (median). "+
 		"† the generator sent < 95 %% of the requested rate (it shares its core with the upstream), so the latency there is the generator's as much as the contestant's.\n", in.mainLevel)
@@ -245,8 +248,13 @@ func markdown(in reportInput) string {
 		notes = append(notes, fmt.Sprintf("**%s skipped**: %s", c.title, strings.Join(strings.Fields(c.skip), " ")))
 	}
 	for _, s := range in.summaries {
-		for _, p := range s.c.also {
-			notes = append(notes, fmt.Sprintf("%s: its CPU includes %s, on the same CPU.", s.c.name, p.name))
+		if len(s.c.also) > 0 {
+			names := make([]string, len(s.c.also))
+			for i, p := range s.c.also {
+				names[i] = p.name
+			}
+			notes = append(notes, fmt.Sprintf("%s: its CPU µs/req includes the auth server behind nginx, on the same CPU: %s used %.1f of the %.1f µs/req.",
+				s.c.name, strings.Join(names, ", "), s.alsoUS, s.cpuUS))
 		}
 		if len(s.c.aux) > 0 {
 			notes = append(notes, fmt.Sprintf("%s: redis-server (on the load core, not counted above) used %.1f CPU µs/req.", s.c.name, s.auxUS))
@@ -330,7 +338,11 @@ func forwardAuthTargets(by map[string]summary) []string {
 	}
 	var out []string
 	line := func(s summary) string {
-		return fmt.Sprintf("%s: %.0f req/s, %.1f CPU µs/req", s.c.name, s.rps, s.cpuUS)
+		l := fmt.Sprintf("%s: %.0f req/s, %.1f CPU µs/req", s.c.name, s.rps, s.cpuUS)
+		if len(s.c.also) > 0 {
+			l += fmt.Sprintf(" (nginx %.1f, the auth server %.1f)", s.cpuUS-s.alsoUS, s.alsoUS)
+		}
+		return l
 	}
 	for _, name := range []string{"nginx-fwd-pc", "nginx-fwd-oauth2-proxy", "nginx-key-limit", "pc-key"} {
 		if s, ok := by[name]; ok {
