@@ -72,6 +72,7 @@ type contestant struct {
 	aux  []*proc
 
 	skip string // why it is not measured
+	note string // for the report's notes
 }
 
 // lab is the machinery the contestants share: process list, work folder, upstream, keys.

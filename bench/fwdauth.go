@@ -327,6 +327,7 @@ func (l *lab) nginxFwdOAuth2Proxy(ctx context.Context) (*contestant, error) {
 		return c, fmt.Errorf("signing in to oauth2-proxy: %w", err)
 	}
 	c.header = http.Header{"Cookie": {cookie}}
+	c.note = fmt.Sprintf("the session cookie from the OIDC sign-in (RS256 id_token, cookie session store) is %d bytes.", len(cookie))
 	// oauth2-proxy decides the cookie itself: 202 with it, 401 without.
 	if err := errors.Join(requestOK(l.client, base+"/oauth2/auth", c.header, http.StatusAccepted)(),
 		requestOK(l.client, base+"/oauth2/auth", nil, http.StatusUnauthorized)()); err != nil {

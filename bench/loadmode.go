@@ -132,16 +132,30 @@ func measure(ctx context.Context, l *lab, c, direct *contestant, first bool) (ru
 		}
 	}
 	ticks := clockTicks()
+	cpus, err := parseCPUList(l.cfg.contestantCPU)
+	if err != nil {
+		return r, err
+	}
+	busy0, err := cpuBusy(cpus)
+	if err != nil {
+		return r, err
+	}
 	cpu0, also0, err := contestantTicks(c)
 	if err != nil {
 		return r, err
 	}
 	aux0 := auxTicks(c)
+	start := time.Now()
 	w, err := runWrk(ctx, l.cfg.threads, l.cfg.connections, l.cfg.duration, c.url, c.header)
 	if err != nil {
 		return r, err
 	}
+	wall := time.Since(start)
 	cpu1, also1, err := contestantTicks(c)
+	if err != nil {
+		return r, err
+	}
+	busy1, err := cpuBusy(cpus)
 	if err != nil {
 		return r, err
 	}
@@ -151,6 +165,10 @@ func measure(ctx context.Context, l *lab, c, direct *contestant, first bool) (ru
 	}
 	r.rps, r.requests = w.rps, w.requests
 	used := cpu1.minus(cpu0)
+	if c != direct { // the upstream runs on the load CPU
+		// What the contestant's CPUs did besides the contestant: other processes, and steal.
+		r.foreignPct = max(0, float64(busy1-busy0-used.total())) / (wall.Seconds() * float64(ticks) * float64(len(cpus))) * 100
+	}
 	r.cpuUS = float64(used.total()) * 1e6 / float64(ticks) / float64(w.requests)
 	r.sysUS = float64(used.sys) * 1e6 / float64(ticks) / float64(w.requests)
 	r.auxUS = float64(aux1-aux0) * 1e6 / float64(ticks) / float64(w.requests)

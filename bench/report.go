@@ -25,10 +25,13 @@ type runResult struct {
 	sysUS    float64 // the part of cpuUS spent in the kernel
 	auxUS    float64 // helpers' CPU per request (redis-server)
 	alsoUS   float64 // the part of cpuUS the auth server behind nginx used
-	errors   int64   // wrk non-2xx and socket errors, fixed-rate failures
-	errNote  string
-	timeWait int
-	levels   []levelRun
+	// foreignPct is the share of the contestant's CPUs that other processes and steal took
+	// during the wrk run.
+	foreignPct float64
+	errors     int64 // wrk non-2xx and socket errors, fixed-rate failures
+	errNote    string
+	timeWait   int
+	levels     []levelRun
 }
 
 // summary is the median over runs of one contestant.
@@ -40,10 +43,12 @@ type summary struct {
 	sysUS  float64
 	auxUS  float64
 	alsoUS float64
-	errors int64 // summed over runs
-	notes  []string
-	tw     float64
-	levels []levelSummary
+	// foreignPct is the median of the runs' foreignPct.
+	foreignPct float64
+	errors     int64 // summed over runs
+	notes      []string
+	tw         float64
+	levels     []levelSummary
 	// roundRPS is req/s by round, for ratios between contestants of the same round.
 	roundRPS map[int]float64
 }
@@ -80,7 +85,7 @@ func medianDur(xs []time.Duration) time.Duration {
 // summarize takes the median of each metric over the runs (each metric on its own).
 func summarize(c *contestant, runs []runResult, levels []int) summary {
 	s := summary{c: c, runs: len(runs), roundRPS: map[int]float64{}}
-	var rps, cpu, sys, aux, also, tw []float64
+	var rps, cpu, sys, aux, also, foreign, tw []float64
 	for _, r := range runs {
 		s.roundRPS[r.round] = r.rps
 		rps = append(rps, r.rps)
@@ -88,6 +93,7 @@ func summarize(c *contestant, runs []runResult, levels []int) summary {
 		sys = append(sys, r.sysUS)
 		aux = append(aux, r.auxUS)
 		also = append(also, r.alsoUS)
+		foreign = append(foreign, r.foreignPct)
 		tw = append(tw, float64(r.timeWait))
 		s.errors += r.errors
 		if r.errNote != "" {
@@ -95,6 +101,7 @@ func summarize(c *contestant, runs []runResult, levels []int) summary {
 		}
 	}
 	s.rps, s.cpuUS, s.sysUS, s.auxUS, s.alsoUS, s.tw = median(rps), median(cpu), median(sys), median(aux), median(also), median(tw)
+	s.foreignPct = median(foreign)
 	for i, pct := range levels {
 		ls := levelSummary{pct: pct}
 		var target, achieved []float64
@@ -255,6 +262,13 @@ func markdown(in reportInput) string {
 			}
 			notes = append(notes, fmt.Sprintf("%s: its CPU µs/req includes the auth server behind nginx, on the same CPU: %s used %.1f of the %.1f µs/req.",
 				s.c.name, strings.Join(names, ", "), s.alsoUS, s.cpuUS))
+		}
+		if s.c.note != "" {
+			notes = append(notes, s.c.name+": "+s.c.note)
+		}
+		if s.foreignPct >= 5 {
+			notes = append(notes, fmt.Sprintf("%s: other processes and steal took %.0f %% of the contestant's CPU during its wrk runs (median).",
+				s.c.name, s.foreignPct))
 		}
 		if len(s.c.aux) > 0 {
 			notes = append(notes, fmt.Sprintf("%s: redis-server (on the load core, not counted above) used %.1f CPU µs/req.", s.c.name, s.auxUS))
