@@ -222,7 +222,7 @@ func TestForwardAuthTargets(t *testing.T) {
 		"nginx-key-limit":        sum("nginx-key-limit", 16000, 8000),
 	}
 	got := strings.Join(forwardAuthTargets(by), "\n")
-	for _, s := range []string{"✅ nginx-fwd-pc ≥ 1.5 × nginx-fwd-oauth2-proxy: 2.00 ×", "nginx-fwd-pc / nginx-key-limit", ": 0.50 ×"} {
+	for _, s := range []string{"✅ nginx-fwd-pc ≥ 1.5 × nginx-fwd-oauth2-proxy: 2.00 × (by round: 2.00, 2.00)", "nginx-fwd-pc / nginx-key-limit", ": 0.50 ×"} {
 		if !strings.Contains(got, s) {
 			t.Errorf("got\n%s\nwant a line with %q", got, s)
 		}

@@ -369,7 +369,7 @@ func forwardAuthTargets(by map[string]summary) []string {
 		if got < 1.5 {
 			mark = "❌"
 		}
-		out = append(out, fmt.Sprintf("%s nginx-fwd-pc ≥ 1.5 × nginx-fwd-oauth2-proxy: %.2f ×", mark, got))
+		out = append(out, fmt.Sprintf("%s nginx-fwd-pc ≥ 1.5 × nginx-fwd-oauth2-proxy: %.2f ×%s", mark, got, byRound(pc, o2p)))
 	} else {
 		out = append(out, "– nginx-fwd-pc ≥ 1.5 × nginx-fwd-oauth2-proxy: not measured")
 	}
@@ -379,9 +379,29 @@ func forwardAuthTargets(by map[string]summary) []string {
 			{"pc-key", "Portcullis proxying itself, same key and limit"},
 		} {
 			if s, found := by[ref.name]; found {
-				out = append(out, fmt.Sprintf("– nginx-fwd-pc / %s, %s: %.2f ×", ref.name, ref.what, pairedRatio(pc, s)))
+				out = append(out, fmt.Sprintf("– nginx-fwd-pc / %s, %s: %.2f ×%s", ref.name, ref.what, pairedRatio(pc, s), byRound(pc, s)))
 			}
 		}
 	}
 	return out
+}
+
+// byRound lists a's throughput over b's in each round both were measured in, when there are
+// several: " (by round: 1.52, 1.71, 1.60)".
+func byRound(a, b summary) string {
+	var rounds []int
+	for round := range a.roundRPS {
+		if rb, ok := b.roundRPS[round]; ok && rb > 0 {
+			rounds = append(rounds, round)
+		}
+	}
+	if len(rounds) < 2 {
+		return ""
+	}
+	slices.Sort(rounds)
+	parts := make([]string, len(rounds))
+	for i, round := range rounds {
+		parts[i] = ratio(a.roundRPS[round] / b.roundRPS[round])
+	}
+	return " (by round: " + strings.Join(parts, ", ") + ")"
 }
