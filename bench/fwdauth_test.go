@@ -207,7 +207,7 @@ func TestPortcullisPolicyForwardAuth(t *testing.T) {
 
 func TestForwardAuthTargets(t *testing.T) {
 	sum := func(name string, rps ...float64) summary {
-		s := summary{c: &contestant{name: name}, rps: rps[0], roundRPS: map[int]float64{}}
+		s := summary{c: &contestant{name: name}, rps: rps[0], cpuUS: 1e6 / rps[0], roundRPS: map[int]float64{}}
 		for i, r := range rps {
 			s.roundRPS[i] = r
 		}
@@ -222,7 +222,8 @@ func TestForwardAuthTargets(t *testing.T) {
 		"nginx-key-limit":        sum("nginx-key-limit", 16000, 8000),
 	}
 	got := strings.Join(forwardAuthTargets(by), "\n")
-	for _, s := range []string{"✅ nginx-fwd-pc ≥ 1.5 × nginx-fwd-oauth2-proxy: 2.00 × (by round: 2.00, 2.00)", "nginx-fwd-pc / nginx-key-limit", ": 0.50 ×"} {
+	for _, s := range []string{"✅ nginx-fwd-pc ≥ 1.5 × nginx-fwd-oauth2-proxy: 2.00 × (by round: 2.00, 2.00)", "nginx-fwd-pc / nginx-key-limit", ": 0.50 ×",
+		"by CPU per request, nginx-fwd-oauth2-proxy µs / nginx-fwd-pc µs: 2.00 ×"} {
 		if !strings.Contains(got, s) {
 			t.Errorf("got\n%s\nwant a line with %q", got, s)
 		}

@@ -374,6 +374,12 @@ func forwardAuthTargets(by map[string]summary) []string {
 		out = append(out, "– nginx-fwd-pc ≥ 1.5 × nginx-fwd-oauth2-proxy: not measured")
 	}
 	if ok {
+		// CPU per request moves less than req/s when other processes take the CPU for a while.
+		for _, name := range []string{"nginx-fwd-oauth2-proxy", "nginx-key-limit", "pc-key"} {
+			if s, found := by[name]; found && pc.cpuUS > 0 {
+				out = append(out, fmt.Sprintf("– by CPU per request, %s µs / nginx-fwd-pc µs: %.2f × (requests per CPU second, Portcullis over it)", name, s.cpuUS/pc.cpuUS))
+			}
+		}
 		for _, ref := range []struct{ name, what string }{
 			{"nginx-key-limit", "nginx's own `map` key check + `limit_req` (nginx-fwd-map)"},
 			{"pc-key", "Portcullis proxying itself, same key and limit"},
