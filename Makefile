@@ -42,9 +42,10 @@ lint: vet
 # consumers) and bench-profile (a CPU profile under load) run on their own.
 BENCH_CACHE   ?= $(HOME)/.cache/portcullis-bench
 CADDY_VERSION ?= v2.11.9
+OAUTH2_PROXY_VERSION ?= v7.15.6
 BENCH_FLAGS   ?=
 
-.PHONY: bench-go bench-load bench-scale bench-profile bench-tools caddy
+.PHONY: bench-go bench-load bench-scale bench-profile bench-tools caddy oauth2-proxy
 
 bench: bench-go bench-load
 
@@ -59,7 +60,14 @@ caddy:
 		GOBIN=$(BENCH_CACHE)/bin $(GO) install github.com/caddyserver/caddy/v2/cmd/caddy@$(CADDY_VERSION) || \
 		{ mkdir -p $(BENCH_CACHE) && touch $(BENCH_CACHE)/caddy-failed && echo "caddy did not install; its tests and benchmark are skipped"; }
 
-bench-tools: build caddy
+# oauth2-proxy, the same way (tried once, cached): the forward-auth benchmark puts it behind
+# nginx's auth_request next to Portcullis. Without it that contestant is skipped.
+oauth2-proxy:
+	@test -x $(BENCH_CACHE)/bin/oauth2-proxy || test -e $(BENCH_CACHE)/oauth2-proxy-failed || \
+		GOBIN=$(BENCH_CACHE)/bin $(GO) install github.com/oauth2-proxy/oauth2-proxy/v7@$(OAUTH2_PROXY_VERSION) || \
+		{ mkdir -p $(BENCH_CACHE) && touch $(BENCH_CACHE)/oauth2-proxy-failed && echo "oauth2-proxy did not install; its benchmark is skipped"; }
+
+bench-tools: build caddy oauth2-proxy
 	cd bench && $(GO) build -o ../bin/bench-load . && $(GO) build -o ../bin/bench-profgateway ./cmd/profgateway
 
 bench-load: bench-tools

@@ -64,12 +64,15 @@ type contestant struct {
 	// endpoints whose TIME_WAIT sockets are the contestant's: its listener and its side of the
 	// upstream.
 	endpoints []netip.AddrPort
-	// proc is measured for CPU (with its children: nginx workers); aux are helpers whose CPU is
-	// reported in a note (redis-server).
+	// proc is measured for CPU (with its children: nginx workers), and so is each of also (the
+	// auth server nginx asks, on the same CPU: its work is the contestant's); aux are helpers
+	// whose CPU is reported in a note (redis-server).
 	proc *proc
+	also []*proc
 	aux  []*proc
 
 	skip string // why it is not measured
+	note string // for the report's notes
 }
 
 // lab is the machinery the contestants share: process list, work folder, upstream, keys.
@@ -324,6 +327,9 @@ type pcSpec struct {
 	header      http.Header
 	limit       map[string]any // the consumer's limit-count
 	redis       bool
+	// forwardAuth makes the policy a forward-auth one: nginx (trusted_proxies 127.0.0.1) asks,
+	// and the route has no upstream.
+	forwardAuth bool
 }
 
 // portcullisSpecs are the Portcullis contestants: each the same consumer limit, a different
@@ -416,6 +422,11 @@ func (l *lab) portcullisPolicy(s pcSpec, listen, admin string) ([]byte, error) {
 			"upstream": map[string]any{"targets": []any{map[string]any{"url": l.upstreamURL()}}},
 		}},
 	}
+	if s.forwardAuth {
+		p["trusted_proxies"] = []string{"127.0.0.1"}
+		p["forward_auth"] = map[string]any{}
+		p["routes"] = []any{map[string]any{"name": "bench", "paths": []string{benchPath}}}
+	}
 	if s.redis {
 		p["redis"] = map[string]any{"addr": l.redisAddr}
 	}
@@ -437,28 +448,7 @@ func (l *lab) portcullis(ctx context.Context, s pcSpec) (*contestant, error) {
 		return c, err
 	}
 	c.url, c.endpoints = url, eps
-	adminPort, err := freePort()
-	if err != nil {
-		return c, err
-	}
-	admin := net.JoinHostPort("127.0.0.1", strconv.Itoa(adminPort))
-	policy, err := l.portcullisPolicy(s, listen, admin)
-	if err != nil {
-		return c, fmt.Errorf("rendering policy: %w", err)
-	}
-	path := filepath.Join(l.dir, s.name+".json")
-	if err := os.WriteFile(path, policy, 0o600); err != nil {
-		return c, fmt.Errorf("writing policy: %w", err)
-	}
-	if out, err := exec.CommandContext(ctx, l.cfg.portcullis, "validate", "-c", path).CombinedOutput(); err != nil {
-		return c, fmt.Errorf("policy does not validate: %s", strings.TrimSpace(string(out)))
-	}
-	c.proc, err = l.procs.start(s.name, l.cfg.contestantCPU, append([]string{"GOMAXPROCS=1"}, l.cfg.pcEnv...),
-		l.cfg.portcullis, "run", "-c", path, "-access-log=false", "-watch=false")
-	if err != nil {
-		return c, err
-	}
-	if err := waitReady(ctx, c.proc, 30*time.Second, httpOK(l.client, "http://"+admin+"/readyz", http.StatusOK)); err != nil {
+	if c.proc, err = l.startPortcullis(ctx, s, s.name, listen); err != nil {
 		return c, err
 	}
 	if err := requestOK(l.client, url, c.header, http.StatusOK)(); err != nil {
@@ -466,6 +456,33 @@ func (l *lab) portcullis(ctx context.Context, s pcSpec) (*contestant, error) {
 	}
 	// The credential check must be real: without credentials Portcullis refuses.
 	return c, requestOK(l.client, url, nil, http.StatusUnauthorized)()
+}
+
+// startPortcullis validates s's policy and runs Portcullis as name on the contestant's CPU,
+// listening on listen; it is ready when its admin listener's /readyz answers 200.
+func (l *lab) startPortcullis(ctx context.Context, s pcSpec, name, listen string) (*proc, error) {
+	adminPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	admin := net.JoinHostPort("127.0.0.1", strconv.Itoa(adminPort))
+	policy, err := l.portcullisPolicy(s, listen, admin)
+	if err != nil {
+		return nil, fmt.Errorf("rendering policy: %w", err)
+	}
+	path := filepath.Join(l.dir, name+".json")
+	if err := os.WriteFile(path, policy, 0o600); err != nil {
+		return nil, fmt.Errorf("writing policy: %w", err)
+	}
+	if out, err := exec.CommandContext(ctx, l.cfg.portcullis, "validate", "-c", path).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("policy does not validate: %s", strings.TrimSpace(string(out)))
+	}
+	p, err := l.procs.start(name, l.cfg.contestantCPU, append([]string{"GOMAXPROCS=1"}, l.cfg.pcEnv...),
+		l.cfg.portcullis, "run", "-c", path, "-access-log=false", "-watch=false")
+	if err != nil {
+		return nil, err
+	}
+	return p, waitReady(ctx, p, 30*time.Second, httpOK(l.client, "http://"+admin+"/readyz", http.StatusOK))
 }
 
 // startRedis runs one redis-server on the load core, once.
@@ -516,6 +533,7 @@ type oidcIssuer struct {
 	issuer string
 	key    jwk.Key // private, with kid and alg
 	srv    *http.Server
+	login  *oidcLogin // the authorization-code flow, for oauth2-proxy (fwdauth.go)
 }
 
 func newOIDCIssuer() (*oidcIssuer, error) {
@@ -546,7 +564,7 @@ func newOIDCIssuer() (*oidcIssuer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening for the OIDC issuer: %w", err)
 	}
-	o := &oidcIssuer{issuer: "http://" + ln.Addr().String(), key: key}
+	o := &oidcIssuer{issuer: "http://" + ln.Addr().String(), key: key, login: newOIDCLogin()}
 	discovery, err := json.Marshal(map[string]any{
 		"issuer":                                o.issuer,
 		"jwks_uri":                              o.issuer + "/jwks",
@@ -568,6 +586,8 @@ func newOIDCIssuer() (*oidcIssuer, error) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(jwks)
 	})
+	mux.HandleFunc("GET /authorize", o.authorize)
+	mux.HandleFunc("POST /token", o.tokenEndpoint)
 	o.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go o.srv.Serve(ln)
 	return o, nil

@@ -49,7 +49,7 @@ func runLoad(ctx context.Context, cfg config, log *slog.Logger) error {
 		}
 	}
 	text := markdown(reportInput{header: header, summaries: sums, skipped: skipped, mainLevel: cfg.mainLevel, levels: cfg.levels})
-	if err := writeReport(cfg.out, time.Now().Format("2006-01-02")+".md", text); err != nil {
+	if err := writeReport(cfg.out, time.Now().Format("2006-01-02")+cfg.reportSuffix+".md", text); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -59,7 +59,10 @@ func runLoad(ctx context.Context, cfg config, log *slog.Logger) error {
 // contestant that cannot start is skipped with the reason; any other failure ends the run.
 func startContestants(ctx context.Context, l *lab) (run, skipped []*contestant, err error) {
 	run = []*contestant{l.direct()}
-	want := func(name string) bool { return l.cfg.only == nil || l.cfg.only[name] }
+	// nginx-fwd-map, nginx's own key check in the forward-auth comparison, is nginx-key-limit.
+	want := func(name string) bool {
+		return l.cfg.only == nil || l.cfg.only[name] || name == "nginx-key-limit" && l.cfg.only["nginx-fwd-map"]
+	}
 	add := func(c *contestant, err error) error {
 		switch {
 		case c != nil && c.skip != "":
@@ -67,8 +70,10 @@ func startContestants(ctx context.Context, l *lab) (run, skipped []*contestant, 
 		case err != nil && c != nil && c.optional:
 			c.skip = err.Error()
 			l.log.Warn("skipping contestant", "contestant", c.name, "reason", err)
-			if c.proc != nil {
-				c.proc.stop()
+			for _, p := range append([]*proc{c.proc}, c.also...) {
+				if p != nil {
+					p.stop()
+				}
 			}
 			skipped = append(skipped, c)
 		case err != nil:
@@ -86,7 +91,8 @@ func startContestants(ctx context.Context, l *lab) (run, skipped []*contestant, 
 		name  string
 		start func(context.Context) (*contestant, error)
 	}
-	for _, s := range []starter{{"nginx-proxy", l.nginxProxy}, {"nginx-key-limit", l.nginxKeyLimit}, {"caddy-key", l.caddyKey}} {
+	for _, s := range []starter{{"nginx-proxy", l.nginxProxy}, {"nginx-key-limit", l.nginxKeyLimit}, {"caddy-key", l.caddyKey},
+		{"nginx-fwd-pc", l.nginxFwdPC}, {"nginx-fwd-oauth2-proxy", l.nginxFwdOAuth2Proxy}} {
 		if want(s.name) {
 			if err := add(s.start(ctx)); err != nil {
 				return nil, nil, err
@@ -111,8 +117,10 @@ func startContestants(ctx context.Context, l *lab) (run, skipped []*contestant, 
 // legs, each paired with the upstream directly at the same rate.
 func measure(ctx context.Context, l *lab, c, direct *contestant, first bool) (runResult, error) {
 	var r runResult
-	if !c.proc.alive() {
-		return r, fmt.Errorf("%s is not running: %s", c.name, c.proc.tail(5))
+	for _, p := range append([]*proc{c.proc}, c.also...) {
+		if !p.alive() {
+			return r, fmt.Errorf("%s is not running: %s", p.name, p.tail(5))
+		}
 	}
 	twBefore, err := timeWaits(c.endpoints...)
 	if err != nil {
@@ -124,16 +132,30 @@ func measure(ctx context.Context, l *lab, c, direct *contestant, first bool) (ru
 		}
 	}
 	ticks := clockTicks()
-	cpu0, err := treeTicks(c.proc.pid())
+	cpus, err := parseCPUList(l.cfg.contestantCPU)
+	if err != nil {
+		return r, err
+	}
+	busy0, err := cpuBusy(cpus)
+	if err != nil {
+		return r, err
+	}
+	cpu0, also0, err := contestantTicks(c)
 	if err != nil {
 		return r, err
 	}
 	aux0 := auxTicks(c)
+	start := time.Now()
 	w, err := runWrk(ctx, l.cfg.threads, l.cfg.connections, l.cfg.duration, c.url, c.header)
 	if err != nil {
 		return r, err
 	}
-	cpu1, err := treeTicks(c.proc.pid())
+	wall := time.Since(start)
+	cpu1, also1, err := contestantTicks(c)
+	if err != nil {
+		return r, err
+	}
+	busy1, err := cpuBusy(cpus)
 	if err != nil {
 		return r, err
 	}
@@ -143,9 +165,14 @@ func measure(ctx context.Context, l *lab, c, direct *contestant, first bool) (ru
 	}
 	r.rps, r.requests = w.rps, w.requests
 	used := cpu1.minus(cpu0)
+	if c != direct { // the upstream runs on the load CPU
+		// What the contestant's CPUs did besides the contestant: other processes, and steal.
+		r.foreignPct = max(0, float64(busy1-busy0-used.total())) / (wall.Seconds() * float64(ticks) * float64(len(cpus))) * 100
+	}
 	r.cpuUS = float64(used.total()) * 1e6 / float64(ticks) / float64(w.requests)
 	r.sysUS = float64(used.sys) * 1e6 / float64(ticks) / float64(w.requests)
 	r.auxUS = float64(aux1-aux0) * 1e6 / float64(ticks) / float64(w.requests)
+	r.alsoUS = float64(also1.minus(also0).total()) * 1e6 / float64(ticks) / float64(w.requests)
 	r.errors = w.non2xx + w.socketErrors
 	if r.errors > 0 {
 		r.errNote = fmt.Sprintf("wrk: %d non-2xx, %d socket errors", w.non2xx, w.socketErrors)
@@ -177,10 +204,30 @@ func measure(ctx context.Context, l *lab, c, direct *contestant, first bool) (ru
 		return r, err
 	}
 	r.timeWait = newSince(twBefore, twAfter)
-	if !c.proc.alive() {
-		return r, fmt.Errorf("%s exited during the run: %s", c.name, c.proc.tail(5))
+	for _, p := range append([]*proc{c.proc}, c.also...) {
+		if !p.alive() {
+			return r, fmt.Errorf("%s exited during the run: %s", p.name, p.tail(5))
+		}
 	}
 	return r, nil
+}
+
+// contestantTicks sums the CPU ticks of the contestant's process tree and of the auth server
+// behind it, if any (also: the auth server's part).
+func contestantTicks(c *contestant) (sum, also cpuTicks, err error) {
+	for i, p := range append([]*proc{c.proc}, c.also...) {
+		t, err := treeTicks(p.pid())
+		if err != nil {
+			return cpuTicks{}, cpuTicks{}, err
+		}
+		sum.user += t.user
+		sum.sys += t.sys
+		if i > 0 {
+			also.user += t.user
+			also.sys += t.sys
+		}
+	}
+	return sum, also, nil
 }
 
 // auxTicks sums the CPU ticks of a contestant's helpers; a helper that cannot be read counts 0.

@@ -25,8 +25,11 @@ import (
 	"time"
 )
 
-// caddyVersion is the Caddy release the Makefile installs.
-const caddyVersion = "v2.11.9"
+// caddyVersion and oauth2ProxyVersion are the releases the Makefile installs.
+const (
+	caddyVersion       = "v2.11.9"
+	oauth2ProxyVersion = "v7.15.6"
+)
 
 // cacheDir holds tools installed for the benchmark, outside the repository.
 func cacheDir() string {
@@ -44,6 +47,7 @@ type config struct {
 	portcullis  string
 	profileGW   string
 	caddy       string
+	oauth2Proxy string
 	out         string
 	only        map[string]bool
 	runs        int
@@ -54,6 +58,8 @@ type config struct {
 	connections int
 	levels      []int
 	mainLevel   int
+	// reportSuffix goes between the date and ".md" of the load report's name.
+	reportSuffix string
 
 	contestantCPU string
 	loadCPU       string
@@ -82,7 +88,9 @@ func run() error {
 	flag.StringVar(&cfg.portcullis, "portcullis", "../bin/portcullis", "the portcullis binary")
 	flag.StringVar(&cfg.profileGW, "profile-gateway", "../bin/bench-profgateway", "the in-process gateway with pprof (mode profile)")
 	flag.StringVar(&cfg.caddy, "caddy", "", "the caddy binary (default: "+cacheDir()+"/bin/caddy, else PATH; none: skipped)")
+	flag.StringVar(&cfg.oauth2Proxy, "oauth2-proxy", "", "the oauth2-proxy binary (default: "+cacheDir()+"/bin/oauth2-proxy, else PATH; none: skipped)")
 	flag.StringVar(&cfg.out, "out", "results", "folder of the reports")
+	flag.StringVar(&cfg.reportSuffix, "report-suffix", "", "added to the load report's name: results/<date><suffix>.md")
 	flag.StringVar(&only, "only", "", "comma-separated contestants to measure (default all; direct is always measured)")
 	flag.IntVar(&cfg.runs, "runs", 3, "runs per contestant; the report shows the median")
 	flag.DurationVar(&cfg.duration, "duration", 10*time.Second, "wrk duration per run")
@@ -133,6 +141,13 @@ func run() error {
 			cfg.caddy = p
 		} else if p, err := exec.LookPath("caddy"); err == nil {
 			cfg.caddy = p
+		}
+	}
+	if cfg.oauth2Proxy == "" {
+		if p := filepath.Join(cacheDir(), "bin", "oauth2-proxy"); isExecutable(p) {
+			cfg.oauth2Proxy = p
+		} else if p, err := exec.LookPath("oauth2-proxy"); err == nil {
+			cfg.oauth2Proxy = p
 		}
 	}
 	if err := checkTools(cfg); err != nil {
@@ -264,6 +279,16 @@ func machineHeader(cfg config, title string) []string {
 			caddyV = caddyVersion + " (go install)" // built without module stamp: `caddy version` says unknown
 		}
 	}
+	o2pV := "not installed"
+	if cfg.oauth2Proxy != "" {
+		o2pV = "(version unknown)"
+		b, err := exec.Command(cfg.oauth2Proxy, "--version").Output()
+		if v := firstField(strings.TrimPrefix(string(b), "oauth2-proxy ")); err == nil && strings.HasPrefix(v, "v") {
+			o2pV = v
+		} else if strings.HasPrefix(cfg.oauth2Proxy, cacheDir()) {
+			o2pV = oauth2ProxyVersion + " (go install)" // built without a version stamp: it says "undefined"
+		}
+	}
 	return []string{
 		"# " + title,
 		"",
@@ -271,8 +296,8 @@ func machineHeader(cfg config, title string) []string {
 		fmt.Sprintf("- machine: %s, %d CPUs, Linux %s", cpuModel, runtime.NumCPU(), strings.TrimSpace(string(kernel))),
 		fmt.Sprintf("- contestant on CPU %s (GOMAXPROCS=1, nginx worker_processes 1); wrk, the fixed-rate generator, the upstream and redis-server on CPU %s",
 			cfg.contestantCPU, cfg.loadCPU),
-		fmt.Sprintf("- tools: %s, %s, caddy %s, portcullis %s, %s",
-			strings.TrimSpace(string(nginxV)), firstLine(string(wrkV)), caddyV, strings.TrimSpace(firstLine(string(pcV))), runtime.Version()),
+		fmt.Sprintf("- tools: %s, %s, caddy %s, oauth2-proxy %s, portcullis %s, %s",
+			strings.TrimSpace(string(nginxV)), firstLine(string(wrkV)), caddyV, o2pV, strings.TrimSpace(firstLine(string(pcV))), runtime.Version()),
 	}
 }
 

@@ -220,3 +220,49 @@ func TestPairedRatio(t *testing.T) {
 		})
 	}
 }
+
+func TestParseCPUList(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []int
+	}{
+		{"1", []int{1}},
+		{"0,2", []int{0, 2}},
+		{"1-3", []int{1, 2, 3}},
+	}
+	for _, tt := range tests {
+		got, err := parseCPUList(tt.in)
+		if err != nil || len(got) != len(tt.want) {
+			t.Errorf("parseCPUList(%q) = %v, %v, want %v", tt.in, got, err, tt.want)
+			continue
+		}
+		for _, c := range tt.want {
+			if !got[c] {
+				t.Errorf("parseCPUList(%q) = %v, want %v", tt.in, got, tt.want)
+			}
+		}
+	}
+	for _, bad := range []string{"", "a", "3-1", "-1"} {
+		if _, err := parseCPUList(bad); err == nil {
+			t.Errorf("parseCPUList(%q): no error", bad)
+		}
+	}
+}
+
+func TestParseCPUBusy(t *testing.T) {
+	stat := `cpu  300 0 60 1000 10 5 5 7 0 0
+cpu0 100 0 20 500 5 2 2 3 0 0
+cpu1 200 1 40 500 5 3 3 4 0 0
+intr 1 2 3
+`
+	// cpu1: user 200 + nice 1 + system 40 + steal 4; idle, iowait, irq and softirq left out.
+	if got, err := parseCPUBusy(stat, map[int]bool{1: true}); err != nil || got != 245 {
+		t.Errorf("cpu1: got %d, %v, want 245", got, err)
+	}
+	if got, err := parseCPUBusy(stat, map[int]bool{0: true, 1: true}); err != nil || got != 368 {
+		t.Errorf("cpu0,1: got %d, %v, want 368", got, err)
+	}
+	if _, err := parseCPUBusy(stat, map[int]bool{2: true}); err == nil {
+		t.Error("cpu2: no error for a missing CPU")
+	}
+}

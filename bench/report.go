@@ -24,10 +24,14 @@ type runResult struct {
 	cpuUS    float64 // contestant CPU per request
 	sysUS    float64 // the part of cpuUS spent in the kernel
 	auxUS    float64 // helpers' CPU per request (redis-server)
-	errors   int64   // wrk non-2xx and socket errors, fixed-rate failures
-	errNote  string
-	timeWait int
-	levels   []levelRun
+	alsoUS   float64 // the part of cpuUS the auth server behind nginx used
+	// foreignPct is the share of the contestant's CPUs that other processes and steal took
+	// during the wrk run.
+	foreignPct float64
+	errors     int64 // wrk non-2xx and socket errors, fixed-rate failures
+	errNote    string
+	timeWait   int
+	levels     []levelRun
 }
 
 // summary is the median over runs of one contestant.
@@ -38,10 +42,13 @@ type summary struct {
 	cpuUS  float64
 	sysUS  float64
 	auxUS  float64
-	errors int64 // summed over runs
-	notes  []string
-	tw     float64
-	levels []levelSummary
+	alsoUS float64
+	// foreignPct is the median of the runs' foreignPct.
+	foreignPct float64
+	errors     int64 // summed over runs
+	notes      []string
+	tw         float64
+	levels     []levelSummary
 	// roundRPS is req/s by round, for ratios between contestants of the same round.
 	roundRPS map[int]float64
 }
@@ -78,20 +85,23 @@ func medianDur(xs []time.Duration) time.Duration {
 // summarize takes the median of each metric over the runs (each metric on its own).
 func summarize(c *contestant, runs []runResult, levels []int) summary {
 	s := summary{c: c, runs: len(runs), roundRPS: map[int]float64{}}
-	var rps, cpu, sys, aux, tw []float64
+	var rps, cpu, sys, aux, also, foreign, tw []float64
 	for _, r := range runs {
 		s.roundRPS[r.round] = r.rps
 		rps = append(rps, r.rps)
 		cpu = append(cpu, r.cpuUS)
 		sys = append(sys, r.sysUS)
 		aux = append(aux, r.auxUS)
+		also = append(also, r.alsoUS)
+		foreign = append(foreign, r.foreignPct)
 		tw = append(tw, float64(r.timeWait))
 		s.errors += r.errors
 		if r.errNote != "" {
 			s.notes = append(s.notes, r.errNote)
 		}
 	}
-	s.rps, s.cpuUS, s.sysUS, s.auxUS, s.tw = median(rps), median(cpu), median(sys), median(aux), median(tw)
+	s.rps, s.cpuUS, s.sysUS, s.auxUS, s.alsoUS, s.tw = median(rps), median(cpu), median(sys), median(aux), median(also), median(tw)
+	s.foreignPct = median(foreign)
 	for i, pct := range levels {
 		ls := levelSummary{pct: pct}
 		var target, achieved []float64
@@ -204,7 +214,7 @@ func markdown(in reportInput) string {
 		fmt.Fprintf(&b, "| %s | %.0f | %.1f | %.1f | %s | %s | %s | %s | %s | %s | %.0f | %d |\n",
 			s.c.title, s.rps, s.cpuUS, s.sysUS, a50, a99, a999, ratioTo(s, "nginx-proxy"), ratioTo(s, "nginx-key-limit"), ratioTo(s, "direct"), s.tw, s.errors)
 	}
-	fmt.Fprintf(&b, "\nreq/s: wrk, median of runs. × columns: the median over rounds of the ratio within a round (every contestant is measured once per round, in turn). CPU µs/req: the contestant's utime+stime (nginx: master and worker) over the wrk run / requests; of which kernel: the stime part (system calls and the loopback TCP stack they run, wake-ups of the other CPU included). "+
+	fmt.Fprintf(&b, "\nreq/s: wrk, median of runs. × columns: the median over rounds of the ratio within a round (every contestant is measured once per round, in turn). CPU µs/req: the contestant's utime+stime (nginx: master and worker; nginx-fwd-*: and the auth server behind it) over the wrk run / requests; of which kernel: the stime part (system calls and the loopback TCP stack they run, wake-ups of the other CPU included). "+
 		"Added latency: at %d %% of the contestant's own maximum, the contestant's percentile minus the upstream's own percentile at the same rate in the same run (fixed-rate generator, median of runs). "+
 		"TIME_WAIT +: new TIME_WAIT sockets on the contestant's listener and upstream side during one run (median). "+
 		"† the generator sent < 95 %% of the requested rate (it shares its core with the upstream), so the latency there is the generator's as much as the contestant's.\n", in.mainLevel)
@@ -233,11 +243,33 @@ func markdown(in reportInput) string {
 		b.WriteString("- " + t + "\n")
 	}
 
+	if fwd := forwardAuthTargets(by); len(fwd) > 0 {
+		b.WriteString("\n### Forward auth (issue 14)\n\n")
+		for _, t := range fwd {
+			b.WriteString("- " + t + "\n")
+		}
+	}
+
 	var notes []string
 	for _, c := range in.skipped {
 		notes = append(notes, fmt.Sprintf("**%s skipped**: %s", c.title, strings.Join(strings.Fields(c.skip), " ")))
 	}
 	for _, s := range in.summaries {
+		if len(s.c.also) > 0 {
+			names := make([]string, len(s.c.also))
+			for i, p := range s.c.also {
+				names[i] = p.name
+			}
+			notes = append(notes, fmt.Sprintf("%s: its CPU µs/req includes the auth server behind nginx, on the same CPU: %s used %.1f of the %.1f µs/req.",
+				s.c.name, strings.Join(names, ", "), s.alsoUS, s.cpuUS))
+		}
+		if s.c.note != "" {
+			notes = append(notes, s.c.name+": "+s.c.note)
+		}
+		if s.foreignPct >= 5 {
+			notes = append(notes, fmt.Sprintf("%s: other processes and steal took %.0f %% of the contestant's CPU during its wrk runs (median).",
+				s.c.name, s.foreignPct))
+		}
 		if len(s.c.aux) > 0 {
 			notes = append(notes, fmt.Sprintf("%s: redis-server (on the load core, not counted above) used %.1f CPU µs/req.", s.c.name, s.auxUS))
 		}
@@ -307,4 +339,75 @@ func targets(by map[string]summary, mainLevel int) []string {
 			fmt.Sprintf("p99 +%s µs, p99.9 +%s µs, %d errors%s", us(l.add99), us(l.add999), s.errors, limited))
 	}
 	return out
+}
+
+// forwardAuthTargets compares nginx asking Portcullis with nginx asking oauth2-proxy, and with
+// nginx checking the key itself (nginx-key-limit, the forward-auth table's nginx-fwd-map); none
+// when no forward-auth contestant was measured.
+func forwardAuthTargets(by map[string]summary) []string {
+	pc, ok := by["nginx-fwd-pc"]
+	o2p, okO2P := by["nginx-fwd-oauth2-proxy"]
+	if !ok && !okO2P {
+		return nil
+	}
+	var out []string
+	line := func(s summary) string {
+		l := fmt.Sprintf("%s: %.0f req/s, %.1f CPU µs/req", s.c.name, s.rps, s.cpuUS)
+		if len(s.c.also) > 0 {
+			l += fmt.Sprintf(" (nginx %.1f, the auth server %.1f)", s.cpuUS-s.alsoUS, s.alsoUS)
+		}
+		return l
+	}
+	for _, name := range []string{"nginx-fwd-pc", "nginx-fwd-oauth2-proxy", "nginx-key-limit", "pc-key"} {
+		if s, ok := by[name]; ok {
+			out = append(out, "– "+line(s))
+		}
+	}
+	if ok && okO2P {
+		got := pairedRatio(pc, o2p)
+		mark := "✅"
+		if got < 1.5 {
+			mark = "❌"
+		}
+		out = append(out, fmt.Sprintf("%s nginx-fwd-pc ≥ 1.5 × nginx-fwd-oauth2-proxy: %.2f ×%s", mark, got, byRound(pc, o2p)))
+	} else {
+		out = append(out, "– nginx-fwd-pc ≥ 1.5 × nginx-fwd-oauth2-proxy: not measured")
+	}
+	if ok {
+		// CPU per request moves less than req/s when other processes take the CPU for a while.
+		for _, name := range []string{"nginx-fwd-oauth2-proxy", "nginx-key-limit", "pc-key"} {
+			if s, found := by[name]; found && pc.cpuUS > 0 {
+				out = append(out, fmt.Sprintf("– by CPU per request, %s µs / nginx-fwd-pc µs: %.2f × (requests per CPU second, Portcullis over it)", name, s.cpuUS/pc.cpuUS))
+			}
+		}
+		for _, ref := range []struct{ name, what string }{
+			{"nginx-key-limit", "nginx's own `map` key check + `limit_req` (nginx-fwd-map)"},
+			{"pc-key", "Portcullis proxying itself, same key and limit"},
+		} {
+			if s, found := by[ref.name]; found {
+				out = append(out, fmt.Sprintf("– nginx-fwd-pc / %s, %s: %.2f ×%s", ref.name, ref.what, pairedRatio(pc, s), byRound(pc, s)))
+			}
+		}
+	}
+	return out
+}
+
+// byRound lists a's throughput over b's in each round both were measured in, when there are
+// several: " (by round: 1.52, 1.71, 1.60)".
+func byRound(a, b summary) string {
+	var rounds []int
+	for round := range a.roundRPS {
+		if rb, ok := b.roundRPS[round]; ok && rb > 0 {
+			rounds = append(rounds, round)
+		}
+	}
+	if len(rounds) < 2 {
+		return ""
+	}
+	slices.Sort(rounds)
+	parts := make([]string, len(rounds))
+	for i, round := range rounds {
+		parts[i] = ratio(a.roundRPS[round] / b.roundRPS[round])
+	}
+	return " (by round: " + strings.Join(parts, ", ") + ")"
 }
