@@ -291,6 +291,9 @@ func (g *Gateway) serveForwardAuth(c *compiled, w http.ResponseWriter, r *http.R
 		}
 	}
 	if err != nil {
+		if x.bodyHeader {
+			err = nginxLogin(err)
+		}
 		g.writeError(w, r, err, x)
 	} else {
 		h := w.Header()
@@ -310,4 +313,23 @@ func (g *Gateway) serveForwardAuth(c *compiled, w http.ResponseWriter, r *http.R
 		x.status = http.StatusOK
 	}
 	g.record(logged, c, x, time.Since(start))
+}
+
+// loginHeader carries the sign-in redirect for nginx, whose auth_request turns a 302 into a
+// 500: the answer is a 401 with the IdP's URL here and the sign-in cookie, for the documented
+// error_page pattern (auth_request_set $login $upstream_http_x_portcullis_login; return 302 $login).
+const loginHeader = "X-Portcullis-Login"
+
+// nginxLogin turns a sign-in redirect into nginx's form of it.
+func nginxLogin(err error) error {
+	var he *HTTPError
+	if !errors.As(err, &he) || he.Status != http.StatusFound {
+		return err
+	}
+	h := he.Header.Clone()
+	h[loginHeader] = h["Location"]
+	delete(h, "Location")
+	c := *he
+	c.Status, c.Header = http.StatusUnauthorized, h
+	return &c
 }

@@ -181,9 +181,7 @@ func (g *Gateway) authenticate(c *compiled, r *http.Request, x *exchange, m Mode
 		err = x.rt.routeDenial(err)
 		if m.Consume {
 			g.metrics.authDecision(err)
-			if !m.ForwardAuth {
-				err = g.loginRedirect(c, r, x.rt, err)
-			}
+			err = g.loginRedirect(c, r, x.rt, err)
 		}
 		return err
 	}

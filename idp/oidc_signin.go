@@ -276,8 +276,10 @@ func (o *OIDC) extractSession(ctx context.Context, r *http.Request) (*Credential
 		fresh, err := o.refresh(ctx, ss)
 		switch {
 		case err == nil:
-			fresh.ref = ss.ref
-			ss = fresh
+			// fresh is shared with the requests that joined the refresh: this one's copy.
+			mine := *fresh
+			mine.ref = ss.ref
+			ss = &mine
 			if werr := o.sess.save(ctx, resp, ss); werr != nil {
 				o.logger.Warn("re-issuing a refreshed session", "err", werr)
 			}

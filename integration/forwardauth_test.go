@@ -437,3 +437,51 @@ func TestForwardAuthKeycloakThroughNginx(t *testing.T) {
 		t.Errorf("a tampered token: got %d %s (upstream asked %d times), want 401 and no upstream request", r.Status, r.Body, up.count()-before)
 	}
 }
+
+// TestForwardAuthSignIn: people sign in through Keycloak behind nginx and behind Caddy, with
+// Portcullis deciding by forward auth: the proxy passes the sign-in redirect on (nginx by its
+// error_page pattern), serves Portcullis's callback, and the session then admits the person.
+func TestForwardAuthSignIn(t *testing.T) {
+	k := keycloakFor(t)
+	for _, proxy := range []string{"nginx", "caddy"} {
+		t.Run(proxy, func(t *testing.T) {
+			up := newUpstream(t, nil)
+			people := consumerOf("People", map[string]any{"idp": "corp", "realm_roles": []string{kcfixture.RoleAPIUser}})
+			gw := startGateway(t, policyJSON(t, map[string]any{
+				"trusted_proxies": []string{"127.0.0.1"},
+				"forward_auth":    map[string]any{},
+				// store redis is not needed: a sign-in's cookies fit in one.
+				"idps":      []any{corpIdP(k, map[string]any{"session": map[string]any{"secrets": []string{"${env:SESSION_SECRET}"}, "cookie_secure": false}})},
+				"consumers": []any{people},
+				"routes":    []any{map[string]any{"name": "petstore", "paths": []string{"/petstore", "/petstore/{rest:.*}"}, "login": "corp"}},
+			}), corpSecretEnv, sessionSecretEnv)
+			var px *proxyProc
+			if proxy == "nginx" {
+				px = startNginx(t, gw, up)
+			} else {
+				px = startCaddy(t, gw, up)
+			}
+			enableSignIn(t, k, gw, false, px.URL)
+			page := px.URL + "/petstore/pets?page=2"
+
+			alice := newPerson(t)
+			resp, body := alice.get(page)
+			if !alice.onLoginPage(body) {
+				t.Fatalf("got %d at %s, want Keycloak's login page", resp.StatusCode, resp.Request.URL)
+			}
+			resp, body = alice.signIn(body, kcfixture.UserAlice, kcfixture.AlicePassword)
+			if resp.StatusCode != 200 || resp.Request.URL.String() != page {
+				t.Fatalf("after signing in: got %d at %s (%.300s), want 200 at %s", resp.StatusCode, resp.Request.URL, body, page)
+			}
+			if h := up.last().Header; h.Get("X-Consumer-Username") != "People" || h.Get("X-Consumer-Subject") != kcfixture.AliceSubject {
+				t.Errorf("upstream: got consumer %q subject %q, want People %s", h.Get("X-Consumer-Username"), h.Get("X-Consumer-Subject"), kcfixture.AliceSubject)
+			}
+			if resp, body := alice.do("GET", px.URL+"/petstore/api", "application/json", nil); resp.StatusCode != 200 {
+				t.Errorf("an API call with the session: got %d %s, want 200", resp.StatusCode, body)
+			}
+			if resp, _ := newPerson(t).do("GET", px.URL+"/petstore/api", "application/json", nil); resp.StatusCode != 401 {
+				t.Errorf("an API call without a session: got %d, want 401", resp.StatusCode)
+			}
+		})
+	}
+}
