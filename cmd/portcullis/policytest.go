@@ -195,7 +195,7 @@ func runCase(ctx context.Context, o testOptions, tc *testCase) (*caseResult, err
 	cr := &caseResult{tc: tc}
 	if errors.Is(d.Err, idp.ErrUnavailable) {
 		if names := onlineProviders(snap); len(names) > 0 {
-			cr.problems = append(cr.problems, fmt.Sprintf("the request needs an oidc or keycloak provider (%s): not supported offline yet",
+			cr.problems = append(cr.problems, fmt.Sprintf("not supported offline yet: %s would have to ask its issuer (portcullis test never calls the network)",
 				strings.Join(names, ", ")))
 		}
 	}
@@ -241,7 +241,7 @@ func onlineProviders(snap *policies.Snapshot) []string {
 	var out []string
 	for _, p := range snap.Providers {
 		if t := p.Type(); t == "oidc" || t == "keycloak" {
-			out = append(out, fmt.Sprintf("%q (%s)", p.Name(), t))
+			out = append(out, fmt.Sprintf("idp %q (%s)", p.Name(), t))
 		}
 	}
 	return out
@@ -315,9 +315,8 @@ func caseRequest(ctx context.Context, snap *policies.Snapshot, tr *testRequest) 
 		if in.Algorithm == "" {
 			in.Algorithm = "hmac-sha256"
 		}
-		if tr.Body != "" {
-			in.Body = []byte(tr.Body)
-		}
+		// Always a Digest, of the empty body too: a provider that validates bodies wants one.
+		in.Body = []byte(tr.Body)
 		out, err := idp.SignHMAC(in)
 		if err != nil {
 			return nil, fmt.Errorf("signing the request: %w", err)

@@ -279,7 +279,7 @@ func parseTestFile(name string, data []byte, lookupEnv func(string) (string, boo
 		var se *json.SyntaxError
 		off := len(data)
 		if errors.As(err, &se) {
-			off = int(se.Offset)
+			off = int(se.Offset) - 1 // Decode reports the offset just past the offending byte
 		}
 		return nil, src.errAtOffset(off, "", "invalid JSON: %v", err)
 	}
