@@ -11,6 +11,11 @@ import (
 // JUnit report parses with the failures counted.
 func TestPolicyTestCLI(t *testing.T) {
 	const policy, tests = "../examples/petstore.json", "../examples/tests/petstore.test.json"
+	t.Run("README quotes the petstore test file", func(t *testing.T) {
+		if !strings.Contains(mustRead(t, "../README.md"), "```json\n"+mustRead(t, tests)+"```") {
+			t.Errorf("README's \"Testing a policy\" does not quote %s as it is", tests)
+		}
+	})
 	t.Run("petstore passes", func(t *testing.T) {
 		stdout, stderr, code := runCLI(t, "", "test", "-c", policy, tests)
 		if code != 0 || stdout != "7 passed, 0 failed\n" {
