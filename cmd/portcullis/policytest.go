@@ -162,13 +162,17 @@ func runTestFile(ctx context.Context, o testOptions, name string) *fileResult {
 
 // runCase decides the case's request on a fresh gateway and limiter registry, after `after`
 // identical requests, exactly as serving decides it (Consume: the limits are spent), and
-// compares the decision with the expectation.
+// compares the decision with the expectation. Its trace is the one the deciding call recorded
+// (Mode.Trace: what explain prints), so that it shows the limits as they were spent.
 func runCase(ctx context.Context, o testOptions, tc *testCase) (*caseResult, error) {
 	snap, err := loadTestPolicy(ctx, o)
 	if err != nil {
 		return nil, err
 	}
-	limiters := ratelimit.NewRegistry(ratelimit.RegistryOptions{})
+	// The limits' clock stands still: the earlier requests and the case are decided at one
+	// instant, so that a window ending between them never makes a case flaky.
+	now := time.Now()
+	limiters := ratelimit.NewRegistry(ratelimit.RegistryOptions{Now: func() time.Time { return now }, SweepInterval: -1})
 	defer limiters.Close()
 	gw, err := gateway.New(snap, gateway.Options{Limiters: limiters, Metrics: gateway.NewMetrics()})
 	if err != nil {

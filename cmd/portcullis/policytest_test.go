@@ -339,3 +339,24 @@ func TestRemoteAddr(t *testing.T) {
 		})
 	}
 }
+
+func TestTestSchemaIsPublishable(t *testing.T) {
+	var doc map[string]any
+	if err := json.Unmarshal(testSchemaJSON, &doc); err != nil {
+		t.Fatalf("schema is not JSON: %v", err)
+	}
+	if got := doc["$id"]; got != testSchemaURL {
+		t.Errorf("$id: got %v, want %s", got, testSchemaURL)
+	}
+	if _, err := testSchema(); err != nil {
+		t.Errorf("the schema does not compile: %v", err)
+	}
+	example, err := os.ReadFile(filepath.Join("..", "..", "examples", "tests", "petstore.test.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ex map[string]any
+	if err := json.Unmarshal(example, &ex); err != nil || ex["$schema"] != testSchemaURL {
+		t.Errorf("the example's $schema: got %v (%v), want %s", ex["$schema"], err, testSchemaURL)
+	}
+}
