@@ -97,6 +97,28 @@ URL (its host is matched) or a path.`,
 			},
 		},
 		{
+			name:    "test",
+			summary: "check a policy's decisions against test files",
+			usage:   "portcullis test -c PATH [-format text|junit] [-max-policy-size 512MiB] FILE...",
+			about: `Decides each case of the test files FILE (JSON, schema cmd/portcullis/testfile.schema.json)
+against the policy PATH as the running gateway would, without proxying: a request, with its
+credentials (apikey, basic, hmac, jwt) written as the sign and token helpers write them, and the
+expected status (200 when allowed), consumer, route, deciding step and headers. Each case starts
+with fresh limits; "after": N decides N identical requests first. Secrets may be written
+${env:NAME}. Prints each failing case with what differs and the explain trace of its request,
+then "N passed, M failed"; -format junit writes JUnit XML on stdout instead (the summary then
+goes to stderr). Nothing is sent to the network: a case that needs an oidc or keycloak provider
+to verify a token fails as not supported offline yet.`,
+			flags:   func(fs *flag.FlagSet) { new(testOptions).define(fs) },
+			choices: map[string][]string{"format": {"text", "junit"}},
+			exits:   []string{"0  every case passed", "1  a case failed, a test file has problems, or the policy did not load", exitUsage},
+			examples: []string{"portcullis test -c examples/petstore.json examples/tests/petstore.test.json",
+				"portcullis test -c /etc/portcullis -format junit tests/*.json > policy-tests.xml"},
+			run: func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+				return cmdTest(ctx, args, stdout, stderr)
+			},
+		},
+		{
 			name:    "demo",
 			summary: "run the petstore demo (gateway and a small upstream)",
 			usage:   "portcullis demo [-c PATH] [-upstream 127.0.0.1:9100]",
@@ -360,7 +382,7 @@ Run 'portcullis COMMAND -h' for a command's flags, exit codes and examples.
 Exit codes:
   %s
   1  failure: the reason is printed on stderr (validate: the policy has problems;
-     explain: the request would be refused)
+     explain: the request would be refused; test: a case failed)
   %s
 
 Examples:
@@ -368,6 +390,7 @@ Examples:
   portcullis validate policy.json
   portcullis run -c policy.json
   portcullis explain -c policy.json -H 'apikey: bot-key' GET /petstore
+  portcullis test -c policy.json policy.test.json
 `, exitOK, exitUsage)
 }
 
