@@ -590,3 +590,32 @@ func TestSessionsStoredServerSide(t *testing.T) {
 		t.Errorf("with the store down: got %v, want ErrUnavailable (503, not an open door)", err)
 	}
 }
+
+// TestSessionInAChain: a consumer may need a browser session and an HMAC signature on the same
+// request; the session is one more credential of the chain.
+func TestSessionInAChain(t *testing.T) {
+	f, w := signedIn(t, nil)
+	hm := newTestHMAC(t, HMACAuthConfig{Now: f.clock.Now})
+	idx := &localIndex{entries: map[[2]string]localEntry{}, chains: map[string][]Bound{}}
+	idx.add(t, "Partner", f.p, BindingSpec{Consumer: "Partner"})
+	idx.add(t, "Partner", hm, BindingSpec{Consumer: "Partner", KeyID: "partner", Secret: "partner-secret"})
+	chain := NewChain([]Provider{f.p, hm}, idx)
+	withSession := func(signed bool) *http.Request {
+		r := httptest.NewRequest("GET", "/app", nil)
+		if signed {
+			r = hmacRequest(t, "GET", "/app", nil, f.clock.Now(), SignInput{KeyID: "partner", Secret: "partner-secret"})
+		}
+		for _, c := range sessionRequest(w).Cookies() {
+			r.AddCookie(c)
+		}
+		return r
+	}
+	if res, err := chain.Evaluate(t.Context(), withSession(true), "", nil); err != nil || res.Consumer != "Partner" || res.Subject() != "alice" {
+		t.Fatalf("session and signature: got %+v, %v; want Partner (alice)", res, err)
+	}
+	if _, err := chain.Evaluate(t.Context(), withSession(false), "", nil); err == nil {
+		t.Fatalf("the session alone: granted, want the missing signature refused")
+	} else {
+		wantDenial(t, err, http.StatusUnauthorized, "")
+	}
+}

@@ -137,6 +137,16 @@ func (p *person) signIn(page, user, password string) (*http.Response, string) {
 
 func (p *person) onLoginPage(page string) bool { return loginForm.MatchString(page) }
 
+// cookieHeader is the Cookie header the person sends to gwURL: every chunk of the session.
+func (p *person) cookieHeader(gwURL string) string {
+	u, _ := url.Parse(gwURL + "/app")
+	var parts []string
+	for _, c := range p.client.Jar.Cookies(u) {
+		parts = append(parts, c.Name+"="+c.Value)
+	}
+	return strings.Join(parts, "; ")
+}
+
 // sessionCookie is the gateway's session cookie in the jar, or "".
 func (p *person) sessionCookie(gwURL string) string {
 	u, _ := url.Parse(gwURL + "/app")
@@ -179,6 +189,15 @@ func TestSignInWithKeycloak(t *testing.T) {
 		}
 		if resp, body := alice.do("GET", gw.URL+"/app/api/items", "application/json", nil); resp.StatusCode != 200 {
 			t.Fatalf("an API call with the session: got %d %s, want 200", resp.StatusCode, body)
+		}
+	})
+	t.Run("explain decides a request carrying the session cookie", func(t *testing.T) {
+		t.Setenv("CORP_SECRET", kcfixture.GatewaySecret)
+		name, value, _ := strings.Cut(sessionSecretEnv, "=")
+		t.Setenv(name, value)
+		out, stderr, code := runCLI(t, "", "explain", "-c", gw.PolicyPath, "-H", "Cookie: "+alice.cookieHeader(gw.URL), "GET", "/app/page")
+		if code != 0 || !strings.Contains(out, `claim-matched: consumer "People"`) {
+			t.Errorf("explain: exit %d\n%s%s\nwant the session's person matched to People", code, out, stderr)
 		}
 	})
 	t.Run("API calls without a session get 401, not a redirect", func(t *testing.T) {
