@@ -330,6 +330,9 @@ type pcSpec struct {
 	// forwardAuth makes the policy a forward-auth one: nginx (trusted_proxies 127.0.0.1) asks,
 	// and the route has no upstream.
 	forwardAuth bool
+	// login makes the route sign people in with the provider (its session); the harness signs
+	// in once before measuring and every request carries the session cookie (session.go).
+	login bool
 }
 
 // portcullisSpecs are the Portcullis contestants: each the same consumer limit, a different
@@ -382,6 +385,7 @@ func (l *lab) portcullisSpecs() ([]pcSpec, error) {
 		{name: "pc-oidc", title: "Portcullis OIDC bearer (RS256, JWKS) + limit-count", optional: true,
 			idp:     map[string]any{"name": "partner", "type": "oidc", "issuer": l.oidc.issuer, "audience": oidcAudience, "subject_claim": "sub"},
 			binding: map[string]any{"idp": "partner", "subject": oidcSubject}, header: bearer(oidcToken), limit: local},
+		l.pcSessionSpec(local),
 		{name: "pc-redis", title: "Portcullis key-auth + limit-count (redis)", idp: keyIdP, binding: keyBinding, header: keyHeader, limit: redisLimit, redis: true},
 		{name: "pc-redis-sync", title: "Portcullis key-auth + limit-count (redis, sync_interval 100ms)", idp: keyIdP, binding: keyBinding, header: keyHeader, limit: redisSync, redis: true},
 	}, nil
@@ -422,6 +426,9 @@ func (l *lab) portcullisPolicy(s pcSpec, listen, admin string) ([]byte, error) {
 			"upstream": map[string]any{"targets": []any{map[string]any{"url": l.upstreamURL()}}},
 		}},
 	}
+	if s.login {
+		p["routes"].([]any)[0].(map[string]any)["login"] = s.idp["name"]
+	}
 	if s.forwardAuth {
 		p["trusted_proxies"] = []string{"127.0.0.1"}
 		p["forward_auth"] = map[string]any{}
@@ -450,6 +457,11 @@ func (l *lab) portcullis(ctx context.Context, s pcSpec) (*contestant, error) {
 	c.url, c.endpoints = url, eps
 	if c.proc, err = l.startPortcullis(ctx, s, s.name, listen); err != nil {
 		return c, err
+	}
+	if s.login {
+		if err := l.portcullisSignIn(ctx, c, s.idp["name"].(string)); err != nil {
+			return c, fmt.Errorf("signing in to Portcullis: %w", err)
+		}
 	}
 	if err := requestOK(l.client, url, c.header, http.StatusOK)(); err != nil {
 		return c, err
@@ -533,7 +545,7 @@ type oidcIssuer struct {
 	issuer string
 	key    jwk.Key // private, with kid and alg
 	srv    *http.Server
-	login  *oidcLogin // the authorization-code flow, for oauth2-proxy (fwdauth.go)
+	login  *oidcLogin // the authorization-code flow, for the sign-ins (fwdauth.go, session.go)
 }
 
 func newOIDCIssuer() (*oidcIssuer, error) {

@@ -7,12 +7,14 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/cookiejar"
 	"net/netip"
 	"net/url"
 	"strconv"
@@ -38,7 +40,9 @@ const (
 
 // oidcLogin is the issuer's authorization-code flow: /authorize approves the benchmark's user at
 // once (no login page) and redirects back with a one-time code; /token exchanges the code for an
-// id_token signed with the issuer's key. Only oauth2-proxy's sign-in, before measuring, uses it.
+// id_token signed with the issuer's key (and, for Portcullis's session sign-in, an RS256 access
+// token). Only the sign-ins before measuring use it: oauth2-proxy's, and Portcullis's (PKCE
+// S256, session.go).
 type oidcLogin struct {
 	clients map[string]string // client_id → client_secret
 
@@ -46,10 +50,13 @@ type oidcLogin struct {
 	codes map[string]authCode
 }
 
-type authCode struct{ client, redirect, nonce string }
+// authCode is one code's grant: the client and redirect_uri it was issued to, the nonce to
+// echo in the id_token, and the PKCE challenge its redemption must answer (none without PKCE).
+type authCode struct{ client, redirect, nonce, challenge string }
 
 func newOIDCLogin() *oidcLogin {
-	return &oidcLogin{clients: map[string]string{o2pClientID: o2pClientSecret}, codes: map[string]authCode{}}
+	return &oidcLogin{clients: map[string]string{o2pClientID: o2pClientSecret, pcSessionClientID: pcSessionClientSecret},
+		codes: map[string]authCode{}}
 }
 
 func randomHex(n int) string {
@@ -66,9 +73,15 @@ func (o *oidcIssuer) authorize(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unknown client, bad redirect_uri or response_type", http.StatusBadRequest)
 		return
 	}
+	// PKCE (RFC 7636): S256 only; the plain method is refused, as it is by most IdPs now.
+	challenge := q.Get("code_challenge")
+	if challenge != "" && q.Get("code_challenge_method") != "S256" {
+		http.Error(w, "code_challenge_method must be S256", http.StatusBadRequest)
+		return
+	}
 	code := randomHex(16)
 	o.login.mu.Lock()
-	o.login.codes[code] = authCode{client: client, redirect: redirect, nonce: q.Get("nonce")}
+	o.login.codes[code] = authCode{client: client, redirect: redirect, nonce: q.Get("nonce"), challenge: challenge}
 	o.login.mu.Unlock()
 	v := back.Query()
 	v.Set("code", code)
@@ -104,25 +117,61 @@ func (o *oidcIssuer) tokenEndpoint(w http.ResponseWriter, r *http.Request) {
 	grant, found := o.login.codes[code]
 	delete(o.login.codes, code)
 	o.login.mu.Unlock()
-	if r.PostForm.Get("grant_type") != "authorization_code" || !found || grant.client != id || grant.redirect != r.PostForm.Get("redirect_uri") {
+	if r.PostForm.Get("grant_type") != "authorization_code" || !found || grant.client != id || grant.redirect != r.PostForm.Get("redirect_uri") ||
+		!pkceMatches(grant.challenge, r.PostForm.Get("code_verifier")) {
 		oauthError("invalid_grant")
 		return
 	}
-	claims := map[string]any{"iss": o.issuer, "aud": id, "sub": o2pUser, "email": o2pEmail, "email_verified": true,
-		"preferred_username": o2pUser}
-	if grant.nonce != "" {
-		claims["nonce"] = grant.nonce
-	}
-	idToken, err := signJWT(jwa.RS256, o.key, claims)
+	answer, err := o.tokens(id, grant.nonce)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(map[string]any{
-		"access_token": randomHex(32), "token_type": "Bearer", "expires_in": int((3 * time.Hour).Seconds()), "id_token": idToken,
-	})
+	_ = json.NewEncoder(w).Encode(answer)
+}
+
+// pkceMatches checks a code_verifier against the code's S256 challenge (RFC 7636 §4.6): a code
+// issued without a challenge takes no verifier, one issued with it needs the right one.
+func pkceMatches(challenge, verifier string) bool {
+	if challenge == "" {
+		return verifier == ""
+	}
+	sum := sha256.Sum256([]byte(verifier))
+	return verifier != "" && subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(sum[:])), []byte(challenge)) == 1
+}
+
+// tokens is /token's answer to client for a grant with nonce. oauth2-proxy's user gets an
+// id_token with the email claims it wants and an opaque access token (it keeps both in its
+// cookie, and checks only the id_token); Portcullis's gets an RS256 access token for the
+// provider's audience (the session's access token is verified like a bearer token on every
+// request) and an id_token with a sid. Both live 3 hours: longer than any run, so no refresh.
+func (o *oidcIssuer) tokens(client, nonce string) (map[string]any, error) {
+	var claims map[string]any
+	access := randomHex(32)
+	if client == pcSessionClientID {
+		claims = map[string]any{"iss": o.issuer, "aud": client, "sub": pcSessionUser, "sid": randomHex(16)}
+		tok, err := signJWT(jwa.RS256, o.key, map[string]any{"iss": o.issuer, "aud": oidcAudience, "sub": pcSessionUser,
+			"sid": claims["sid"], "azp": client})
+		if err != nil {
+			return nil, err
+		}
+		access = tok
+	} else {
+		claims = map[string]any{"iss": o.issuer, "aud": client, "sub": o2pUser, "email": o2pEmail, "email_verified": true,
+			"preferred_username": o2pUser}
+	}
+	if nonce != "" {
+		claims["nonce"] = nonce
+	}
+	idToken, err := signJWT(jwa.RS256, o.key, claims)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		"access_token": access, "token_type": "Bearer", "expires_in": int((3 * time.Hour).Seconds()), "id_token": idToken,
+	}, nil
 }
 
 // fwdNginxConf renders nginx in front of the upstream, asking the auth server at authAddr with
@@ -322,7 +371,7 @@ func (l *lab) nginxFwdOAuth2Proxy(ctx context.Context) (*contestant, error) {
 	if err := waitReady(ctx, o2p, 20*time.Second, httpOK(l.client, base+"/ping", http.StatusOK)); err != nil {
 		return c, err
 	}
-	cookie, err := oauth2ProxyLogin(ctx, base)
+	cookie, err := oauth2ProxyLogin(ctx, base, http.StatusAccepted)
 	if err != nil {
 		return c, fmt.Errorf("signing in to oauth2-proxy: %w", err)
 	}
@@ -343,44 +392,27 @@ func (l *lab) nginxFwdOAuth2Proxy(ctx context.Context) (*contestant, error) {
 // oauth2ProxyLogin signs in to the oauth2-proxy at base as a browser would: /oauth2/start
 // redirects to the issuer's /authorize, which redirects back to /oauth2/callback with a code,
 // which oauth2-proxy exchanges at the issuer's /token for an id_token and turns into its
-// session cookie. It returns the Cookie header that carries the session (one cookie, or the
-// parts _0, _1, … oauth2-proxy splits a long one into).
-func oauth2ProxyLogin(ctx context.Context, base string) (string, error) {
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		return "", err
-	}
-	client := &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/oauth2/start?rd=%2F", nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := client.Do(req) // follows the redirects, ends on the static upstream
-	if err != nil {
-		return "", err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		return "", fmt.Errorf("the sign-in ended on %s with status %d, want 202 (the static upstream)", resp.Request.URL, resp.StatusCode)
-	}
-	u, err := url.Parse(base)
-	if err != nil {
-		return "", err
-	}
-	return sessionCookie(jar.Cookies(u))
+// session cookie, then redirects to / (answered with status want: 202 by the static upstream of
+// the forward-auth contestant, 200 by the bench's upstream). It returns the Cookie header that
+// carries the session (one cookie, or the parts _0, _1, … oauth2-proxy splits a long one into).
+func oauth2ProxyLogin(ctx context.Context, base string, want int) (string, error) {
+	return browserSignIn(ctx, base+"/oauth2/start?rd=%2F", "", want, nil, func(cookies []*http.Cookie) (string, error) {
+		return sessionCookie(cookies, o2pCookieName, "_")
+	})
 }
 
-// sessionCookie renders oauth2-proxy's session cookies as a Cookie header, without its CSRF
-// cookie.
-func sessionCookie(cookies []*http.Cookie) (string, error) {
+// sessionCookie renders the session cookies named name (or split into name+sep+"0", …) as a
+// Cookie header, without any other cookie (oauth2-proxy's CSRF cookie, Portcullis's sign-in
+// cookie).
+func sessionCookie(cookies []*http.Cookie, name, sep string) (string, error) {
 	var parts []string
 	for _, ck := range cookies {
-		if ck.Name == o2pCookieName || strings.HasPrefix(ck.Name, o2pCookieName+"_") && isDigits(strings.TrimPrefix(ck.Name, o2pCookieName+"_")) {
+		if ck.Name == name || strings.HasPrefix(ck.Name, name+sep) && isDigits(strings.TrimPrefix(ck.Name, name+sep)) {
 			parts = append(parts, ck.Name+"="+ck.Value)
 		}
 	}
 	if len(parts) == 0 {
-		return "", fmt.Errorf("no %s cookie after the sign-in", o2pCookieName)
+		return "", fmt.Errorf("no %s cookie after the sign-in", name)
 	}
 	return strings.Join(parts, "; "), nil
 }

@@ -122,7 +122,7 @@ func TestSessionCookie(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := sessionCookie(tt.cookies)
+			got, err := sessionCookie(tt.cookies, o2pCookieName, "_")
 			if tt.want == "" {
 				if err == nil {
 					t.Errorf("got %q, want an error", got)

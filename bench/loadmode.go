@@ -92,7 +92,7 @@ func startContestants(ctx context.Context, l *lab) (run, skipped []*contestant, 
 		start func(context.Context) (*contestant, error)
 	}
 	for _, s := range []starter{{"nginx-proxy", l.nginxProxy}, {"nginx-key-limit", l.nginxKeyLimit}, {"caddy-key", l.caddyKey},
-		{"nginx-fwd-pc", l.nginxFwdPC}, {"nginx-fwd-oauth2-proxy", l.nginxFwdOAuth2Proxy}} {
+		{"nginx-fwd-pc", l.nginxFwdPC}, {"nginx-fwd-oauth2-proxy", l.nginxFwdOAuth2Proxy}, {"oauth2-proxy-session", l.oauth2ProxySession}} {
 		if want(s.name) {
 			if err := add(s.start(ctx)); err != nil {
 				return nil, nil, err

@@ -70,6 +70,14 @@ func runProfile(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err := waitReady(ctx, p, 30*time.Second, httpOK(l.client, "http://"+admin+"/readyz", http.StatusOK)); err != nil {
 		return err
 	}
+	if spec.login {
+		// pc-session: sign in once, as the load mode does, and profile requests with the cookie.
+		c := &contestant{url: url}
+		if err := l.portcullisSignIn(ctx, c, spec.idp["name"].(string)); err != nil {
+			return fmt.Errorf("signing in to the profiling gateway: %w", err)
+		}
+		spec.header = c.header
+	}
 	if _, err := runWrk(ctx, cfg.threads, cfg.connections, cfg.warmup, url, spec.header); err != nil {
 		return err
 	}

@@ -250,6 +250,13 @@ func markdown(in reportInput) string {
 		}
 	}
 
+	if sess := sessionTargets(by); len(sess) > 0 {
+		b.WriteString("\n### Browser sessions (issue 13)\n\n")
+		for _, t := range sess {
+			b.WriteString("- " + t + "\n")
+		}
+	}
+
 	var notes []string
 	for _, c := range in.skipped {
 		notes = append(notes, fmt.Sprintf("**%s skipped**: %s", c.title, strings.Join(strings.Fields(c.skip), " ")))
@@ -321,7 +328,7 @@ func targets(by map[string]summary, mainLevel int) []string {
 			}
 		}
 	}
-	for _, name := range []string{"pc-key", "pc-jwt-hs256", "pc-jwt-rs256", "pc-basic", "pc-oidc", "pc-redis", "pc-redis-sync"} {
+	for _, name := range []string{"pc-key", "pc-jwt-hs256", "pc-jwt-rs256", "pc-basic", "pc-oidc", "pc-session", "pc-redis", "pc-redis-sync"} {
 		s, ok := by[name]
 		if !ok {
 			continue
