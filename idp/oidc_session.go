@@ -241,7 +241,14 @@ type sessions struct {
 	// refreshed remembers a refresh for a short while, by the refreshed access token's hash, so
 	// that the requests of one session that raced the first refresh reuse its answer.
 	refreshed *expiringMap[[sha256.Size]byte, *session]
+	// opened remembers opened cookies by their sealed value: opening (base64, AES-GCM, JSON)
+	// costs six times a key-auth decision, and a session sends the same cookie for minutes.
+	// Revocations and max_age are checked on every request all the same.
+	opened *expiringMap[string, *session]
 }
+
+// openedTTL bounds how long an opened cookie is reused.
+const openedTTL = time.Minute
 
 // maxRevocations bounds each revocation list.
 const maxRevocations = 100_000
@@ -285,6 +292,7 @@ func newSessions(name string, cfg SessionConfig) (*sessions, error) {
 		revokedSID: newExpiringMap[string, struct{}](maxRevocations),
 		revokedSub: newExpiringMap[string, int64](maxRevocations),
 		refreshed:  newExpiringMap[[sha256.Size]byte, *session](10_000),
+		opened:     newExpiringMap[string, *session](10_000),
 	}, nil
 }
 
@@ -326,18 +334,23 @@ func (s *sessions) read(r *http.Request, now time.Time) *session {
 		}
 		v = b.String()
 	}
-	pt, ok := s.sealer.open("session", v)
+	ss, ok := s.opened.get(v, now)
 	if !ok {
+		pt, ok := s.sealer.open("session", v)
+		if !ok {
+			return nil
+		}
+		ss = new(session)
+		if err := json.Unmarshal(pt, ss); err != nil || ss.Access == "" {
+			return nil
+		}
+		s.opened.put(v, ss, now.Add(openedTTL), now)
+	}
+	if now.Sub(time.Unix(ss.Created, 0)) >= s.cfg.MaxAge || s.revoked(ss, now) {
 		return nil
 	}
-	var ss session
-	if err := json.Unmarshal(pt, &ss); err != nil || ss.Access == "" {
-		return nil
-	}
-	if now.Sub(time.Unix(ss.Created, 0)) >= s.cfg.MaxAge || s.revoked(&ss, now) {
-		return nil
-	}
-	return &ss
+	// Shared with the other requests of the session: callers copy before they change it.
+	return ss
 }
 
 // load returns the session of r from the cookie or, with a Store, from the store by the
