@@ -264,14 +264,27 @@ func TestSignInWithKeycloak(t *testing.T) {
 	})
 }
 
-// TestSignInRefresh: with an access-token lifespan shorter than the session, requests keep
-// working past the token's expiry and a new cookie is set; once the user's Keycloak session is
+// TestSignInRefresh: with the realm's access-token lifespan shortened, requests keep working
+// past the token's expiry and a new cookie is set; once the user's Keycloak session is
 // deleted, the next refresh fails and the person is signed out.
 func TestSignInRefresh(t *testing.T) {
 	k := keycloakFor(t)
 	up := newUpstream(t, nil)
-	// A leeway as long as the token's life: every request refreshes.
-	gw := startGateway(t, signInPolicy(t, k, up.URL, map[string]any{"refresh_leeway": "1h"}), corpSecretEnv, sessionSecretEnv)
+	// Access tokens of 3 s, refreshed 1 s before they expire.
+	const lifespan = 3
+	before, err := k.RealmSettings(t.Context(), kcfixture.RealmCorp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.SetAccessTokenLifespan(t.Context(), kcfixture.RealmCorp, lifespan); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := k.SetAccessTokenLifespan(context.Background(), kcfixture.RealmCorp, before.AccessTokenLifespan); err != nil {
+			t.Errorf("restoring the access-token lifespan: %v", err)
+		}
+	})
+	gw := startGateway(t, signInPolicy(t, k, up.URL, map[string]any{"refresh_leeway": "1s"}), corpSecretEnv, sessionSecretEnv)
 	// Without a back-channel logout URL, so that only the failing refresh can end the session.
 	enableSignIn(t, k, gw, false)
 	page := gw.URL + "/app/page"
@@ -281,9 +294,11 @@ func TestSignInRefresh(t *testing.T) {
 		t.Fatalf("signing in: got %d", resp.StatusCode)
 	}
 	first := alice.sessionCookie(gw.URL)
+	// Past the access token's expiry: what is awaited is the IdP's clock, not another process.
+	time.Sleep(lifespan * time.Second)
 	resp, _ := alice.do("GET", gw.URL+"/app/api", "application/json", nil)
 	if resp.StatusCode != 200 {
-		t.Fatalf("after a refresh: got %d, want 200", resp.StatusCode)
+		t.Fatalf("past the access token's expiry: got %d, want 200 (refreshed)", resp.StatusCode)
 	}
 	if second := alice.sessionCookie(gw.URL); second == "" || second == first {
 		t.Errorf("the refreshed session's cookie was not re-issued")
@@ -295,6 +310,7 @@ func TestSignInRefresh(t *testing.T) {
 	if err := k.DeleteUserSessions(t.Context(), kcfixture.RealmCorp, kcfixture.UserAlice); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(lifespan * time.Second) // the refreshed token expires: the next request refreshes
 	if resp, body := alice.do("GET", gw.URL+"/app/api", "application/json", nil); resp.StatusCode != 401 {
 		t.Errorf("after the Keycloak session was deleted: got %d %s, want 401 (the refresh fails, the session ends)", resp.StatusCode, body)
 	}
