@@ -244,6 +244,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // pipeline decided.
 func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, x *exchange) {
 	start := time.Now()
+	g.metrics.inFlight.Inc()
+	defer g.metrics.inFlight.Dec()
 	c := g.acquire()
 	defer c.inflight.RUnlock()
 	if c.signIn != nil {
@@ -528,6 +530,7 @@ func (g *Gateway) record(r *http.Request, c *compiled, x *exchange, d time.Durat
 	} else {
 		g.metrics.request(x.route, x.consumer, x.status)
 	}
+	g.metrics.observeDuration(x.route, x.status, d)
 	if !g.access.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}

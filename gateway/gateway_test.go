@@ -465,3 +465,51 @@ func TestBuildInfoMetric(t *testing.T) {
 	}
 	t.Errorf("portcullis_build_info: got no series, want one")
 }
+
+// TestRequestDurationAndZeroSeries: every request is observed by route and status class; the
+// series a dashboard reads exist before anything happened.
+func TestRequestDurationAndZeroSeries(t *testing.T) {
+	gw, _ := newTestGateway(t, pipelinePolicy, nil)
+	families := func() map[string]*dto.MetricFamily {
+		mfs, err := gw.metrics.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]*dto.MetricFamily{}
+		for _, mf := range mfs {
+			out[mf.GetName()] = mf
+		}
+		return out
+	}
+	before := families()
+	for _, name := range []string{"portcullis_policy_reloads_total", "portcullis_requests_in_flight", "portcullis_policy_last_reload_success_timestamp_seconds"} {
+		if before[name] == nil {
+			t.Errorf("%s: no series before any request, want it at its initial value", name)
+		}
+	}
+	if got := len(before["portcullis_policy_reloads_total"].GetMetric()); got != 2 {
+		t.Errorf("portcullis_policy_reloads_total: got %d series, want success and failure at 0", got)
+	}
+	serve(gw, "GET", "/r", map[string]string{"apikey": "ka"})
+	serve(gw, "GET", "/r", nil)
+	counts := map[string]uint64{}
+	for _, m := range families()["portcullis_request_duration_seconds"].GetMetric() {
+		var route, code string
+		for _, l := range m.GetLabel() {
+			switch l.GetName() {
+			case "route":
+				route = l.GetValue()
+			case "code":
+				code = l.GetValue()
+			}
+		}
+		counts[route+" "+code] = m.GetHistogram().GetSampleCount()
+	}
+	if counts["r 2xx"] != 1 || counts["r 4xx"] != 1 {
+		t.Errorf("portcullis_request_duration_seconds counts: got %v, want one 2xx and one 4xx on route r", counts)
+	}
+	var inFlight dto.Metric
+	if err := gw.metrics.inFlight.Write(&inFlight); err != nil || inFlight.GetGauge().GetValue() != 0 {
+		t.Errorf("portcullis_requests_in_flight after the requests: got %v (%v), want 0", inFlight.GetGauge().GetValue(), err)
+	}
+}

@@ -20,6 +20,9 @@ type Metrics struct {
 
 	requests        *prometheus.CounterVec
 	forwardAuth     *prometheus.CounterVec
+	duration        *prometheus.HistogramVec
+	inFlight        prometheus.Gauge
+	lastReload      prometheus.Gauge
 	authDecisions   *prometheus.CounterVec
 	rateRejections  *prometheus.CounterVec
 	rateDegradedCnt *prometheus.CounterVec
@@ -51,6 +54,17 @@ func NewMetrics() *Metrics {
 		forwardAuth: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portcullis_forward_auth_requests_total", Help: "Forward-auth decisions (the proxy in front asked) by route, consumer and answered status; not in portcullis_requests_total.",
 		}, []string{"route", "consumer", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "portcullis_request_duration_seconds",
+			Help: "Requests as the client sees them, from the gateway reading the request to its last byte written (authentication, limits and the upstream included), by route and status class (2xx, 4xx, ...).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"route", "code"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "portcullis_requests_in_flight", Help: "Requests being served now (forward-auth questions included).",
+		}),
+		lastReload: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "portcullis_policy_last_reload_success_timestamp_seconds", Help: "When the served policy was last loaded successfully (start-up included), Unix time.",
+		}),
 		authDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portcullis_auth_decisions_total", Help: "Authentication decisions: granted, unauthenticated, forbidden, unavailable.",
 		}, []string{"decision"}),
@@ -99,7 +113,11 @@ func NewMetrics() *Metrics {
 	m.authUnauth = m.authDecisions.WithLabelValues("unauthenticated")
 	m.authForbidden = m.authDecisions.WithLabelValues("forbidden")
 	m.authUnavail = m.authDecisions.WithLabelValues("unavailable")
-	reg.MustRegister(m.requests, m.forwardAuth, m.authDecisions, m.rateRejections, m.rateDegradedCnt, m.upstream, m.upstreamConns, m.reloads,
+	// Series a dashboard or alert reads exist from the start, at 0, not as "no data".
+	m.reloads.WithLabelValues("success")
+	m.reloads.WithLabelValues("failure")
+	m.lastReload.SetToCurrentTime()
+	reg.MustRegister(m.requests, m.forwardAuth, m.duration, m.inFlight, m.lastReload, m.authDecisions, m.rateRejections, m.rateDegradedCnt, m.upstream, m.upstreamConns, m.reloads,
 		m.policyInfoG, m.consumersG, m.idpCalls, m.idpCache, m.redisCalls, m.redisBreaker)
 	return m
 }
@@ -193,6 +211,26 @@ func (m *Metrics) Reload(err error) {
 		return
 	}
 	m.reloads.WithLabelValues("success").Inc()
+	m.lastReload.SetToCurrentTime()
+}
+
+// statusClass is the code label of the duration histogram: "2xx"…"5xx", bounded.
+func statusClass(code int) string {
+	switch {
+	case code >= 100 && code < 200:
+		return "1xx"
+	case code < 300:
+		return "2xx"
+	case code < 400:
+		return "3xx"
+	case code < 500:
+		return "4xx"
+	}
+	return "5xx"
+}
+
+func (m *Metrics) observeDuration(route string, status int, d time.Duration) {
+	m.duration.WithLabelValues(route, statusClass(status)).Observe(d.Seconds())
 }
 
 func (m *Metrics) policyInfo(s *policies.Snapshot) {
