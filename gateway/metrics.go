@@ -55,8 +55,8 @@ func NewMetrics() *Metrics {
 			Name: "portcullis_forward_auth_requests_total", Help: "Forward-auth decisions (the proxy in front asked) by route, consumer and answered status; not in portcullis_requests_total.",
 		}, []string{"route", "consumer", "status"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "portcullis_request_duration_seconds",
-			Help: "Requests as the client sees them, from the gateway reading the request to its last byte written (authentication, limits and the upstream included), by route and status class (2xx, 4xx, ...).",
+			Name:    "portcullis_request_duration_seconds",
+			Help:    "Requests as the client sees them, from the gateway reading the request to its last byte written (authentication, limits and the upstream included), by route and status class (2xx, 4xx, ...).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"route", "code"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
