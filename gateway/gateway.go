@@ -218,8 +218,10 @@ type exchange struct {
 	// set on the response (a re-issued session cookie) when the policy has sessions.
 	signIn signInKind
 	resp   *idp.Response
+	// requestID is the request's X-Request-Id (requestid.go).
+	requestID string
 	// vals backs the header values handed out by val; nvals of them are in use.
-	vals  [12]string
+	vals  [14]string
 	nvals int
 }
 
@@ -248,6 +250,8 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, x *exchange) {
 	defer g.metrics.inFlight.Dec()
 	c := g.acquire()
 	defer c.inflight.RUnlock()
+	x.requestID = c.requestID(r)
+	w.Header()[requestIDHeader] = x.val(x.requestID)
 	if c.signIn != nil {
 		if ep, ok := c.signIn[r.URL.Path]; ok {
 			g.serveSignIn(c, w, r, x, ep, start)
@@ -545,6 +549,7 @@ func (g *Gateway) record(r *http.Request, c *compiled, x *exchange, d time.Durat
 		slog.String("decision", x.decision),
 		slog.Float64("latency_ms", float64(d.Microseconds())/1000),
 		slog.String("remote", client),
+		slog.String("request_id", x.requestID),
 	}
 	if peer != client {
 		attrs = append(attrs, slog.String("peer", peer)) // the trusted proxy it came through

@@ -19,7 +19,7 @@ import (
 // hop-by-hop removal.
 var gatewaySetHeaders = []string{
 	"X-Consumer-Username", "X-Consumer-Groups", "X-Consumer-Subject", "X-Credential-Identifier", "X-Userinfo",
-	"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+	"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Request-Id",
 }
 
 // mayBeGatewayHeader is a cheap first test: every header the gateway owns starts with "X-",
@@ -204,6 +204,7 @@ func upstreamHeaders(r *http.Request, res *idp.Result, group string, websocket b
 	}
 	setIdentity(h, res, group, x)
 	setForwarded(h, r, x)
+	h[requestIDHeader] = x.val(x.requestID)
 }
 
 func setIdentity(h http.Header, res *idp.Result, group string, x *exchange) {
