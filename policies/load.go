@@ -611,7 +611,7 @@ func (m *merged) check(errs *errorList) {
 		cons := &p.Consumers[i]
 		if cons.Group != "" {
 			if _, ok := c.groupByName[cons.Group]; !ok {
-				errs.add(m.consumerOrigin(i).errAt("$.group", "unknown consumer group %q", cons.Group))
+				errs.add(m.consumerOrigin(i).errAt("$.group", "unknown consumer group %q%s", cons.Group, didYouMean(cons.Group, namesOf(c.groupByName))))
 			}
 		}
 		if len(cons.IdPs) == 0 && !anonymous[cons.Username] {
@@ -627,7 +627,7 @@ func (m *merged) check(errs *errorList) {
 			b := &cons.IdPs[j]
 			k, known := c.idpByName[b.IdP]
 			if !known {
-				errs.add(m.consumerOrigin(i).errAt(rootPath.key("idps").index(j).key("idp"), "unknown idp %q", b.IdP))
+				errs.add(m.consumerOrigin(i).errAt(rootPath.key("idps").index(j).key("idp"), "unknown idp %q%s", b.IdP, didYouMean(b.IdP, namesOf(c.idpByName))))
 				bad(i, j)
 				continue
 			}
@@ -811,7 +811,7 @@ func (m *merged) checkRoute(o origin, r Route, c *checker, errs *errorList) {
 		for kind, l := range map[string][]string{"allow": list.Allow, "deny": list.Deny} {
 			for i, n := range l {
 				if _, ok := index[n]; !ok {
-					errs.add(o.errAt(rootPath.key(field).key(kind).index(i), "unknown %s %q", what, n))
+					errs.add(o.errAt(rootPath.key(field).key(kind).index(i), "unknown %s %q%s", what, n, didYouMean(n, namesOf(index))))
 				}
 			}
 		}
@@ -820,14 +820,14 @@ func (m *merged) checkRoute(o origin, r Route, c *checker, errs *errorList) {
 	names("consumer_groups", r.Groups, c.groupByName, "consumer group")
 	if r.Anonymous != "" {
 		if _, ok := c.consumerByName[r.Anonymous]; !ok {
-			errs.add(o.errAt(rootPath.key("anonymous_consumer"), "unknown consumer %q", r.Anonymous))
+			errs.add(o.errAt(rootPath.key("anonymous_consumer"), "unknown consumer %q%s", r.Anonymous, didYouMean(r.Anonymous, namesOf(c.consumerByName))))
 		}
 	}
 	if r.Login != "" {
 		k, ok := c.idpByName[r.Login]
 		switch {
 		case !ok:
-			errs.add(o.errAt(rootPath.key("login"), "unknown idp %q", r.Login))
+			errs.add(o.errAt(rootPath.key("login"), "unknown idp %q%s", r.Login, didYouMean(r.Login, namesOf(c.idpByName))))
 		case m.policy.IdPs[k].Session == nil:
 			errs.add(o.errAt(rootPath.key("login"), "idp %q has no session: only a provider with a session block signs browsers in", r.Login))
 		}

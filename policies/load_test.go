@@ -69,6 +69,15 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`p.json:2:93: $.idps[0].header: header "X-Consumer-Token" is reserved: the gateway drops it from every request so that clients cannot claim an identity`},
 		},
 		{
+			name: "a misspelt field, and APISIX's name for one",
+			policy: `{"consumers": [{"usernmae": "a", "idps": []}],
+  "routes": [{"name": "r", "uri": "/x", "paths": ["/x"], "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}}]}`,
+			want: []string{
+				`p.json:1:17: $.consumers[0].usernmae: unknown field "usernmae" (did you mean "username"?)`,
+				`p.json:2:28: $.routes[0].uri: unknown field "uri" (APISIX's uri; here: a route's "paths")`,
+			},
+		},
+		{
 			name:   "a route without upstream and no forward_auth",
 			policy: `{"routes": [{"name": "r", "paths": ["/"]}]}`,
 			want:   []string{`p.json:1:13: $.routes[0].upstream: route "r" has no upstream: only a route decided by forward auth (with forward_auth set) may have none`},
@@ -120,7 +129,7 @@ func TestLoadErrors(t *testing.T) {
   ]
 }`,
 			want: []string{
-				`p.json:2:3: $.lisen: unknown field "lisen"`,
+				`p.json:2:3: $.lisen: unknown field "lisen" (did you mean "listen"?)`,
 				`p.json:4:43: $.idps[0].colour: unknown field "colour"`,
 			},
 		},
@@ -215,7 +224,7 @@ func TestLoadErrors(t *testing.T) {
 }`,
 			want: []string{
 				`p.json:4:33: $.consumers[0].group: unknown consumer group "nobody"`,
-				`p.json:4:62: $.consumers[0].idps[0].idp: unknown idp "keyz"`,
+				`p.json:4:62: $.consumers[0].idps[0].idp: unknown idp "keyz" (did you mean "keys"?)`,
 				`p.json:5:75: $.consumers[1].idps[1].idp: consumer "b" binds idp "keys" twice (first at p.json:5:34)`,
 				`p.json:9:37: $.routes[0].consumers.allow[1]: unknown consumer "c"`,
 				`p.json:9:52: $.routes[0].consumers.deny[0]: unknown consumer "d"`,

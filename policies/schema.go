@@ -218,12 +218,16 @@ func validateSchema(src *source, sch *jsonschema.Schema, base jsonPath, tree any
 		return nil, fmt.Errorf("validating %s against the schema: %w", src.name, err)
 	}
 	var all []*Error
-	unknown := map[string]bool{}
-	collectSchemaErrors(src, base, tree, ve, nil, &all, unknown)
-	// An unknown field also fails the per-type propertyNames rule; say it once, as unknown.
+	n := &schemaNotes{unknown: map[string]bool{}, misspelt: map[string]bool{}, required: map[*Error]string{}}
+	collectSchemaErrors(src, base, tree, ve, nil, &all, n)
 	out := all[:0]
 	for _, e := range all {
-		if unknown[e.Path] && !strings.HasPrefix(e.Msg, "unknown field") {
+		// An unknown field also fails the per-type propertyNames rule; say it once, as unknown.
+		if n.unknown[e.Path] && !strings.HasPrefix(e.Msg, "unknown field") {
+			continue
+		}
+		// A misspelt required field is one mistake: its "did you mean" says it all.
+		if key, ok := n.required[e]; ok && n.misspelt[key] {
 			continue
 		}
 		out = append(out, e)
@@ -231,12 +235,22 @@ func validateSchema(src *source, sch *jsonschema.Schema, base jsonPath, tree any
 	return out, nil
 }
 
-func collectSchemaErrors(src *source, base jsonPath, tree any, ve *jsonschema.ValidationError, parentLoc []string, out *[]*Error, unknown map[string]bool) {
+// schemaNotes is what collecting the schema errors learns beyond the errors themselves.
+type schemaNotes struct {
+	// unknown are the paths of unknown fields.
+	unknown map[string]bool
+	// misspelt holds object path + "\x00" + field for the fields an unknown one is a typo of;
+	// required maps each missing-field error to that same key.
+	misspelt map[string]bool
+	required map[*Error]string
+}
+
+func collectSchemaErrors(src *source, base jsonPath, tree any, ve *jsonschema.ValidationError, parentLoc []string, out *[]*Error, n *schemaNotes) {
 	// propertyNames' causes only restate the enum; the kind itself names the field.
 	_, isPropNames := ve.ErrorKind.(*kind.PropertyNames)
 	if !isPropNames && len(ve.Causes) > 0 {
 		for _, c := range ve.Causes {
-			collectSchemaErrors(src, base, tree, c, ve.InstanceLocation, out, unknown)
+			collectSchemaErrors(src, base, tree, c, ve.InstanceLocation, out, n)
 		}
 		return
 	}
@@ -250,8 +264,12 @@ func collectSchemaErrors(src *source, base jsonPath, tree any, ve *jsonschema.Va
 	switch k := ve.ErrorKind.(type) {
 	case *kind.AdditionalProperties:
 		for _, p := range k.Properties {
-			unknown[string(path.key(p))] = true
-			*out = append(*out, src.errAtKey(path.key(p), "unknown field %q", p))
+			n.unknown[string(path.key(p))] = true
+			hint, meant := fieldHint(ve.SchemaURL, p)
+			if meant != "" {
+				n.misspelt[string(path)+"\x00"+meant] = true
+			}
+			*out = append(*out, src.errAtKey(path.key(p), "unknown field %q%s", p, hint))
 		}
 	case *kind.PropertyNames:
 		msg := fmt.Sprintf("field %q is not allowed here", k.Property)
@@ -263,7 +281,9 @@ func collectSchemaErrors(src *source, base jsonPath, tree any, ve *jsonschema.Va
 		*out = append(*out, src.errAtKey(path.key(k.Property), "%s", msg))
 	case *kind.Required:
 		for _, p := range k.Missing {
-			*out = append(*out, src.errAt(path, "missing required field %q", p))
+			e := src.errAt(path, "missing required field %q", p)
+			n.required[e] = string(path) + "\x00" + p
+			*out = append(*out, e)
 		}
 	case *kind.FalseSchema:
 		*out = append(*out, src.errAt(path, "value not allowed here"))

@@ -72,3 +72,22 @@ func TestLoadRecoversPanics(t *testing.T) {
 		})
 	}
 }
+
+func TestDidYouMean(t *testing.T) {
+	names := []string{"keys", "corp", "partners", "username"}
+	tests := []struct{ got, want string }{
+		{"keyz", ` (did you mean "keys"?)`},
+		{"usernmae", ` (did you mean "username"?)`},
+		{"Partner", ` (did you mean "partners"?)`},
+		{"apikey", ""},
+		{"ab", ""},
+		{"keys", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.got, func(t *testing.T) {
+			if got := didYouMean(tt.got, names); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
