@@ -181,6 +181,24 @@ func warnings(path string, p *Policy) []*Error {
 				Msg: fmt.Sprintf(`idp %q accepts signatures that do not cover @request-target, the date or digest ("compat": "apisix-loose") and has no nonce_header: a captured request can be replayed`, d.Name)})
 		}
 	}
+	for i, r := range p.Routes {
+		if r.StripPrefix == "" || len(r.Paths) == 0 {
+			continue
+		}
+		prefix := strings.TrimSuffix(r.StripPrefix, "/")
+		starts := false
+		for _, tpl := range r.Paths {
+			lit, _, _ := strings.Cut(tpl, "{") // the template's literal start
+			if strings.HasPrefix(lit, prefix) || strings.HasPrefix(prefix, lit) && strings.Contains(tpl, "{") {
+				starts = true
+				break
+			}
+		}
+		if !starts {
+			out = append(out, &Error{File: path, Path: fmt.Sprintf("$.routes[%d].strip_prefix", i),
+				Msg: fmt.Sprintf("route %q strips %q, which none of its paths starts with: nothing is stripped", r.Name, r.StripPrefix)})
+		}
+	}
 	return append(out, forwardAuthWarnings(path, p)...)
 }
 

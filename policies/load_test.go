@@ -78,6 +78,11 @@ func TestLoadErrors(t *testing.T) {
 			},
 		},
 		{
+			name:   "a number where a duration belongs",
+			policy: `{"routes": [{"name": "r", "paths": ["/x"], "upstream": {"targets": [{"url": "http://127.0.0.1:1"}], "timeout": 5}}]}`,
+			want:   []string{`p.json:1:112: $.routes[0].upstream.timeout: got a number, want a duration string such as "5s" or "1m30s"`},
+		},
+		{
 			name:   "a route without upstream and no forward_auth",
 			policy: `{"routes": [{"name": "r", "paths": ["/"]}]}`,
 			want:   []string{`p.json:1:13: $.routes[0].upstream: route "r" has no upstream: only a route decided by forward auth (with forward_auth set) may have none`},

@@ -309,6 +309,9 @@ func schemaMessage(ve *jsonschema.ValidationError) string {
 		got, _ := json.Marshal(k.Got)
 		return fmt.Sprintf("got %s, want one of %s", got, strings.Join(want, ", "))
 	case *kind.Type:
+		if strings.HasSuffix(ve.SchemaURL, "#/$defs/duration") && k.Got == "number" {
+			return "got a number, want a duration string such as \"5s\" or \"1m30s\""
+		}
 		return fmt.Sprintf("got %s, want %s", k.Got, strings.Join(k.Want, " or "))
 	case *kind.Minimum:
 		return fmt.Sprintf("must be at least %s, got %s", k.Want.RatString(), k.Got.RatString())

@@ -26,6 +26,10 @@ func TestWarnings(t *testing.T) {
   "consumers": [{"username": "a", "idps": [{"idp": "k", "key": "x"}]}, {"username": "b", "idps": [{"idp": "k", "key": "y"}]}],
   "routes": [{"name": "fwd", "paths": ["/"]}]}`,
 			want: []string{`p.json: route "fwd" is decided only by forward auth, where idp "k" cannot hide_credentials: the proxy in front forwards the client's request; remove the credential there`}},
+		{name: "a strip_prefix no path starts with", policy: `{"routes": [{"name": "r", "paths": ["/api/{rest:.*}"], "strip_prefix": "/v1",
+  "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}}, {"name": "ok", "paths": ["/v1/x", "/{p}/y"], "strip_prefix": "/v1",
+  "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}}]}`,
+			want: []string{`p.json: route "r" strips "/v1", which none of its paths starts with: nothing is stripped`}},
 		{name: "a route", policy: `{"routes": [{"name": "r", "paths": ["/"], "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}}]}`},
 	}
 	for _, tt := range tests {
