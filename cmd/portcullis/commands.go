@@ -205,6 +205,31 @@ a basic-auth binding.`,
 			},
 		},
 		{
+			name:    "completion",
+			summary: "print the shell completion script (bash or zsh)",
+			usage:   "portcullis completion bash|zsh",
+			about: `Prints a completion script for bash or zsh, written from the commands' own flags: the
+commands, their flags, the values of flags that have a fixed set, and file names for paths.
+Load it in the shell's start-up file.`,
+			flags:   noFlags,
+			choices: map[string][]string{"": {"bash", "zsh"}},
+			exits:   []string{exitOK, exitUsage},
+			examples: []string{"source <(portcullis completion bash)      # in ~/.bashrc",
+				"portcullis completion zsh > \"${fpath[1]}/_portcullis\""},
+			run: func(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+				fs, err := parseFlags("completion", noFlags, args, stdout, stderr, 1)
+				if err != nil {
+					return err
+				}
+				switch shell := fs.Arg(0); shell {
+				case "bash", "zsh":
+					return completionScript(stdout, shell)
+				default:
+					return usageError("completion", stderr, "unknown shell %q: want bash or zsh", shell)
+				}
+			},
+		},
+		{
 			name:     "help",
 			summary:  "print the help of portcullis or of a command",
 			usage:    "portcullis help [COMMAND]",
