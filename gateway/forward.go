@@ -57,6 +57,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	// which it received nothing, goes to the next one (nginx's proxy_next_upstream error).
 	for tries := len(rt.balancer.targets); ; tries-- {
 		t := rt.balancer.next(start)
+		x.upstream = t.url.Host
 		out.URL = rt.upstreamURL(t, r.URL, &x.url)
 		bodyKept := out.Body == nil
 		if t.pool != nil && h1Eligible(out) {
@@ -93,10 +94,12 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 			err = fmt.Errorf("%w: %w", errUpstreamTimeout, err)
 		}
 	}
-	rt.upstreamLatency.Observe(time.Since(start).Seconds())
+	x.upstreamTime = time.Since(start)
+	rt.upstreamLatency.Observe(x.upstreamTime.Seconds())
 	if err != nil {
 		return upstreamError(err)
 	}
+	x.upstreamStatus = resp.StatusCode
 	defer resp.Body.Close()
 
 	removeHopHeaders(resp.Header, nil)
@@ -221,6 +224,7 @@ func setForwarded(h http.Header, r *http.Request, x *exchange) {
 // forwardUpgrade proxies a protocol switch with httputil.ReverseProxy.
 func (g *Gateway) forwardUpgrade(w http.ResponseWriter, r *http.Request, rt *route, x *exchange) error {
 	ps := &proxyState{rt: rt, target: rt.balancer.next(time.Now())}
+	x.upstream = ps.target.url.Host
 	ctx := context.WithValue(r.Context(), proxyStateKey{}, ps)
 	if rt.timeout > 0 {
 		ctx = context.WithValue(ctx, routeTimeoutKey{}, rt.timeout)

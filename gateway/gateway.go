@@ -220,6 +220,11 @@ type exchange struct {
 	resp   *idp.Response
 	// requestID is the request's X-Request-Id (requestid.go).
 	requestID string
+	// upstream is the target's host:port, upstreamStatus its answer's status and upstreamTime
+	// the wait for its response headers; zero when the request was not forwarded.
+	upstream       string
+	upstreamStatus int
+	upstreamTime   time.Duration
 	// vals backs the header values handed out by val; nvals of them are in use.
 	vals  [14]string
 	nvals int
@@ -518,6 +523,14 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the real writer (flushing, deadlines).
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
+// truncate bounds a client-written value in a log line.
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
 // record writes the access-log line and the request metrics. Never a credential: the path is
 // logged without its query string, which may carry an API key.
 func (g *Gateway) record(r *http.Request, c *compiled, x *exchange, d time.Duration) {
@@ -550,6 +563,19 @@ func (g *Gateway) record(r *http.Request, c *compiled, x *exchange, d time.Durat
 		slog.Float64("latency_ms", float64(d.Microseconds())/1000),
 		slog.String("remote", client),
 		slog.String("request_id", x.requestID),
+		slog.String("host", r.Host),
+		slog.String("proto", r.Proto),
+		slog.String("user_agent", truncate(r.UserAgent(), 256)),
+	}
+	if r.ContentLength > 0 {
+		attrs = append(attrs, slog.Int64("bytes_in", r.ContentLength))
+	}
+	if x.upstream != "" {
+		attrs = append(attrs, slog.String("upstream", x.upstream))
+		if x.upstreamStatus != 0 {
+			attrs = append(attrs, slog.Int("upstream_status", x.upstreamStatus))
+		}
+		attrs = append(attrs, slog.Float64("upstream_latency_ms", float64(x.upstreamTime.Microseconds())/1000))
 	}
 	if peer != client {
 		attrs = append(attrs, slog.String("peer", peer)) // the trusted proxy it came through
@@ -559,7 +585,7 @@ func (g *Gateway) record(r *http.Request, c *compiled, x *exchange, d time.Durat
 	}
 	if x.forwardAuth {
 		// r is the described request: its method, path and host are the original ones.
-		attrs = append(attrs, slog.String("host", r.Host), slog.String("convention", x.conv.String()))
+		attrs = append(attrs, slog.String("convention", x.conv.String()))
 	}
 	g.access.LogAttrs(r.Context(), slog.LevelInfo, msg, attrs...)
 }

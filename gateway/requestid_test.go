@@ -1,11 +1,17 @@
 package gateway
 
 import (
+	"bytes"
+	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"strings"
 	"testing"
+
+	"github.com/portcullis/portcullis/gateway/ratelimit"
 )
 
 func TestRequestIDs(t *testing.T) {
@@ -61,4 +67,46 @@ func TestRequestIDs(t *testing.T) {
 			t.Errorf("got %d with id %q, want 401 with a generated id", rec.Code, rec.Header().Get("X-Request-Id"))
 		}
 	})
+}
+
+// TestAccessLogLine: the fields operators grep for, and never a credential.
+func TestAccessLogLine(t *testing.T) {
+	var logs bytes.Buffer
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(201) }))
+	t.Cleanup(up.Close)
+	snap := loadPolicy(t, `{
+  "idps": [ { "name": "keys", "type": "key-auth" } ],
+  "consumers": [ { "username": "alice", "idps": [ { "idp": "keys", "key": "secret-key-ka" } ] } ],
+  "routes": [ { "name": "r", "paths": ["/r"], "upstream": { "targets": [ { "url": "%[1]s" } ] } } ]
+}`, up.URL)
+	reg := ratelimit.NewRegistry(ratelimit.RegistryOptions{})
+	t.Cleanup(func() { reg.Close() })
+	gw, err := New(snap, Options{Limiters: reg, Metrics: NewMetrics(), AccessLog: slog.New(slog.NewJSONHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Close() })
+	req := httptest.NewRequest("POST", "/r?apikey=secret-key-ka", strings.NewReader("hello"))
+	req.Header.Set("User-Agent", "curl/8")
+	rec := httptest.NewRecorder()
+	gw.ServeHTTP(rec, req)
+	var line map[string]any
+	if err := json.Unmarshal(logs.Bytes(), &line); err != nil {
+		t.Fatalf("access log %q: %v", logs.String(), err)
+	}
+	want := map[string]any{"msg": "request", "method": "POST", "path": "/r", "route": "r", "consumer": "alice",
+		"status": float64(201), "host": "example.com", "proto": "HTTP/1.1", "user_agent": "curl/8",
+		"bytes_in": float64(5), "upstream": strings.TrimPrefix(up.URL, "http://"), "upstream_status": float64(201),
+		"request_id": rec.Header().Get("X-Request-Id")}
+	for k, v := range want {
+		if line[k] != v {
+			t.Errorf("%s: got %v, want %v", k, line[k], v)
+		}
+	}
+	if _, ok := line["upstream_latency_ms"]; !ok {
+		t.Errorf("no upstream_latency_ms in %v", line)
+	}
+	if strings.Contains(logs.String(), "secret-key-ka") {
+		t.Errorf("the access log holds the key: %s", logs.String())
+	}
 }
