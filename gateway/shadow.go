@@ -120,9 +120,11 @@ func newShadow(opts ShadowOptions) *Shadow {
 		opts.Queue = 1024
 	}
 	s := &Shadow{
-		log:      opts.Logger,
-		load:     opts.Load,
-		limiters: ratelimit.NewRegistry(ratelimit.RegistryOptions{Logger: opts.Logger}),
+		log:  opts.Logger,
+		load: opts.Load,
+		// Never asked (Mode{} only describes limits), so it needs no Redis: a redis limit of the
+		// candidate would only log that there is none.
+		limiters: ratelimit.NewRegistry(ratelimit.RegistryOptions{Logger: slog.New(slog.DiscardHandler)}),
 		queue:    make(chan shadowJob, opts.Queue),
 		stop:     make(chan struct{}),
 	}

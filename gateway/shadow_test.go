@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"maps"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -320,4 +322,43 @@ func TestShadowMetricsStartAtZero(t *testing.T) {
 	if n != len(shadowResults) {
 		t.Errorf("portcullis_shadow_decisions_total series: got %d, want %d", n, len(shadowResults))
 	}
+}
+
+// BenchmarkRequestPathShadow is BenchmarkRequestPath with a shadow deciding the same policy:
+// the difference is what -shadow costs the request path (the copy, the queue) and the machine
+// (the candidate's decisions, on the same CPUs).
+func BenchmarkRequestPathShadow(b *testing.B) {
+	policy := `{
+  "idps": [ { "name": "keys", "type": "key-auth" } ],
+  "consumers": [ { "username": "alice", "idps": [ { "idp": "keys", "key": "ka" } ],
+    "plugins": { "limit-count": { "count": 1000000000, "time_window": 60 } } } ],
+  "routes": [ { "name": "r", "paths": ["/r"], "upstream": { "targets": [ { "url": "%s" } ] } } ]
+}`
+	gw, up := newTestGateway(b, policy, func(w http.ResponseWriter, r *http.Request) { w.Write(make([]byte, 1024)) })
+	sh := NewShadow(ShadowOptions{Metrics: gw.metrics, Load: func() (*policies.Snapshot, error) { return loadPolicy(b, policy, up.URL), nil }})
+	defer sh.Close()
+	gw.SetShadow(sh)
+	front := httptest.NewServer(gw)
+	defer front.Close()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest("GET", front.URL+"/r", nil)
+			req.Header.Set("apikey", "ka")
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Fatalf("status %d", resp.StatusCode)
+			}
+		}
+	})
+	b.StopTimer()
+	st := sh.Status().Decisions
+	b.ReportMetric(float64(st[shadowDropped])/float64(b.N), "dropped/op")
 }
