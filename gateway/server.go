@@ -193,11 +193,7 @@ func logWarnings(log *slog.Logger, snap *policies.Snapshot) {
 func (s *Server) Reload() error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	if sh := s.opts.Shadow; sh != nil {
-		if err := sh.Reload(); err != nil && !errors.Is(err, errServerClosed) {
-			s.log.Error("shadow policy reload failed; the previous candidate keeps deciding", "err", err)
-		}
-	}
+	defer s.reloadShadow() // after the served policy's, which a slow candidate must not delay
 	snap, err := safeLoad(s.log, s.opts.Load)
 	if err == nil {
 		err = s.swap(snap)
@@ -223,6 +219,15 @@ func (s *Server) Reload() error {
 	s.log.Info("policy reloaded", "version", snap.Version, "consumers", snap.Consumers.Len(), "routes", len(snap.Policy.Routes))
 	logWarnings(s.log, snap)
 	return nil
+}
+
+// reloadShadow reloads the shadow policy, if any; on error the previous candidate keeps deciding.
+func (s *Server) reloadShadow() {
+	if sh := s.opts.Shadow; sh != nil {
+		if err := sh.Reload(); err != nil && !errors.Is(err, errServerClosed) {
+			s.log.Error("shadow policy reload failed; the previous candidate keeps deciding", "err", err)
+		}
+	}
 }
 
 // Serve listens on the policy's addresses and serves until ctx is done, then drains in-flight

@@ -174,10 +174,10 @@ func (s *Shadow) swap(snap *policies.Snapshot) (err error) {
 			_ = snap.Close()
 		}
 	}()
+	// Under mu, so that Close either sees the candidate made here or makes swap refuse.
 	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
+	defer s.mu.Unlock()
+	if s.closed {
 		return errServerClosed
 	}
 	if gw := s.candidate.Load(); gw != nil {
