@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -93,6 +94,19 @@ func TestShadowPolicy(t *testing.T) {
 		}
 		want["same"]++
 		waitShadowCounts(t, gw, want)
+	})
+
+	t.Run("promote makes the candidate the served policy", func(t *testing.T) {
+		writeFileAtomically(t, candidatePath, candidate) // JohnDoe denied again
+		v := gw.status()["version"]
+		out, err := exec.Command(binary, "promote", "-c", gw.PolicyPath, candidatePath).CombinedOutput()
+		if err != nil {
+			t.Fatalf("promote: %v\n%s", err, out)
+		}
+		gw.waitStatus("the promoted policy", func(st map[string]any) bool { return st["version"] != v })
+		if got := do(t, "GET", url, map[string]string{"apikey": "john-key"}); got.Status != 403 {
+			t.Fatalf("john-key after promote: got %d, want 403 (the candidate's answer)", got.Status)
+		}
 	})
 }
 

@@ -128,6 +128,21 @@ to verify a token fails as not supported offline yet.`,
 			},
 		},
 		{
+			name:    "promote",
+			summary: "make a candidate (shadow) policy the served one",
+			usage:   "portcullis promote -c FILE [-max-policy-size 512MiB] CANDIDATE",
+			about: `Validates the policy file CANDIDATE as run would, then replaces the served policy FILE with
+it, atomically (written beside FILE and renamed over it, keeping FILE's permissions): a gateway
+watching FILE reloads it, one running with -watch=false on SIGHUP. A candidate with problems
+prints them and leaves FILE unchanged. FILE must be a file, not a folder.`,
+			flags:    func(fs *flag.FlagSet) { new(promoteOptions).define(fs) },
+			exits:    []string{"0  FILE now holds the candidate", "1  the candidate has problems (FILE is unchanged), or FILE could not be replaced", exitUsage},
+			examples: []string{"portcullis promote -c /etc/portcullis/policy.json /etc/portcullis/candidate.json"},
+			run: func(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+				return cmdPromote(args, stdout, stderr)
+			},
+		},
+		{
 			name:    "demo",
 			summary: "run the petstore demo (gateway and a small upstream)",
 			usage:   "portcullis demo [-c PATH] [-upstream 127.0.0.1:9100]",
