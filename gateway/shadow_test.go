@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/policies"
 )
 
@@ -361,4 +362,65 @@ func BenchmarkRequestPathShadow(b *testing.B) {
 	b.StopTimer()
 	st := sh.Status().Decisions
 	b.ReportMetric(float64(st[shadowDropped])/float64(b.N), "dropped/op")
+}
+
+func TestServerShadow(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer up.Close()
+	served := shadowPolicy(shadowKeys, `["alice", "bob"]`, "{}")
+	candidate := shadowPolicy(shadowKeys, `["alice"]`, "{}")
+	load := func(p *string) Loader {
+		return func() (*policies.Snapshot, error) { return loadPolicy(t, *p, up.URL), nil }
+	}
+	reg := ratelimit.NewRegistry(ratelimit.RegistryOptions{})
+	defer reg.Close()
+	metrics := NewMetrics()
+
+	t.Run("without a shadow, /status has none", func(t *testing.T) {
+		srv, err := NewServer(ServerOptions{Limiters: reg, Load: load(&served)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		if st := srv.Status(); st.Shadow != nil {
+			t.Errorf("Status().Shadow: got %+v, want nil", st.Shadow)
+		}
+		b, _ := json.Marshal(srv.Status())
+		if strings.Contains(string(b), "shadow") {
+			t.Errorf("/status: got %s, want no shadow", b)
+		}
+	})
+
+	sh := NewShadow(ShadowOptions{Metrics: metrics, Load: load(&candidate)})
+	srv, err := NewServer(ServerOptions{Limiters: reg, Metrics: metrics, Load: load(&served), Shadow: sh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := srv.Status().Shadow.Version
+	candidate = shadowPolicy(shadowKeys, `["bob"]`, "{}") // alice is no longer allowed
+	if err := srv.Reload(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if got := srv.Status().Shadow.Version; got == v1 {
+		t.Errorf("the server's reload kept the candidate %q", got)
+	}
+	for _, key := range []string{"alice-key", "bob-key"} {
+		if rec := serve(srv.Gateway(), "GET", "/r", map[string]string{"apikey": key}); rec.Code != 200 {
+			t.Fatalf("%s: got %d, want 200", key, rec.Code)
+		}
+	}
+	// Close waits for the workers: the counts are final afterwards.
+	if err := srv.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	st := srv.Status().Shadow
+	if got, want := st.Decisions, counts(shadowSame, 1, shadowDifferent, 1); !maps.Equal(got, want) {
+		t.Errorf("decisions: got %v, want %v", got, want)
+	}
+	if rec := serve(srv.Gateway(), "GET", "/r", map[string]string{"apikey": "bob-key"}); rec.Code != 200 {
+		t.Errorf("after Close: got %d, want 200 and no shadow", rec.Code)
+	}
+	if got := srv.Status().Shadow.Decisions; !maps.Equal(got, st.Decisions) {
+		t.Errorf("after Close the shadow still counts: got %v, want %v", got, st.Decisions)
+	}
 }
