@@ -88,6 +88,9 @@ type shadowJob struct {
 	req    *http.Request
 	served shadowDecision
 	policy *policies.Snapshot
+	// requestID is the served request's X-Request-Id: the difference's line names the access
+	// log's.
+	requestID string
 }
 
 // shadowDecision is what is compared: never a credential.
@@ -270,7 +273,7 @@ func (s *Shadow) submit(cp *http.Request, snap *policies.Snapshot, x *exchange) 
 	}
 	select {
 	case <-s.stop:
-	case s.queue <- shadowJob{req: cp, served: served, policy: snap}:
+	case s.queue <- shadowJob{req: cp, served: served, policy: snap, requestID: x.requestID}:
 	default:
 		s.count(iDropped)
 	}
@@ -320,7 +323,7 @@ func (s *Shadow) decide(j shadowJob) {
 		s.count(iSame)
 	default:
 		s.count(iDifferent)
-		s.log.Info("shadow_difference", "method", j.req.Method, "path", j.req.URL.Path,
+		s.log.Info("shadow_difference", "request_id", j.requestID, "method", j.req.Method, "path", j.req.URL.Path,
 			"served_route", j.served.Route, "served_consumer", j.served.Consumer, "served_status", j.served.Status, "served_step", string(j.served.Step),
 			"candidate_route", cand.Route, "candidate_consumer", cand.Consumer, "candidate_status", cand.Status, "candidate_step", string(cand.Step),
 			"candidate_version", c.snap.Version)

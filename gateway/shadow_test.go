@@ -154,6 +154,9 @@ func TestShadowDifferenceLogged(t *testing.T) {
 	if strings.Contains(s.log.String(), "bob-key") {
 		t.Errorf("the log shows the key (query string):\n%s", s.log)
 	}
+	if id, _ := line["request_id"].(string); id == "" {
+		t.Errorf("request_id: got %v, want the served request's X-Request-Id", line["request_id"])
+	}
 }
 
 func findLine(log, msg string) string {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -55,6 +56,19 @@ func TestShadowPolicy(t *testing.T) {
 	waitShadowCounts(t, gw, want)
 	if got := strings.Count(gw.stderr.String(), `"msg":"shadow_difference"`); got != 2 {
 		t.Errorf("shadow_difference lines: got %d, want 2\n%s", got, gw.stderr)
+	}
+	// Each names its request in the access log.
+	for _, l := range strings.Split(gw.stderr.String(), "\n") {
+		var d struct {
+			Msg       string `json:"msg"`
+			RequestID string `json:"request_id"`
+		}
+		if json.Unmarshal([]byte(l), &d) != nil || d.Msg != "shadow_difference" {
+			continue
+		}
+		if d.RequestID == "" || !strings.Contains(gw.stdout.String(), `"request_id":"`+d.RequestID+`"`) {
+			t.Errorf("shadow_difference request_id %q is not in the access log", d.RequestID)
+		}
 	}
 	for _, secret := range []string{"john-key", "bot-key"} {
 		if strings.Contains(gw.stderr.String(), secret) {
