@@ -54,6 +54,8 @@ type Gateway struct {
 	proxyLog *log.Logger
 
 	current atomic.Pointer[compiled]
+	// shadow, when set, decides a copy of each served request with a candidate policy.
+	shadow atomic.Pointer[Shadow]
 
 	mu sync.Mutex // serialises Swap and Close
 	// closed is set by Close (guarded by mu): a later Swap is refused rather than start a
@@ -273,9 +275,17 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, x *exchange) {
 		}
 	}
 
+	var sh *Shadow
+	var shadowCopy *http.Request
+	if sh = g.shadow.Load(); sh != nil {
+		shadowCopy = sh.copyRequest(r) // before serve rewrites r
+	}
 	err := g.serve(c, w, r, x)
 	if errors.Is(err, errAbort) {
 		g.record(r, c, x, time.Since(start))
+		if shadowCopy != nil {
+			sh.submit(shadowCopy, c.snap, x)
+		}
 		// The status line is out: only a cut connection tells the client the body is incomplete.
 		panic(http.ErrAbortHandler)
 	}
@@ -283,6 +293,9 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, x *exchange) {
 		g.writeError(w, r, err, x)
 	}
 	g.record(r, c, x, time.Since(start))
+	if shadowCopy != nil {
+		sh.submit(shadowCopy, c.snap, x)
+	}
 }
 
 // writeError is the one place that turns a pipeline error into a response.

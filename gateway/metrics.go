@@ -35,6 +35,7 @@ type Metrics struct {
 	idpCache        *prometheus.CounterVec
 	redisCalls      *prometheus.HistogramVec
 	redisBreaker    prometheus.Gauge
+	shadow          *prometheus.CounterVec
 
 	// statusText avoids formatting the status label on every request; auth* are the decision
 	// counters resolved once.
@@ -120,6 +121,21 @@ func NewMetrics() *Metrics {
 	reg.MustRegister(m.requests, m.forwardAuth, m.duration, m.inFlight, m.lastReload, m.authDecisions, m.rateRejections, m.rateDegradedCnt, m.upstream, m.upstreamConns, m.reloads,
 		m.policyInfoG, m.consumersG, m.idpCalls, m.idpCache, m.redisCalls, m.redisBreaker)
 	return m
+}
+
+// shadowDecisions registers portcullis_shadow_decisions_total, once, with every result at 0.
+func (m *Metrics) shadowDecisions() *prometheus.CounterVec {
+	if m.shadow == nil {
+		m.shadow = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_shadow_decisions_total",
+			Help: "Requests also decided by the shadow (candidate) policy, by result: same or different decision (status, consumer, route, deciding step), not_comparable (the candidate could not decide it without side effects, or a limit decided), dropped (the shadow queue was full).",
+		}, []string{"result"})
+		for _, r := range shadowResults {
+			m.shadow.WithLabelValues(r)
+		}
+		m.Registry.MustRegister(m.shadow)
+	}
+	return m.shadow
 }
 
 // BuildInfo sets portcullis_build_info{version,goversion} to 1 (call once, at start).

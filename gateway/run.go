@@ -32,6 +32,9 @@ type RunConfig struct {
 	MaxPolicySize int64
 	// BuildVersion is the binary's version (start-up log, /status, portcullis_build_info).
 	BuildVersion string
+	// ShadowPath, when set, is a candidate policy decided beside the served one (see Shadow),
+	// reloaded on the same triggers.
+	ShadowPath string
 }
 
 // Run loads the policy, serves it, reloads it on request and on file changes, and drains
@@ -70,7 +73,17 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	})
 	defer limiters.Close()
 
+	var shadow *Shadow
+	if cfg.ShadowPath != "" {
+		// No IdP hooks: the idp metrics are the served policy's.
+		sopts := opts
+		sopts.Hooks = policies.Hooks{}
+		shadow = NewShadow(ShadowOptions{Logger: cfg.Logger, Metrics: metrics, Load: func() (*policies.Snapshot, error) {
+			return policies.Load(cfg.ShadowPath, sopts)
+		}})
+	}
 	srv, err := NewServer(ServerOptions{
+		Shadow:       shadow,
 		Logger:       cfg.Logger,
 		AccessLog:    cfg.AccessLog,
 		Limiters:     limiters,
@@ -90,6 +103,9 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		},
 	})
 	if err != nil {
+		if shadow != nil {
+			_ = shadow.Close()
+		}
 		return err // NewServer closed first
 	}
 	defer srv.Close()
@@ -122,6 +138,17 @@ func Run(ctx context.Context, cfg RunConfig) error {
 			cfg.Logger.Warn("watching the policy failed; reload with SIGHUP", "err", err)
 		} else {
 			defer w.Close()
+		}
+		if cfg.ShadowPath != "" {
+			w, err := policies.NewWatcher(cfg.ShadowPath, cfg.Logger, func() {
+				cfg.Logger.Info("shadow policy changed on disk: reloading")
+				poke()
+			})
+			if err != nil {
+				cfg.Logger.Warn("watching the shadow policy failed; reload with SIGHUP", "err", err)
+			} else {
+				defer w.Close()
+			}
 		}
 	}
 	return srv.Serve(ctx, reload)

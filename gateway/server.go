@@ -45,6 +45,9 @@ type ServerOptions struct {
 	ReloadGrace time.Duration
 	// BuildVersion is the binary's version, shown in the start-up log and /status.
 	BuildVersion string
+	// Shadow, when set, decides a copy of every request with a candidate policy; it is
+	// reloaded with the served policy and closed with the server.
+	Shadow *Shadow
 }
 
 // Server is the gateway with its listeners, admin endpoints and reloads.
@@ -108,6 +111,9 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		return nil, fmt.Errorf("building gateway: %w", err)
 	}
 	logWarnings(opts.Logger, snap)
+	if opts.Shadow != nil {
+		gw.SetShadow(opts.Shadow)
+	}
 	s := &Server{opts: opts, log: opts.Logger, gw: gw, metrics: opts.Metrics, loadedAt: snap.LoadedAt,
 		startTLS: snap.TLS != nil, startListen: snap.Policy.Listen, startAdmin: snap.Policy.AdminListen}
 	if s.startTLS {
@@ -182,10 +188,12 @@ func logWarnings(log *slog.Logger, snap *policies.Snapshot) {
 
 // Reload loads the policy again and swaps it in. A policy that fails to load or compile, or
 // makes either panic, is logged with all its errors and the old one keeps serving. Reloads
-// run one at a time.
+// run one at a time. The shadow policy, when there is one, is reloaded too, the same way: the
+// returned error is the served policy's.
 func (s *Server) Reload() error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	defer s.reloadShadow() // after the served policy's, which a slow candidate must not delay
 	snap, err := safeLoad(s.log, s.opts.Load)
 	if err == nil {
 		err = s.swap(snap)
@@ -211,6 +219,15 @@ func (s *Server) Reload() error {
 	s.log.Info("policy reloaded", "version", snap.Version, "consumers", snap.Consumers.Len(), "routes", len(snap.Policy.Routes))
 	logWarnings(s.log, snap)
 	return nil
+}
+
+// reloadShadow reloads the shadow policy, if any; on error the previous candidate keeps deciding.
+func (s *Server) reloadShadow() {
+	if sh := s.opts.Shadow; sh != nil {
+		if err := sh.Reload(); err != nil && !errors.Is(err, errServerClosed) {
+			s.log.Error("shadow policy reload failed; the previous candidate keeps deciding", "err", err)
+		}
+	}
 }
 
 // Serve listens on the policy's addresses and serves until ctx is done, then drains in-flight
@@ -348,7 +365,12 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	return s.gw.Close()
+	var err error
+	if sh := s.opts.Shadow; sh != nil {
+		s.gw.SetShadow(nil)
+		err = sh.Close()
+	}
+	return errors.Join(err, s.gw.Close())
 }
 
 // Status is the /status document.
@@ -363,6 +385,8 @@ type Status struct {
 	Reloads         int       `json:"reloads"`
 	LastReloadError string    `json:"last_reload_error,omitempty"`
 	LastReloadErrAt time.Time `json:"last_reload_error_at,omitzero"`
+	// Shadow is the candidate policy and how its decisions compared; nil without --shadow.
+	Shadow *ShadowStatus `json:"shadow,omitempty"`
 }
 
 // Status reports the served policy and the last reload's outcome.
@@ -375,6 +399,9 @@ func (s *Server) Status() Status {
 	if s.lastErr != nil {
 		st.LastReloadError = s.lastErr.Error()
 		st.LastReloadErrAt = s.lastErrAt
+	}
+	if sh := s.opts.Shadow; sh != nil {
+		st.Shadow = sh.Status()
 	}
 	return st
 }

@@ -50,16 +50,25 @@ func commands() []*command {
 		{
 			name:    "run",
 			summary: "serve a policy file or folder",
-			usage:   "portcullis run -c PATH [-watch=true] [-log-level info] [-access-log=true] [-max-policy-size 512MiB]",
+			usage:   "portcullis run -c PATH [-shadow PATH] [-watch=true] [-log-level info] [-access-log=true] [-max-policy-size 512MiB]",
 			about: `Serves the policy PATH (a JSON file, or a folder whose *.json files are merged) on the
 listeners it names. The operational log (JSON) goes to stderr, the access log (one JSON line
 per request) to stdout. The policy is reloaded when its files change (unless -watch=false) and
 on SIGHUP; a policy that fails to load leaves the old one serving. SIGTERM or SIGINT stop
-accepting connections and drain the requests in flight (up to 30 s).`,
-			flags:    func(fs *flag.FlagSet) { new(runOptions).define(fs) },
-			choices:  map[string][]string{"log-level": {"debug", "info", "warn", "error"}},
-			exits:    []string{"0  stopped by SIGTERM or SIGINT after draining", "1  the policy did not load, a listener could not be opened, or serving failed", exitUsage},
-			examples: []string{"portcullis run -c /etc/portcullis", "portcullis run -c policy.json -log-level debug -access-log=false"},
+accepting connections and drain the requests in flight (up to 30 s).
+
+-shadow PATH tries a candidate policy on live traffic: after each request is answered, a copy
+(without its body) is decided by the candidate off the response path, consuming no limit, and
+the decisions are compared (status, consumer, route, deciding step). Each difference is logged
+as shadow_difference and counted in portcullis_shadow_decisions_total{result}, and /status
+shows the candidate's version and counts; only the served decision acts. The candidate is
+reloaded with the served policy; one that fails to load is logged and the previous one is kept.
+Promote it by replacing the served policy file with it.`,
+			flags:   func(fs *flag.FlagSet) { new(runOptions).define(fs) },
+			choices: map[string][]string{"log-level": {"debug", "info", "warn", "error"}},
+			exits:   []string{"0  stopped by SIGTERM or SIGINT after draining", "1  the policy did not load, a listener could not be opened, or serving failed", exitUsage},
+			examples: []string{"portcullis run -c /etc/portcullis", "portcullis run -c policy.json -log-level debug -access-log=false",
+				"portcullis run -c policy.json -shadow candidate.json"},
 			run: func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 				return cmdRun(ctx, args, stdout, stderr)
 			},
@@ -116,6 +125,21 @@ to verify a token fails as not supported offline yet.`,
 				"portcullis test -c /etc/portcullis -format junit tests/*.json > policy-tests.xml"},
 			run: func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 				return cmdTest(ctx, args, stdout, stderr)
+			},
+		},
+		{
+			name:    "promote",
+			summary: "make a candidate (shadow) policy the served one",
+			usage:   "portcullis promote -c FILE [-max-policy-size 512MiB] CANDIDATE",
+			about: `Validates the policy file CANDIDATE as run would, then replaces the served policy FILE with
+it, atomically (written beside FILE and renamed over it, keeping FILE's permissions): a gateway
+watching FILE reloads it, one running with -watch=false on SIGHUP. A candidate with problems
+prints them and leaves FILE unchanged. FILE must be a file, not a folder.`,
+			flags:    func(fs *flag.FlagSet) { new(promoteOptions).define(fs) },
+			exits:    []string{"0  FILE now holds the candidate", "1  the candidate has problems (FILE is unchanged), or FILE could not be replaced", exitUsage},
+			examples: []string{"portcullis promote -c /etc/portcullis/policy.json /etc/portcullis/candidate.json"},
+			run: func(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+				return cmdPromote(args, stdout, stderr)
 			},
 		},
 		{

@@ -18,6 +18,7 @@ import (
 // runOptions are the flags of run.
 type runOptions struct {
 	path, logLevel   string
+	shadow           string
 	accessLog, watch bool
 	maxSize          byteSize
 }
@@ -26,6 +27,7 @@ func (o *runOptions) define(fs *flag.FlagSet) {
 	fs.StringVar(&o.path, "c", "", "the policy `PATH`: a JSON file, or a folder of them")
 	fs.StringVar(&o.logLevel, "log-level", "info", "`LEVEL` of the operational log: debug, info, warn, error")
 	fs.BoolVar(&o.accessLog, "access-log", true, "write one JSON line per request to stdout")
+	fs.StringVar(&o.shadow, "shadow", "", "a candidate policy `PATH` decided beside the served one, without side effects; differences are logged and counted")
 	fs.BoolVar(&o.watch, "watch", true, "reload the policy when its file or folder changes (SIGHUP always reloads)")
 	maxPolicySizeVar(fs, &o.maxSize)
 }
@@ -46,7 +48,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if o.accessLog {
 		access = slog.New(slog.NewJSONHandler(stdout, nil))
 	}
-	return serve(ctx, serveConfig{path: o.path, logger: logger, access: access, noWatch: !o.watch, maxPolicySize: int64(o.maxSize)})
+	return serve(ctx, serveConfig{path: o.path, logger: logger, access: access, noWatch: !o.watch, maxPolicySize: int64(o.maxSize), shadow: o.shadow})
 }
 
 type serveConfig struct {
@@ -59,6 +61,8 @@ type serveConfig struct {
 	noWatch bool
 	// maxPolicySize caps each policy file; 0 is the default.
 	maxPolicySize int64
+	// shadow is the candidate policy's path; "" for none.
+	shadow string
 }
 
 // serve runs the gateway on cfg.path; SIGHUP asks it to reload.
@@ -85,7 +89,7 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	return gateway.Run(ctx, gateway.RunConfig{
 		Path: cfg.path, Logger: cfg.logger, AccessLog: cfg.access,
 		Watch: !cfg.noWatch, Reload: reload, OnListen: cfg.onListen, MaxPolicySize: cfg.maxPolicySize,
-		BuildVersion: buildVersion(),
+		BuildVersion: buildVersion(), ShadowPath: cfg.shadow,
 	})
 }
 
