@@ -111,13 +111,14 @@ URL (its host is matched) or a path.`,
 			usage:   "portcullis test -c PATH [-format text|junit] [-max-policy-size 512MiB] FILE...",
 			about: `Decides each case of the test files FILE (JSON, schema cmd/portcullis/testfile.schema.json)
 against the policy PATH as the running gateway would, without proxying: a request, with its
-credentials (apikey, basic, hmac, jwt) written as the sign and token helpers write them, and the
+credentials (apikey, basic, hmac, jwt, oidc) written as the sign and token helpers write them, and the
 expected status (200 when allowed), consumer, route, deciding step and headers. Each case starts
 with fresh limits; "after": N decides N identical requests first. Secrets may be written
 ${env:NAME}. Prints each failing case with what differs and the explain trace of its request,
 then "N passed, M failed"; -format junit writes JUnit XML on stdout instead (the summary then
-goes to stderr). Nothing is sent to the network: a case that needs an oidc or keycloak provider
-to verify a token fails as not supported offline yet.`,
+goes to stderr). Nothing is sent to the network: oidc and keycloak tokens ("oidc": {"idp",
+"claims"}) are signed with the file's "issuer_key", which stands in for the issuers' keys;
+introspection and Keycloak permission decisions fail as not supported offline.`,
 			flags:   func(fs *flag.FlagSet) { new(testOptions).define(fs) },
 			choices: map[string][]string{"format": {"text", "junit"}},
 			exits:   []string{"0  every case passed", "1  a case failed, a test file has problems, or the policy did not load", exitUsage},

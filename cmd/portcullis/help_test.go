@@ -22,7 +22,7 @@ func TestHelpAndUsage(t *testing.T) {
 	}{
 		{name: "main -h", args: []string{"-h"}, wantStdout: []string{"Commands:", "Exit codes:", "Examples:", "hash-password"}},
 		{name: "help explain", args: []string{"help", "explain"}, wantStdout: []string{"Usage:", "-remote-addr HOST:PORT", "(default 127.0.0.1:40000)"}},
-		{name: "help test", args: []string{"help", "test"}, wantStdout: []string{"-format FORMAT", "(default text)", "not supported offline yet", "FILE..."}},
+		{name: "help test", args: []string{"help", "test"}, wantStdout: []string{"-format FORMAT", "(default text)", "issuer_key", "FILE..."}},
 		{name: "main -h lists test", args: []string{"-h"}, wantStdout: []string{"check a policy's decisions against test files"}},
 		{name: "hash-password -h does not read stdin", args: []string{"hash-password", "-h"}, wantStdout: []string{"Exit codes:"}},
 		{name: "token -h", args: []string{"token", "--help"}, wantStdout: []string{"--key-claim CLAIM", "(default key)", "Examples:"}},

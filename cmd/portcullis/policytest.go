@@ -72,10 +72,12 @@ func cmdTest(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usageError("test", stderr, "-format: got %q, want text or junit", o.format)
 	}
 	// Load once up front: a policy that does not load is one error, not one per case.
-	if _, err := loadTestPolicy(ctx, o); err != nil {
+	snap, err := loadTestPolicy(ctx, o, nil)
+	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitError(1)
 	}
+	_ = snap.Close()
 	var results []*fileResult
 	for _, name := range fs.Args() {
 		results = append(results, runTestFile(ctx, o, name))
@@ -131,9 +133,15 @@ func (offlineTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // loadTestPolicy loads the policy for one case (each case gets its own gateway, so that its
 // limits start fresh), offline.
-func loadTestPolicy(ctx context.Context, o testOptions) (*policies.Snapshot, error) {
+// With the file's issuer key (ti), the oidc and keycloak providers find it in their issuers'
+// JWKS, answered in process.
+func loadTestPolicy(ctx context.Context, o testOptions, ti *testIssuer) (*policies.Snapshot, error) {
+	var rt http.RoundTripper = offlineTransport{}
+	if ti != nil {
+		rt = ti
+	}
 	snap, err := policies.Load(o.path, policies.Options{MaxFileSize: int64(o.maxSize), Context: ctx,
-		HTTPClient: &http.Client{Transport: offlineTransport{}}, Logger: slog.New(slog.DiscardHandler)})
+		HTTPClient: &http.Client{Transport: rt}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, fmt.Errorf("loading policy %s:\n%w", o.path, err)
 	}
@@ -148,9 +156,14 @@ func runTestFile(ctx context.Context, o testOptions, name string) *fileResult {
 		fr.err = err
 		return fr
 	}
+	ti, err := newTestIssuer(tf.IssuerKey)
+	if err != nil {
+		fr.err = fmt.Errorf("%s: %w", name, err)
+		return fr
+	}
 	for i := range tf.Tests {
 		start := time.Now()
-		cr, err := runCase(ctx, o, &tf.Tests[i])
+		cr, err := runCase(ctx, o, &tf.Tests[i], ti)
 		if err != nil {
 			cr = &caseResult{tc: &tf.Tests[i], problems: []string{err.Error()}}
 		}
@@ -164,8 +177,8 @@ func runTestFile(ctx context.Context, o testOptions, name string) *fileResult {
 // identical requests, exactly as serving decides it (Consume: the limits are spent), and
 // compares the decision with the expectation. Its trace is the one the deciding call recorded
 // (Mode.Trace: what explain prints), so that it shows the limits as they were spent.
-func runCase(ctx context.Context, o testOptions, tc *testCase) (*caseResult, error) {
-	snap, err := loadTestPolicy(ctx, o)
+func runCase(ctx context.Context, o testOptions, tc *testCase, ti *testIssuer) (*caseResult, error) {
+	snap, err := loadTestPolicy(ctx, o, ti)
 	if err != nil {
 		return nil, err
 	}
@@ -182,13 +195,13 @@ func runCase(ctx context.Context, o testOptions, tc *testCase) (*caseResult, err
 	defer gw.Close()
 
 	for range tc.After {
-		r, err := caseRequest(ctx, snap, &tc.Request)
+		r, err := caseRequest(ctx, snap, &tc.Request, ti)
 		if err != nil {
 			return nil, err
 		}
 		gw.Decide(r, gateway.Mode{Consume: true})
 	}
-	r, err := caseRequest(ctx, snap, &tc.Request)
+	r, err := caseRequest(ctx, snap, &tc.Request, ti)
 	if err != nil {
 		return nil, err
 	}
@@ -275,7 +288,7 @@ func traceLines(method, uri string, after int, version string, e *gateway.Explan
 
 // caseRequest builds the request of a case, with its credentials written as the sign and token
 // helpers write them.
-func caseRequest(ctx context.Context, snap *policies.Snapshot, tr *testRequest) (*http.Request, error) {
+func caseRequest(ctx context.Context, snap *policies.Snapshot, tr *testRequest, ti *testIssuer) (*http.Request, error) {
 	method := tr.Method
 	if method == "" {
 		method = http.MethodGet
@@ -299,6 +312,13 @@ func caseRequest(ctx context.Context, snap *policies.Snapshot, tr *testRequest) 
 	}
 	if b := tr.Basic; b != nil {
 		r.SetBasicAuth(b.User, b.Password)
+	}
+	if t := tr.OIDC; t != nil {
+		name, value, err := ti.token(snap, t.IdP, t.Claims)
+		if err != nil {
+			return nil, err
+		}
+		r.Header.Set(name, value)
 	}
 	if j := tr.JWT; j != nil {
 		tok, err := signTestJWT(j.Claims, j.Secret, j.PrivateKey, j.Algorithm)

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -359,4 +360,68 @@ func TestTestSchemaIsPublishable(t *testing.T) {
 	if err := json.Unmarshal(example, &ex); err != nil || ex["$schema"] != testSchemaURL {
 		t.Errorf("the example's $schema: got %v (%v), want %s", ex["$schema"], err, testSchemaURL)
 	}
+}
+
+// TestPolicyTestOIDCOffline: oidc and keycloak cases run offline with tokens signed by the
+// file's issuer_key, which the providers find in their issuers' JWKS, served in process.
+func TestPolicyTestOIDCOffline(t *testing.T) {
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(rk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// RS256: the providers' default, and an algorithm is pinned per provider.
+	private := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	dir := t.TempDir()
+	policy := writeFile(t, dir, "policy.json", `{
+  "idps": [ { "name": "corp", "type": "keycloak", "url": "https://sso.example.com", "realm": "corp", "client_id": "gateway" },
+            { "name": "partner", "type": "oidc", "issuer": "https://id.partner.example", "audience": "portcullis", "header": "X-Partner-Token" } ],
+  "consumers": [
+    { "username": "FetchBot", "idps": [ { "idp": "corp", "subject": "fetch-bot" } ] },
+    { "username": "People", "idps": [ { "idp": "corp", "realm_roles": ["api-user"] } ] },
+    { "username": "Partner", "idps": [ { "idp": "partner", "subject": "svc-1" } ] }
+  ],
+  "routes": [ { "name": "api", "paths": ["/api/{rest:.*}"], "upstream": { "targets": [ { "url": "http://127.0.0.1:1" } ] } } ]
+}`)
+	key, _ := json.Marshal(private)
+	tests := []struct {
+		name string
+		c    string
+		pass bool
+	}{
+		{name: "a person by claims", pass: true,
+			c: `{"request": {"url": "/api/x", "oidc": {"idp": "corp", "claims": {"sub": "alice", "realm_access": {"roles": ["api-user"]}}}},
+			     "expect": {"status": 200, "consumer": "People", "headers": {"X-Consumer-Subject": "alice"}}}`},
+		{name: "an exact subject", pass: true,
+			c: `{"request": {"url": "/api/x", "oidc": {"idp": "corp", "claims": {"sub": "fetch-bot", "realm_access": {"roles": ["api-user"]}}}},
+			     "expect": {"status": 200, "consumer": "FetchBot"}}`},
+		{name: "no role", pass: true,
+			c: `{"request": {"url": "/api/x", "oidc": {"idp": "corp", "claims": {"sub": "eve"}}}, "expect": {"status": 403}}`},
+		{name: "expired", pass: true,
+			c: `{"request": {"url": "/api/x", "oidc": {"idp": "corp", "claims": {"sub": "alice", "exp": 1000}}}, "expect": {"status": 401}}`},
+		{name: "a generic oidc provider in its own header", pass: true,
+			c: `{"request": {"url": "/api/x", "oidc": {"idp": "partner", "claims": {"sub": "svc-1"}}}, "expect": {"status": 200, "consumer": "Partner"}}`},
+		{name: "a wrong expectation fails", pass: false,
+			c: `{"request": {"url": "/api/x", "oidc": {"idp": "corp", "claims": {"sub": "alice", "realm_access": {"roles": ["api-user"]}}}}, "expect": {"status": 403}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			file := writeFile(t, t.TempDir(), "cases.json", `{"issuer_key": {"private_key": `+string(key)+`}, "tests": [`+
+				strings.Replace(tt.c, `{"request"`, `{"name": "case", "request"`, 1)+`]}`)
+			code, out, stderr := runCmd(t, "test", "-c", policy, file)
+			if got := code == 0; got != tt.pass {
+				t.Errorf("exit %d, want pass %v:\n%s%s", code, tt.pass, out, stderr)
+			}
+		})
+	}
+	t.Run("without issuer_key an oidc credential is an error", func(t *testing.T) {
+		file := writeFile(t, t.TempDir(), "cases.json", `{"tests": [{"name": "c", "request": {"url": "/api/x", "oidc": {"idp": "corp", "claims": {"sub": "a"}}}, "expect": {"status": 200}}]}`)
+		code, out, _ := runCmd(t, "test", "-c", policy, file)
+		if code != 1 || !strings.Contains(out, "needs the file's issuer_key") {
+			t.Errorf("exit %d:\n%s\nwant 1 naming issuer_key", code, out)
+		}
+	})
 }

@@ -45,8 +45,15 @@ var testSchema = sync.OnceValues(func() (*jsonschema.Schema, error) {
 
 // testFile is a decoded test file.
 type testFile struct {
-	Schema string     `json:"$schema"`
-	Tests  []testCase `json:"tests"`
+	Schema    string         `json:"$schema"`
+	IssuerKey *testIssuerKey `json:"issuer_key"`
+	Tests     []testCase     `json:"tests"`
+}
+
+// testIssuerKey stands in for the issuers' signing keys (testissuer.go).
+type testIssuerKey struct {
+	PrivateKey string `json:"private_key"`
+	Algorithm  string `json:"algorithm"`
 }
 
 // testCase is one request and the decision expected of it.
@@ -76,6 +83,10 @@ type testRequest struct {
 		Algorithm string   `json:"algorithm"`
 		Headers   []string `json:"headers"`
 	} `json:"hmac"`
+	OIDC *struct {
+		IdP    string         `json:"idp"`
+		Claims map[string]any `json:"claims"`
+	} `json:"oidc"`
 	JWT *struct {
 		Claims     map[string]any `json:"claims"`
 		Secret     string         `json:"secret"`
