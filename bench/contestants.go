@@ -333,6 +333,9 @@ type pcSpec struct {
 	// login makes the route sign people in with the provider (its session); the harness signs
 	// in once before measuring and every request carries the session cookie (session.go).
 	login bool
+	// shadow runs Portcullis with a shadow policy (-shadow): a copy of its own policy, so that
+	// every request is decided twice (issue 18's cost of a shadow).
+	shadow bool
 }
 
 // portcullisSpecs are the Portcullis contestants: each the same consumer limit, a different
@@ -376,6 +379,7 @@ func (l *lab) portcullisSpecs() ([]pcSpec, error) {
 
 	return []pcSpec{
 		{name: "pc-key", title: "Portcullis key-auth + limit-count", idp: keyIdP, binding: keyBinding, header: keyHeader, limit: local},
+		{name: "pc-key-shadow", title: "Portcullis key-auth + limit-count, with a shadow policy", idp: keyIdP, binding: keyBinding, header: keyHeader, limit: local, shadow: true},
 		{name: "pc-jwt-hs256", title: "Portcullis jwt-auth HS256 + limit-count", idp: jwtIdP,
 			binding: map[string]any{"idp": "jwt", "key": "bench-hs", "secret": hsSecret, "algorithm": "HS256"}, header: bearer(hsToken), limit: local},
 		{name: "pc-jwt-rs256", title: "Portcullis jwt-auth RS256 + limit-count", idp: jwtIdP,
@@ -489,8 +493,17 @@ func (l *lab) startPortcullis(ctx context.Context, s pcSpec, name, listen string
 	if out, err := exec.CommandContext(ctx, l.cfg.portcullis, "validate", "-c", path).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("policy does not validate: %s", strings.TrimSpace(string(out)))
 	}
+	args := []string{"run", "-c", path, "-access-log=false", "-watch=false"}
+	if s.shadow {
+		// The candidate is the same policy: every request is decided by both, all "same".
+		shadowPath := filepath.Join(l.dir, name+"-shadow.json")
+		if err := os.WriteFile(shadowPath, policy, 0o600); err != nil {
+			return nil, fmt.Errorf("writing the shadow policy: %w", err)
+		}
+		args = append(args, "-shadow", shadowPath)
+	}
 	p, err := l.procs.start(name, l.cfg.contestantCPU, append([]string{"GOMAXPROCS=1"}, l.cfg.pcEnv...),
-		l.cfg.portcullis, "run", "-c", path, "-access-log=false", "-watch=false")
+		l.cfg.portcullis, args...)
 	if err != nil {
 		return nil, err
 	}
