@@ -181,6 +181,7 @@ func warnings(path string, p *Policy) []*Error {
 				Msg: fmt.Sprintf(`idp %q accepts signatures that do not cover @request-target, the date or digest ("compat": "apisix-loose") and has no nonce_header: a captured request can be replayed`, d.Name)})
 		}
 	}
+	out = append(out, shadowedRoutes(path, p.Routes)...)
 	for i, r := range p.Routes {
 		if r.StripPrefix == "" || len(r.Paths) == 0 {
 			continue
@@ -200,6 +201,34 @@ func warnings(path string, p *Policy) []*Error {
 		}
 	}
 	return append(out, forwardAuthWarnings(path, p)...)
+}
+
+// shadowedRoutes warns about a path template that an earlier route already has for all the
+// later one's hosts and methods: routes are tried in policy order, so the later one never gets
+// it.
+func shadowedRoutes(path string, routes []Route) []*Error {
+	// covered: every value of later is one of earlier's; an empty list is every value.
+	covered := func(earlier, later []string) bool {
+		if len(earlier) == 0 {
+			return true
+		}
+		return len(later) > 0 && !slices.ContainsFunc(later, func(v string) bool {
+			return !slices.ContainsFunc(earlier, func(e string) bool { return strings.EqualFold(e, v) })
+		})
+	}
+	var out []*Error
+	for j, later := range routes {
+		for _, tpl := range later.Paths {
+			for _, earlier := range routes[:j] {
+				if slices.Contains(earlier.Paths, tpl) && covered(earlier.Hosts, later.Hosts) && covered(earlier.Methods, later.Methods) {
+					out = append(out, &Error{File: path, Path: fmt.Sprintf("$.routes[%d].paths", j),
+						Msg: fmt.Sprintf("route %q's path %q is route %q's too, for the same hosts and methods: routes are tried in policy order, so %q never gets it", later.Name, tpl, earlier.Name, later.Name)})
+					break
+				}
+			}
+		}
+	}
+	return out
 }
 
 // forwardAuthWarnings: on a route only forward auth decides, the proxy in front forwards the

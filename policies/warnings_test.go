@@ -30,6 +30,14 @@ func TestWarnings(t *testing.T) {
   "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}}, {"name": "ok", "paths": ["/v1/x", "/{p}/y"], "strip_prefix": "/v1",
   "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}}]}`,
 			want: []string{`p.json: route "r" strips "/v1", which none of its paths starts with: nothing is stripped`}},
+		{name: "a path an earlier route takes", policy: `{"routes": [
+  {"name": "all", "paths": ["/pets/{id}"], "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}},
+  {"name": "never", "paths": ["/pets/{id}"], "methods": ["GET"], "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}},
+  {"name": "other-host", "hosts": ["a.example"], "paths": ["/x"], "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}},
+  {"name": "any-host", "paths": ["/x"], "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}},
+  {"name": "get", "paths": ["/y"], "methods": ["GET"], "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}},
+  {"name": "post", "paths": ["/y"], "methods": ["POST"], "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}}]}`,
+			want: []string{`p.json: route "never"'s path "/pets/{id}" is route "all"'s too, for the same hosts and methods: routes are tried in policy order, so "never" never gets it`}},
 		{name: "a route", policy: `{"routes": [{"name": "r", "paths": ["/"], "upstream": {"targets": [{"url": "http://127.0.0.1:1"}]}}]}`},
 	}
 	for _, tt := range tests {
