@@ -75,7 +75,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 		}
 		if len(rt.balancer.targets) > 1 {
 			t.markDown(time.Now())
-			g.log.Warn("upstream target unreachable, passed over for a while", "route", rt.name, "target", t.url.Host,
+			g.log.Warn("upstream target unreachable, passed over for a while", "request_id", x.requestID, "route", rt.name, "target", t.url.Host,
 				"for", targetFailTimeout, "err", err)
 		}
 		if tries <= 1 || !bodyKept {

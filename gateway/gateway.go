@@ -393,7 +393,7 @@ func (g *Gateway) limit(r *http.Request, c *compiled, x *exchange, m Mode) error
 			if err != nil {
 				if l.allowDegradation {
 					g.metrics.rateDegraded(l)
-					g.log.Warn("rate limit bypassed: store unavailable", "limit", l.owner, "kind", l.kind, "err", err)
+					g.log.Warn("rate limit bypassed: store unavailable", "request_id", x.requestID, "limit", l.owner, "kind", l.kind, "err", err)
 					if e != nil {
 						e.limitBypassed(l, err)
 					}
