@@ -383,10 +383,13 @@ func (o *OIDC) Logout(w http.ResponseWriter, r *http.Request, origin string) (er
 	}
 	resp.WriteTo(w.Header())
 	after := o.sess.cfg.PostLogoutRedirectURI
-	if after == "" {
-		after = origin + "/"
-	}
+	// Without a configured one, the browser comes back to this origin's "/". Sent to the IdP
+	// it is checked against the client's registered URIs; sent to the browser directly it
+	// stays a relative path, so that a forged Host can never make it another site.
 	target := after
+	if after == "" {
+		after, target = origin+"/", "/"
+	}
 	if ss != nil {
 		// The cookie is cleared in this browser; a copy of it must not outlive the logout.
 		if err := o.sess.revoke(r.Context(), ss.SID, ss.Subject, now); err != nil {

@@ -619,3 +619,18 @@ func TestSessionInAChain(t *testing.T) {
 		wantDenial(t, err, http.StatusUnauthorized, "")
 	}
 }
+
+// TestLogoutWithoutSessionStaysOnOrigin: with no session to end at the IdP and no configured
+// post-logout URI, the browser is sent to "/" of this origin, whatever Host it sent.
+func TestLogoutWithoutSessionStaysOnOrigin(t *testing.T) {
+	f := newSignInFixture(t, nil)
+	r := httptest.NewRequest("GET", "/.portcullis/corp/logout", nil)
+	r.Host = "evil.example"
+	rec := httptest.NewRecorder()
+	if err := f.p.Logout(rec, r, "http://evil.example"); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.Header().Get("Location"); got != "/" {
+		t.Errorf("Location: got %q, want \"/\"", got)
+	}
+}
