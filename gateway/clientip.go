@@ -61,6 +61,12 @@ func (c clientAddrs) ipFrom(r *http.Request, peer string) string {
 	return client
 }
 
+// peerTrusted reports whether r's TCP peer (never X-Forwarded-For) is one of the trusted.
+func (c clientAddrs) peerTrusted(r *http.Request) bool {
+	a, err := netip.ParseAddr(peerIP(r))
+	return err == nil && c.isTrusted(a)
+}
+
 func (c clientAddrs) isTrusted(a netip.Addr) bool {
 	a = a.Unmap()
 	for _, p := range c.trusted {

@@ -103,17 +103,7 @@ func errDescription(reason string) error {
 // trusts reports whether the TCP peer of r may ask. X-Forwarded-For is never read here: the
 // peer is the proxy itself.
 func (f *forwardAuth) trusts(r *http.Request) bool {
-	a, err := netip.ParseAddr(peerIP(r))
-	if err != nil {
-		return false
-	}
-	a = a.Unmap()
-	for _, p := range f.allow {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
+	return clientAddrs{trusted: f.allow}.peerTrusted(r)
 }
 
 // maxDescribedURI bounds the described request target, as a server bounds its request line.

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
-	"net/netip"
 )
 
 // Request ids: each request carries one, upstream, back to the client and in the access log.
@@ -18,10 +17,8 @@ const maxRequestID = 128
 
 // requestID returns r's id: the trusted proxy's, or a new random one.
 func (c *compiled) requestID(r *http.Request) string {
-	if vs := r.Header[requestIDHeader]; len(vs) == 1 && validRequestID(vs[0]) && len(c.clients.trusted) > 0 {
-		if a, err := netip.ParseAddr(peerIP(r)); err == nil && c.clients.isTrusted(a) {
-			return vs[0]
-		}
+	if vs := r.Header[requestIDHeader]; len(vs) == 1 && validRequestID(vs[0]) && len(c.clients.trusted) > 0 && c.clients.peerTrusted(r) {
+		return vs[0]
 	}
 	var b [16]byte
 	_, _ = rand.Read(b[:])

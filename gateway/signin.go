@@ -3,7 +3,6 @@ package gateway
 import (
 	"errors"
 	"net/http"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -69,7 +68,7 @@ func (c *compiled) origin(r *http.Request) string {
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	if a, err := netip.ParseAddr(peerIP(r)); err == nil && c.clients.isTrusted(a) {
+	if c.clients.peerTrusted(r) {
 		if p := firstForwarded(r.Header, "X-Forwarded-Proto"); p == "http" || p == "https" {
 			scheme = p
 		}

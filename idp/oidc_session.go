@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -276,7 +277,7 @@ func newSessions(name string, cfg SessionConfig) (*sessions, error) {
 	}
 	if len(cfg.Scopes) == 0 {
 		cfg.Scopes = []string{"openid", "profile", "email"}
-	} else if !containsString(cfg.Scopes, "openid") {
+	} else if !slices.Contains(cfg.Scopes, "openid") {
 		cfg.Scopes = append([]string{"openid"}, cfg.Scopes...)
 	}
 	if cfg.RefreshLeeway == 0 {
@@ -294,15 +295,6 @@ func newSessions(name string, cfg SessionConfig) (*sessions, error) {
 		refreshed:  newExpiringMap[[sha256.Size]byte, *session](10_000),
 		opened:     newExpiringMap[string, *session](10_000),
 	}, nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // cookie is a cookie of this provider's with the configured attributes.
@@ -336,21 +328,34 @@ func (s *sessions) read(r *http.Request, now time.Time) *session {
 	}
 	ss, ok := s.opened.get(v, now)
 	if !ok {
-		pt, ok := s.sealer.open("session", v)
-		if !ok {
-			return nil
-		}
-		ss = new(session)
-		if err := json.Unmarshal(pt, ss); err != nil || ss.Access == "" {
+		if ss = s.open(v); ss == nil {
 			return nil
 		}
 		s.opened.put(v, ss, now.Add(openedTTL), now)
 	}
-	if now.Sub(time.Unix(ss.Created, 0)) >= s.cfg.MaxAge || s.revoked(ss, now) {
+	if !s.live(ss, now) {
 		return nil
 	}
 	// Shared with the other requests of the session: callers copy before they change it.
 	return ss
+}
+
+// open unseals a session; nil when v is none (tampered, foreign, not a session).
+func (s *sessions) open(v string) *session {
+	pt, ok := s.sealer.open("session", v)
+	if !ok {
+		return nil
+	}
+	ss := new(session)
+	if err := json.Unmarshal(pt, ss); err != nil || ss.Access == "" {
+		return nil
+	}
+	return ss
+}
+
+// live reports a session within max_age and not logged out.
+func (s *sessions) live(ss *session, now time.Time) bool {
+	return now.Sub(time.Unix(ss.Created, 0)) < s.cfg.MaxAge && !s.revoked(ss, now)
 }
 
 // load returns the session of r from the cookie or, with a Store, from the store by the
@@ -374,19 +379,12 @@ func (s *sessions) load(ctx context.Context, r *http.Request, now time.Time) (*s
 	if !ok {
 		return nil, nil
 	}
-	pt, ok := s.sealer.open("session", v)
-	if !ok {
-		return nil, nil
-	}
-	var ss session
-	if json.Unmarshal(pt, &ss) != nil || ss.Access == "" {
-		return nil, nil
-	}
-	if now.Sub(time.Unix(ss.Created, 0)) >= s.cfg.MaxAge || s.revoked(&ss, now) {
+	ss := s.open(v)
+	if ss == nil || !s.live(ss, now) {
 		return nil, nil
 	}
 	ss.ref = string(ref)
-	return &ss, nil
+	return ss, nil
 }
 
 // sessionKey names a session in the store: a hash of its id, so that the store's keys are

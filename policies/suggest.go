@@ -2,6 +2,8 @@ package policies
 
 import (
 	"encoding/json"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -120,10 +122,4 @@ func schemaProperties(loc string) []string {
 }
 
 // namesOf lists an index's names.
-func namesOf(index map[string]int) []string {
-	out := make([]string, 0, len(index))
-	for n := range index {
-		out = append(out, n)
-	}
-	return out
-}
+func namesOf(index map[string]int) []string { return slices.Collect(maps.Keys(index)) }
