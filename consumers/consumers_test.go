@@ -5,9 +5,10 @@ import (
 	"testing"
 
 	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/idp/local"
 )
 
-func bound(t *testing.T, p *idp.KeyAuth, key string) idp.Bound {
+func bound(t *testing.T, p *local.KeyAuth, key string) idp.Bound {
 	t.Helper()
 	b, err := p.Compile(idp.BindingSpec{Key: key})
 	if err != nil {
@@ -17,8 +18,8 @@ func bound(t *testing.T, p *idp.KeyAuth, key string) idp.Bound {
 }
 
 func TestSet(t *testing.T) {
-	keys := idp.NewKeyAuth(idp.KeyAuthConfig{Name: "keys"})
-	alt := idp.NewKeyAuth(idp.KeyAuthConfig{Name: "alt", Header: "x-alt-key"})
+	keys := local.NewKeyAuth(local.KeyAuthConfig{Name: "keys"})
+	alt := local.NewKeyAuth(local.KeyAuthConfig{Name: "alt", Header: "x-alt-key"})
 
 	b := NewBuilder(2)
 	if err := b.AddGroup(&Group{Name: "bots"}); err != nil {

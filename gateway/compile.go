@@ -15,6 +15,7 @@ import (
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/idp/oidc"
 	"github.com/portcullis/portcullis/policies"
 )
 
@@ -60,7 +61,7 @@ type route struct {
 	// that can admit a consumer on this route; nil keeps the chain's answer.
 	noCredential *idp.Denial
 	// login signs in the route's browsers (policies.Route.Login); nil without.
-	login idp.SignIn
+	login oidc.SignIn
 
 	limits   []*limit
 	balancer *balancer
@@ -208,7 +209,7 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 		upstreamLatency: g.metrics.upstreamObserver(pr.Name),
 	}
 	if pr.Login != "" {
-		s, ok := c.snap.ProviderByName[pr.Login].(idp.SignIn)
+		s, ok := c.snap.ProviderByName[pr.Login].(oidc.SignIn)
 		if !ok {
 			return nil, fmt.Errorf("login idp %q does not sign browsers in", pr.Login)
 		}

@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/idp/local"
 )
 
 // forwardAuthPolicy: the proxy in front is 192.0.2.1 (httptest's client address); "pets" is
@@ -207,9 +207,9 @@ func TestForwardAuthEnvoyBody(t *testing.T) {
 	body := `{"name":"rex"}`
 	sign := func(r *http.Request, target string) {
 		r.Header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-		in := idp.SignInput{KeyID: "signer", Secret: "s3cret", Body: []byte(body)}
+		in := local.SignInput{KeyID: "signer", Secret: "s3cret", Body: []byte(body)}
 		in.Method, in.Target, in.Header = "POST", target, r.Header
-		out, err := idp.SignHMAC(in)
+		out, err := local.SignHMAC(in)
 		if err != nil {
 			t.Fatal(err)
 		}

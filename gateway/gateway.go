@@ -21,6 +21,7 @@ import (
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/idp/oidc"
 	"github.com/portcullis/portcullis/policies"
 )
 
@@ -219,7 +220,7 @@ type exchange struct {
 	// signIn is the sign-in endpoint the request asks (0: none); resp collects what providers
 	// set on the response (a re-issued session cookie) when the policy has sessions.
 	signIn signInKind
-	resp   *idp.Response
+	resp   *oidc.Response
 	// requestID is the request's X-Request-Id (requestid.go).
 	requestID string
 	// upstream is the target's host:port, upstreamStatus its answer's status and upstreamTime
@@ -265,7 +266,7 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, x *exchange) {
 			return
 		}
 		var ctx context.Context
-		ctx, x.resp = idp.WithResponse(r.Context())
+		ctx, x.resp = oidc.WithResponse(r.Context())
 		r = r.WithContext(ctx)
 	}
 	if c.fwd != nil {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/idp/oidc"
 )
 
 // RedisSessions keeps what the browser sessions of all replicas share in Redis: the logouts (a
@@ -24,8 +24,8 @@ type RedisSessions struct {
 type redisClientBox struct{ c redis.UniversalClient }
 
 var (
-	_ idp.RevocationStore = (*RedisSessions)(nil)
-	_ idp.SessionStore    = (*RedisSessions)(nil)
+	_ oidc.RevocationStore = (*RedisSessions)(nil)
+	_ oidc.SessionStore    = (*RedisSessions)(nil)
 )
 
 // The key prefixes keep sessions and logouts apart from the rate-limit counters.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/idp/oidc"
 )
 
 // Browser sign-in: the providers with a session (idp.SignIn) own their callback, logout and
@@ -35,7 +36,7 @@ func (k signInKind) String() string {
 }
 
 type signInEndpoint struct {
-	p    idp.SignIn
+	p    oidc.SignIn
 	kind signInKind
 }
 
@@ -43,7 +44,7 @@ type signInEndpoint struct {
 func compileSignIn(providers []idp.Provider) map[string]signInEndpoint {
 	var out map[string]signInEndpoint
 	for _, p := range providers {
-		s, ok := p.(idp.SignIn)
+		s, ok := p.(oidc.SignIn)
 		if !ok {
 			continue
 		}

@@ -1,6 +1,8 @@
 package idp
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"strings"
 )
@@ -16,4 +18,13 @@ func IsIdentityHeader(name string) bool {
 		return true
 	}
 	return strings.HasPrefix(k, "X-Consumer-")
+}
+
+// EncodeUserinfo is the X-Userinfo value of claims: base64 of their JSON, "" if they don't encode.
+func EncodeUserinfo(claims map[string]any) string {
+	b, err := json.Marshal(claims)
+	if err != nil {
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString(b)
 }

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/idp/local"
 )
 
 // bodyUpstream is an upstream that records the bodies it receives.
@@ -83,7 +83,7 @@ func TestHMACReplay(t *testing.T) {
 		t.Fatalf("sign --body: got %q, want Digest signed", signedDigest["Authorization"])
 	}
 	withDigest := func(h map[string]string, body string) map[string]string {
-		return merge(h, map[string]string{"Digest": idp.BodyDigest([]byte(body))})
+		return merge(h, map[string]string{"Digest": local.BodyDigest([]byte(body))})
 	}
 
 	t.Run("strict", func(t *testing.T) {

@@ -16,12 +16,13 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sync/singleflight"
 
 	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/idp/oidc"
+	"github.com/portcullis/portcullis/internal/expiring"
 )
 
 // Config configures a Keycloak provider. The embedded OIDCConfig holds everything the OIDC
@@ -31,7 +32,7 @@ import (
 // Realm here is the Keycloak realm; it shadows OIDCConfig.Realm, the WWW-Authenticate realm,
 // which defaults to the provider name.
 type Config struct {
-	idp.OIDCConfig
+	oidc.Config
 	// URL is Keycloak's base URL ("https://sso.example.com", or ".../auth" for old setups).
 	URL string
 	// Realm is the Keycloak realm: the issuer is URL + "/realms/" + Realm.
@@ -50,11 +51,11 @@ const umaGrantType = "urn:ietf:params:oauth:grant-type:uma-ticket"
 // overrides only Type, Compile and Verify. Like the OIDC provider it does no network I/O when
 // built and starts no goroutines.
 type Provider struct {
-	*idp.OIDC
+	*oidc.Provider
 	realm       string
 	clientID    string
 	decisionTTL time.Duration
-	decisions   *decisionCache
+	decisions   *expiring.Map[decisionKey, bool]
 	sf          singleflight.Group
 }
 
@@ -90,14 +91,14 @@ func New(cfg Config, logger *slog.Logger) (*Provider, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("configuring keycloak provider %q: %w", cfg.Name, err)
 	}
-	oc := cfg.OIDCConfig
+	oc := cfg.Config
 	oc.Issuer = issuer
 	// Keycloak's tokens name the gateway's client in aud (audience mapper) or azp; without an
 	// explicit audience, the gateway's own client is the audience.
 	if oc.Audience == "" {
 		oc.Audience = oc.ClientID
 	}
-	o, err := idp.NewOIDC(oc, logger)
+	o, err := oidc.New(oc, logger)
 	if err != nil {
 		return nil, fmt.Errorf("configuring keycloak provider %q: %w", cfg.Name, err)
 	}
@@ -109,11 +110,11 @@ func New(cfg Config, logger *slog.Logger) (*Provider, error) {
 		size = 10000
 	}
 	return &Provider{
-		OIDC:        o,
+		Provider:    o,
 		realm:       cfg.Realm,
 		clientID:    oc.ClientID,
 		decisionTTL: cfg.DecisionTTL,
-		decisions:   newDecisionCache(size),
+		decisions:   expiring.New[decisionKey, bool](size),
 	}, nil
 }
 
@@ -132,7 +133,7 @@ type permission struct {
 
 // binding is a consumer's binding to a Keycloak provider.
 type binding struct {
-	*idp.OIDCBinding
+	*oidc.Binding
 	realmRoles  []string
 	clientRoles map[string][]string
 	groups      []string
@@ -143,11 +144,11 @@ type binding struct {
 // roles, groups and permissions.
 func (p *Provider) Compile(spec idp.BindingSpec) (idp.Binding, error) {
 	var errs []error
-	ob, err := idp.CompileOIDCBinding(p.Name(), spec)
+	ob, err := oidc.CompileBinding(p.Name(), spec)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	b := &binding{OIDCBinding: ob, realmRoles: slices.Clone(spec.RealmRoles), groups: slices.Clone(spec.Groups),
+	b := &binding{Binding: ob, realmRoles: slices.Clone(spec.RealmRoles), groups: slices.Clone(spec.Groups),
 		clientRoles: make(map[string][]string, len(spec.ClientRoles))}
 	for _, r := range spec.RealmRoles {
 		if r == "" {
@@ -191,7 +192,7 @@ func (p *Provider) Verify(ctx context.Context, r *http.Request, cred *idp.Creden
 	if !ok {
 		return fmt.Errorf("verifying %s: binding of type %T is not a keycloak binding", p.Name(), b)
 	}
-	if err := p.VerifyConditions(cred, kb.OIDCBinding); err != nil {
+	if err := p.VerifyConditions(cred, kb.Binding); err != nil {
 		return err
 	}
 	claims := cred.Claims
@@ -220,7 +221,7 @@ func (p *Provider) Verify(ctx context.Context, r *http.Request, cred *idp.Creden
 		}
 	}
 	if len(kb.permissions) > 0 {
-		tok, ok := idp.TokenOf(cred)
+		tok, ok := oidc.TokenOf(cred)
 		if !ok {
 			return fmt.Errorf("verifying %s: credential carries no token state", p.Name())
 		}
@@ -275,10 +276,10 @@ func hasGroup(have []string, want string) bool {
 
 // decide asks Keycloak's Authorization Services whether the token's owner has perm, with the
 // caller's token as the bearer, caching the decision until the token expires.
-func (p *Provider) decide(ctx context.Context, tok *idp.OIDCToken, perm permission) (bool, error) {
+func (p *Provider) decide(ctx context.Context, tok *oidc.Token, perm permission) (bool, error) {
 	key := decisionKey{token: tok.Hash, permission: perm.raw}
 	now := p.Now()
-	if granted, ok := p.decisions.get(key, now); ok {
+	if granted, ok := p.decisions.Get(key, now); ok {
 		p.ObserveCache("uma", true)
 		return granted, nil
 	}
@@ -294,7 +295,7 @@ func (p *Provider) decide(ctx context.Context, tok *idp.OIDCToken, perm permissi
 			until = tok.Expiry
 		}
 		if until.After(now) {
-			p.decisions.put(key, granted, until, now)
+			p.decisions.Put(key, granted, until, now)
 		}
 		return granted, nil
 	})
@@ -371,55 +372,4 @@ func (p *Provider) askUMA(ctx context.Context, token string, perm permission) (g
 type decisionKey struct {
 	token      [sha256.Size]byte
 	permission string
-}
-
-// decisionCache is a bounded map of decisions that expire. It starts no goroutine.
-type decisionCache struct {
-	mu      sync.Mutex
-	max     int
-	entries map[decisionKey]decision
-}
-
-type decision struct {
-	granted bool
-	until   time.Time
-}
-
-func newDecisionCache(max int) *decisionCache {
-	return &decisionCache{max: max, entries: make(map[decisionKey]decision)}
-}
-
-func (c *decisionCache) get(k decisionKey, now time.Time) (bool, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	d, ok := c.entries[k]
-	if !ok {
-		return false, false
-	}
-	if !now.Before(d.until) {
-		delete(c.entries, k)
-		return false, false
-	}
-	return d.granted, true
-}
-
-// put stores a decision. A full cache first drops expired entries, then an arbitrary one: a
-// cache may forget, it must not grow.
-func (c *decisionCache) put(k decisionKey, granted bool, until, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.entries[k]; !ok && len(c.entries) >= c.max {
-		for key, d := range c.entries {
-			if !now.Before(d.until) {
-				delete(c.entries, key)
-			}
-		}
-		for key := range c.entries {
-			if len(c.entries) < c.max {
-				break
-			}
-			delete(c.entries, key)
-		}
-	}
-	c.entries[k] = decision{granted: granted, until: until}
 }

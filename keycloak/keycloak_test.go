@@ -15,6 +15,7 @@ import (
 
 	"github.com/portcullis/portcullis/consumers"
 	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/idp/oidc"
 	"github.com/portcullis/portcullis/integration/kcfixture"
 )
 
@@ -46,7 +47,7 @@ func newCounters() *counters {
 	return &counters{calls: map[string]int{}, errs: map[string]int{}, hits: map[string]int{}, miss: map[string]int{}}
 }
 
-func (c *counters) hooks(cfg *idp.OIDCConfig) {
+func (c *counters) hooks(cfg *oidc.Config) {
 	cfg.OnIdPCall = func(_, op string, _ time.Duration, err error) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -85,7 +86,7 @@ func newCorp(t *testing.T, mod func(*Config)) *setup {
 	k := kcfixture.Require(t, kc, kcErr)
 	s := &setup{k: k, clock: &offsetClock{}, n: newCounters()}
 	cfg := Config{
-		OIDCConfig: idp.OIDCConfig{
+		Config: oidc.Config{
 			Name:         "corp",
 			ClientID:     kcfixture.ClientGateway,
 			ClientSecret: kcfixture.GatewaySecret,
@@ -94,7 +95,7 @@ func newCorp(t *testing.T, mod func(*Config)) *setup {
 		URL:   k.URL,
 		Realm: kcfixture.RealmCorp,
 	}
-	s.n.hooks(&cfg.OIDCConfig)
+	s.n.hooks(&cfg.Config)
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -145,7 +146,7 @@ func denial(t *testing.T, err error, status int) *idp.Denial {
 
 func TestNewDoesNoIO(t *testing.T) {
 	// An unroutable URL: any network I/O in New would hang or fail.
-	p, err := New(Config{OIDCConfig: idp.OIDCConfig{Name: "corp", ClientID: "gateway"}, URL: "http://127.0.0.1:1", Realm: "corp"}, nil)
+	p, err := New(Config{Config: oidc.Config{Name: "corp", ClientID: "gateway"}, URL: "http://127.0.0.1:1", Realm: "corp"}, nil)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -167,11 +168,11 @@ func TestNewInvalid(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"no url", Config{OIDCConfig: idp.OIDCConfig{Name: "x"}, Realm: "corp"}, "needs a url"},
-		{"no realm", Config{OIDCConfig: idp.OIDCConfig{Name: "x"}, URL: "http://kc"}, "needs a realm"},
-		{"bad url", Config{OIDCConfig: idp.OIDCConfig{Name: "x"}, URL: "kc:8080", Realm: "corp"}, "not an http(s) URL"},
-		{"contradicting issuer", Config{OIDCConfig: idp.OIDCConfig{Name: "x", Issuer: "http://other/realms/corp"}, URL: "http://kc", Realm: "corp"}, "contradicts"},
-		{"hmac algorithm", Config{OIDCConfig: idp.OIDCConfig{Name: "x", Algorithms: []string{"HS256"}}, URL: "http://kc", Realm: "corp"}, "HS256"},
+		{"no url", Config{Config: oidc.Config{Name: "x"}, Realm: "corp"}, "needs a url"},
+		{"no realm", Config{Config: oidc.Config{Name: "x"}, URL: "http://kc"}, "needs a realm"},
+		{"bad url", Config{Config: oidc.Config{Name: "x"}, URL: "kc:8080", Realm: "corp"}, "not an http(s) URL"},
+		{"contradicting issuer", Config{Config: oidc.Config{Name: "x", Issuer: "http://other/realms/corp"}, URL: "http://kc", Realm: "corp"}, "contradicts"},
+		{"hmac algorithm", Config{Config: oidc.Config{Name: "x", Algorithms: []string{"HS256"}}, URL: "http://kc", Realm: "corp"}, "HS256"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -431,7 +432,7 @@ func TestKeyRotation(t *testing.T) {
 	k := kcfixture.Require(t, kc, kcErr)
 	n := newCounters()
 	cfg := Config{
-		OIDCConfig: idp.OIDCConfig{
+		Config: oidc.Config{
 			Name:     "partners",
 			ClientID: kcfixture.ClientPartnersGateway,
 			// Allow the refetch that the new kid triggers right after the first fetch.
@@ -440,7 +441,7 @@ func TestKeyRotation(t *testing.T) {
 		URL:   k.URL,
 		Realm: kcfixture.RealmPartners,
 	}
-	n.hooks(&cfg.OIDCConfig)
+	n.hooks(&cfg.Config)
 	p, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -481,8 +482,8 @@ func TestKeyRotation(t *testing.T) {
 func TestTwoRealmsChain(t *testing.T) {
 	s := newCorp(t, func(c *Config) { c.SubjectClaim = "azp" })
 	partners, err := New(Config{
-		OIDCConfig: idp.OIDCConfig{Name: "partners", ClientID: kcfixture.ClientPartnersGateway, SubjectClaim: "azp", Header: "X-Partner-Token"},
-		URL:        s.k.URL, Realm: kcfixture.RealmPartners,
+		Config: oidc.Config{Name: "partners", ClientID: kcfixture.ClientPartnersGateway, SubjectClaim: "azp", Header: "X-Partner-Token"},
+		URL:    s.k.URL, Realm: kcfixture.RealmPartners,
 	}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/idp/local"
 )
 
 // TestHMACCompatSettings checks the hmac-auth settings of issue 11 item 7 and the body buffer
@@ -94,7 +95,7 @@ func TestHMACCompatReachesTheProvider(t *testing.T) {
 			body := []byte(`{"name":"world"}`)
 			r := httptest.NewRequest("POST", "/r", strings.NewReader(string(body)))
 			r.Header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-			if err := idp.SignRequest(r, idp.SignInput{KeyID: "a", Secret: "s", Headers: []string{"date"}, Body: body}); err != nil {
+			if err := local.SignRequest(r, local.SignInput{KeyID: "a", Secret: "s", Headers: []string{"date"}, Body: body}); err != nil {
 				t.Fatal(err)
 			}
 			// The coverage is checked before any secret is used.

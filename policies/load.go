@@ -22,6 +22,7 @@ import (
 
 	"github.com/portcullis/portcullis/consumers"
 	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/idp/local"
 	"github.com/portcullis/portcullis/internal/urlpath"
 	"github.com/portcullis/portcullis/keycloak"
 	"github.com/portcullis/portcullis/tlscert"
@@ -176,7 +177,7 @@ func warnings(path string, p *Policy) []*Error {
 		out = append(out, &Error{File: path, Msg: "the policy has no routes: every request is answered 404"})
 	}
 	for i, d := range p.IdPs {
-		if d.Type == "hmac-auth" && d.Compat == idp.HMACCompatAPISIXLoose && d.NonceHeader == "" {
+		if d.Type == "hmac-auth" && d.Compat == local.HMACCompatAPISIXLoose && d.NonceHeader == "" {
 			out = append(out, &Error{File: path, Path: fmt.Sprintf("$.idps[%d].compat", i),
 				Msg: fmt.Sprintf(`idp %q accepts signatures that do not cover @request-target, the date or digest ("compat": "apisix-loose") and has no nonce_header: a captured request can be replayed`, d.Name)})
 		}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/idp/local"
+	"github.com/portcullis/portcullis/idp/oidc"
 	"github.com/portcullis/portcullis/keycloak"
 )
 
@@ -31,8 +33,8 @@ type buildEnv struct {
 	hooks Hooks
 	// revocations share session logouts between replicas; sessionStore keeps the sessions of
 	// store "redis". Nil without.
-	revocations  idp.RevocationStore
-	sessionStore idp.SessionStore
+	revocations  oidc.RevocationStore
+	sessionStore oidc.SessionStore
 }
 
 // buildProvider builds one identity provider from its policy configuration. Defaults are
@@ -41,7 +43,7 @@ type buildEnv struct {
 func buildProvider(cfg IdP, env buildEnv) (idp.Provider, error) {
 	switch cfg.Type {
 	case "key-auth":
-		return idp.NewKeyAuth(idp.KeyAuthConfig{
+		return local.NewKeyAuth(local.KeyAuthConfig{
 			Name:            cfg.Name,
 			Header:          cfg.Header,
 			Query:           cfg.Query,
@@ -51,19 +53,19 @@ func buildProvider(cfg IdP, env buildEnv) (idp.Provider, error) {
 
 	case "basic-auth":
 		schemes, bare := authorizationSchemesOf(env.idps, cfg.Name)
-		return idp.NewBasicAuth(idp.BasicAuthConfig{Name: cfg.Name, HideCredentials: cfg.HideCredentials, Realm: cfg.Realm,
+		return local.NewBasicAuth(local.BasicAuthConfig{Name: cfg.Name, HideCredentials: cfg.HideCredentials, Realm: cfg.Realm,
 			OtherSchemes: schemes, OtherBareTokens: bare}, env.logger), nil
 
 	case "jwt-auth":
-		c := idp.JWTAuthConfig{Name: cfg.Name, Header: cfg.Header, Query: cfg.Query, Cookie: cfg.Cookie,
+		c := local.JWTAuthConfig{Name: cfg.Name, Header: cfg.Header, Query: cfg.Query, Cookie: cfg.Cookie,
 			HideCredentials: cfg.HideCredentials, Realm: cfg.Realm, KeyClaim: cfg.KeyClaim, ForeignIssuers: env.issuers}
 		if cfg.Leeway != nil {
 			c.Leeway = time.Duration(*cfg.Leeway) * time.Second
 		}
-		return idp.NewJWTAuth(c, env.logger)
+		return local.NewJWTAuth(c, env.logger)
 
 	case "hmac-auth":
-		c := idp.HMACAuthConfig{Name: cfg.Name, HideCredentials: cfg.HideCredentials, Realm: cfg.Realm,
+		c := local.HMACAuthConfig{Name: cfg.Name, HideCredentials: cfg.HideCredentials, Realm: cfg.Realm,
 			AllowedAlgorithms: cfg.AllowedAlgorithms, ClockSkew: cfg.ClockSkew,
 			SignedHeaders: cfg.SignedHeaders, ValidateRequestBody: cfg.ValidateRequestBody, NonceHeader: cfg.NonceHeader,
 			Compat: cfg.Compat}
@@ -73,17 +75,17 @@ func buildProvider(cfg IdP, env buildEnv) (idp.Provider, error) {
 		if cfg.MaxBufferedBodySize != nil {
 			c.MaxBufferedBodySize = *cfg.MaxBufferedBodySize
 		}
-		return idp.NewHMACAuth(c, env.logger)
+		return local.NewHMACAuth(c, env.logger)
 
 	case "oidc":
-		return idp.NewOIDC(oidcConfig(cfg, env), env.logger)
+		return oidc.New(oidcConfig(cfg, env), env.logger)
 
 	case "keycloak":
 		oc := oidcConfig(cfg, env)
 		// In a keycloak provider, realm names the Keycloak realm; the issuer derives from it and
 		// the WWW-Authenticate realm is the provider's name.
 		oc.Realm, oc.Issuer = "", ""
-		return keycloak.New(keycloak.Config{OIDCConfig: oc, URL: cfg.URL, Realm: cfg.Realm}, env.logger)
+		return keycloak.New(keycloak.Config{Config: oc, URL: cfg.URL, Realm: cfg.Realm}, env.logger)
 
 	default:
 		return nil, fmt.Errorf("unknown provider type %q", cfg.Type)
@@ -122,8 +124,8 @@ func authorizationSchemesOf(idps []IdP, except string) (schemes []string, bare b
 }
 
 // oidcConfig maps the fields shared by the oidc and keycloak types.
-func oidcConfig(cfg IdP, env buildEnv) idp.OIDCConfig {
-	c := idp.OIDCConfig{
+func oidcConfig(cfg IdP, env buildEnv) oidc.Config {
+	c := oidc.Config{
 		Name:                   cfg.Name,
 		Issuer:                 cfg.Issuer,
 		Audience:               cfg.Audience,
@@ -149,7 +151,7 @@ func oidcConfig(cfg IdP, env buildEnv) idp.OIDCConfig {
 		c.Leeway = time.Duration(*cfg.Leeway) * time.Second
 	}
 	if s := cfg.Session; s != nil {
-		c.Session = &idp.SessionConfig{
+		c.Session = &oidc.SessionConfig{
 			Secrets: s.Secrets, CookieName: s.CookieName, CookieDomain: s.CookieDomain, CookiePath: s.CookiePath,
 			Insecure:     s.CookieSecure != nil && !*s.CookieSecure,
 			CallbackPath: s.CallbackPath, LogoutPath: s.LogoutPath, BackchannelLogoutPath: s.BackchannelLogoutPath,

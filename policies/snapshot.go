@@ -11,6 +11,7 @@ import (
 
 	"github.com/portcullis/portcullis/consumers"
 	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/idp/oidc"
 	"github.com/portcullis/portcullis/tlscert"
 )
 
@@ -80,9 +81,9 @@ type Options struct {
 	Hooks Hooks
 	// SessionRevocations, when set, shares the browser sessions' logouts between replicas
 	// (Redis); the sessions of every provider use it.
-	SessionRevocations idp.RevocationStore
+	SessionRevocations oidc.RevocationStore
 	// SessionStore keeps the sessions of the providers whose session has store "redis".
-	SessionStore idp.SessionStore
+	SessionStore oidc.SessionStore
 }
 
 // Hooks are the metric callbacks handed to providers, so that idp needs no metrics library.

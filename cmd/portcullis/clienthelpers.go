@@ -17,7 +17,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwt"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/idp/local"
 )
 
 // signOptions are the flags of sign.
@@ -67,7 +67,7 @@ func cmdSign(args []string, stdout, stderr io.Writer) error {
 	}
 	h.Set("Date", o.date)
 
-	in := idp.SignInput{KeyID: o.keyID, Secret: o.secret, Algorithm: o.algorithm, Method: method, Target: target,
+	in := local.SignInput{KeyID: o.keyID, Secret: o.secret, Algorithm: o.algorithm, Method: method, Target: target,
 		Header: h}
 	if o.headers != "" {
 		in.Headers = strings.Fields(o.headers)
@@ -79,7 +79,7 @@ func cmdSign(args []string, stdout, stderr io.Writer) error {
 		}
 		in.Body = body
 	}
-	out, err := idp.SignHMAC(in)
+	out, err := local.SignHMAC(in)
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/idp/local"
 )
 
 // headerLines parses "Name: value" lines into a header.
@@ -83,7 +84,7 @@ func TestCmdSignVerifies(t *testing.T) {
 				t.Errorf("got Digest present %v, want %v", got, tt.wantDigest)
 			}
 
-			p, err := idp.NewHMACAuth(idp.HMACAuthConfig{Name: "hmac", ValidateRequestBody: tt.validate, Now: func() time.Time { return at }}, nil)
+			p, err := local.NewHMACAuth(local.HMACAuthConfig{Name: "hmac", ValidateRequestBody: tt.validate, Now: func() time.Time { return at }}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -173,7 +174,7 @@ func TestCmdTokenVerifies(t *testing.T) {
 		name string
 		args []string
 		spec idp.BindingSpec
-		cfg  idp.JWTAuthConfig
+		cfg  local.JWTAuthConfig
 	}{
 		{name: "hs256", args: []string{"--secret", "s3cret"}, spec: idp.BindingSpec{Secret: "s3cret"}},
 		{name: "hs512", args: []string{"--secret", "s3cret", "--algorithm", "HS512"}, spec: idp.BindingSpec{Secret: "s3cret", Algorithm: "HS512"}},
@@ -182,7 +183,7 @@ func TestCmdTokenVerifies(t *testing.T) {
 		{name: "es384 default", args: []string{"--private-key", ecFile}, spec: idp.BindingSpec{PublicKey: ecPub, Algorithm: "ES384"}},
 		{name: "eddsa default", args: []string{"--private-key", edFile}, spec: idp.BindingSpec{PublicKey: edPub, Algorithm: "EdDSA"}},
 		{name: "custom key claim and claims", args: []string{"--secret", "s3cret", "--key-claim", "client", "--claim", "role=admin", "--ttl", "0"},
-			spec: idp.BindingSpec{Secret: "s3cret"}, cfg: idp.JWTAuthConfig{KeyClaim: "client"}},
+			spec: idp.BindingSpec{Secret: "s3cret"}, cfg: local.JWTAuthConfig{KeyClaim: "client"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -192,7 +193,7 @@ func TestCmdTokenVerifies(t *testing.T) {
 			}
 			cfg := tt.cfg
 			cfg.Name = "jwt"
-			p, err := idp.NewJWTAuth(cfg, nil)
+			p, err := local.NewJWTAuth(cfg, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -280,7 +281,7 @@ func TestCmdHashPassword(t *testing.T) {
 			if err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(tt.want)); err != nil {
 				t.Fatalf("got hash %q that does not match %q: %v", hash, tt.want, err)
 			}
-			p := idp.NewBasicAuth(idp.BasicAuthConfig{Name: "basic"}, nil)
+			p := local.NewBasicAuth(local.BasicAuthConfig{Name: "basic"}, nil)
 			if _, err := p.Compile(idp.BindingSpec{Username: "u", Password: hash}); err != nil {
 				t.Fatalf("basic-auth rejects the hash: %v", err)
 			}

@@ -23,6 +23,7 @@ import (
 	"github.com/portcullis/portcullis/gateway"
 	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/idp"
+	"github.com/portcullis/portcullis/idp/local"
 	"github.com/portcullis/portcullis/policies"
 )
 
@@ -334,14 +335,14 @@ func caseRequest(ctx context.Context, snap *policies.Snapshot, tr *testRequest, 
 		}
 		sh := r.Header.Clone()
 		sh.Set("Host", r.Host)
-		in := idp.SignInput{KeyID: h.KeyID, Secret: h.Secret, Algorithm: h.Algorithm, Method: r.Method,
+		in := local.SignInput{KeyID: h.KeyID, Secret: h.Secret, Algorithm: h.Algorithm, Method: r.Method,
 			Target: r.URL.RequestURI(), Header: sh, Headers: h.Headers}
 		if in.Algorithm == "" {
 			in.Algorithm = "hmac-sha256"
 		}
 		// Always a Digest, of the empty body too: a provider that validates bodies wants one.
 		in.Body = []byte(tr.Body)
-		out, err := idp.SignHMAC(in)
+		out, err := local.SignHMAC(in)
 		if err != nil {
 			return nil, fmt.Errorf("signing the request: %w", err)
 		}
