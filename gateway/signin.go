@@ -10,7 +10,7 @@ import (
 	"github.com/portcullis/portcullis/idp/oidc"
 )
 
-// Browser sign-in: the providers with a session (idp.SignIn) own their callback, logout and
+// Browser sign-in: the providers with a session (oidc.SignIn) own their callback, logout and
 // back-channel logout paths on the gateway listener, and a route's login names the provider
 // that signs in its browsers.
 

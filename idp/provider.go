@@ -1,6 +1,8 @@
-// Package idp defines what an identity provider is to Portcullis, implements the local
-// providers (key-auth, basic-auth, jwt-auth, hmac-auth) and the generic OIDC provider, and
-// evaluates a consumer's provider chain (all must grant, all must name the same consumer).
+// Package idp is the security core: what an identity provider is to Portcullis (the Provider
+// contract and its optional interfaces), and the chain evaluator (every provider a consumer
+// binds must grant, and all must name the same consumer). It imports only the standard library,
+// so that it can be reviewed on its own. The providers live in idp/local (key-auth, basic-auth,
+// jwt-auth, hmac-auth), idp/oidc and keycloak.
 package idp
 
 import (

@@ -25,11 +25,11 @@ import (
 	"github.com/portcullis/portcullis/internal/expiring"
 )
 
-// Config configures a Keycloak provider. The embedded OIDCConfig holds everything the OIDC
+// Config configures a Keycloak provider. The embedded oidc.Config holds everything the OIDC
 // provider reads (name, client, token location, introspection, hooks); its Issuer is derived
 // from URL and Realm and must be left empty (or equal to it).
 //
-// Realm here is the Keycloak realm; it shadows OIDCConfig.Realm, the WWW-Authenticate realm,
+// Realm here is the Keycloak realm; it shadows oidc.Config.Realm, the WWW-Authenticate realm,
 // which defaults to the provider name.
 type Config struct {
 	oidc.Config

@@ -23,7 +23,7 @@ import (
 	"github.com/portcullis/portcullis/internal/jwsshape"
 )
 
-// OIDCConfig configures an oidc provider: bearer tokens of one OpenID Connect issuer, verified
+// Config configures an oidc provider: bearer tokens of one OpenID Connect issuer, verified
 // locally against the issuer's JWKS and optionally introspected (RFC 7662).
 type Config struct {
 	Name string
@@ -93,7 +93,7 @@ type Config struct {
 	Session *SessionConfig
 }
 
-// Defaults of OIDCConfig.
+// Defaults of Config.
 const (
 	DefaultTimeout                = 5 * time.Second
 	DefaultJWKSRefreshMinInterval = 10 * time.Second
@@ -139,7 +139,7 @@ var (
 	_ idp.Readier  = (*Provider)(nil)
 )
 
-// NewOIDC validates cfg and builds the provider. It does no network I/O.
+// New validates cfg and builds the provider. It does no network I/O.
 func New(cfg Config, logger *slog.Logger) (*Provider, error) {
 	var errs []error
 	if cfg.Name == "" {
@@ -289,7 +289,7 @@ func (o *Provider) ObserveCache(cache string, hit bool) {
 	}
 }
 
-// OIDCBinding is a consumer's binding to an oidc provider: the token subject that names the
+// Binding is a consumer's binding to an oidc provider: the token subject that names the
 // consumer, and conditions the token must meet.
 type Binding struct {
 	// Subject is the value of the provider's subject claim.
@@ -311,7 +311,7 @@ func (b *Binding) ClaimMatched() bool { return b.Subject == "" }
 
 var _ idp.ClaimMatched = (*Binding)(nil)
 
-// CompileOIDCBinding compiles the subject, claims and scopes of spec for provider name. It
+// CompileBinding compiles the subject, claims and scopes of spec for provider name. It
 // ignores the Keycloak-only fields (the keycloak provider reads those).
 func CompileBinding(name string, spec idp.BindingSpec) (*Binding, error) {
 	var errs []error
@@ -364,7 +364,7 @@ func (o *Provider) Compile(spec idp.BindingSpec) (idp.Binding, error) {
 	return b, nil
 }
 
-// OIDCToken is the state of a verified token, kept in Credential.State between Extract and
+// Token is the state of a verified token, kept in Credential.State between Extract and
 // Verify. Providers built on OIDC (Keycloak) read it with TokenOf.
 type Token struct {
 	// Raw is the token as presented. It is a secret: never log it.

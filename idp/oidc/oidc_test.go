@@ -53,7 +53,7 @@ func newOIDCFixture(t *testing.T, mod func(*Config)) *oidcFixture {
 	}
 	p, err := New(cfg, nil)
 	if err != nil {
-		t.Fatalf("NewOIDC: %v", err)
+		t.Fatalf("New: %v", err)
 	}
 	f.p = p
 	return f
@@ -108,17 +108,17 @@ func wantUnavailable(t *testing.T, err error) {
 	}
 }
 
-func TestNewOIDCDoesNoIO(t *testing.T) {
+func TestNewDoesNoIO(t *testing.T) {
 	f := newOIDCFixture(t, nil)
 	if got := f.is.discoveryHits.Load() + f.is.jwksHits.Load(); got != 0 {
-		t.Fatalf("issuer hits after NewOIDC = %d, want 0", got)
+		t.Fatalf("issuer hits after New = %d, want 0", got)
 	}
 	if f.p.Name() != "corp" || f.p.Type() != "oidc" {
 		t.Fatalf("Name/Type = %q/%q", f.p.Name(), f.p.Type())
 	}
 }
 
-func TestNewOIDCInvalid(t *testing.T) {
+func TestNewInvalid(t *testing.T) {
 	tests := []struct {
 		name string
 		cfg  Config
@@ -136,7 +136,7 @@ func TestNewOIDCInvalid(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg, nil)
 			if err == nil {
-				t.Fatal("NewOIDC succeeded, want an error")
+				t.Fatal("New succeeded, want an error")
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
