@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -26,6 +25,8 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/portcullis/portcullis/internal/redistest"
 )
 
 // The credentials every contestant checks. They guard nothing but this benchmark.
@@ -529,27 +530,7 @@ func (l *lab) startRedis(ctx context.Context) error {
 		return err
 	}
 	l.redis = p
-	return waitReady(ctx, p, 10*time.Second, func() error { return redisPing(l.redisAddr) })
-}
-
-func redisPing(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("redis answered %q", line)
-	}
-	return nil
+	return waitReady(ctx, p, 10*time.Second, func() error { return redistest.Ping(l.redisAddr) })
 }
 
 // oidcIssuer is an in-process OpenID provider: discovery and JWKS, and tokens signed with a

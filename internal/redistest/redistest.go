@@ -121,7 +121,7 @@ func (s *Server) start() error {
 	}()
 	deadline := time.Now().Add(startTimeout)
 	for {
-		if err := ping(s.Addr); err == nil {
+		if err := Ping(s.Addr); err == nil {
 			break
 		}
 		select {
@@ -141,8 +141,9 @@ func (s *Server) start() error {
 	return nil
 }
 
-// ping sends one PING and expects +PONG.
-func ping(addr string) error {
+// Ping sends one PING to the Redis at addr and expects +PONG: the readiness check of the
+// servers the tests and the benchmark start.
+func Ping(addr string) error {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return err
