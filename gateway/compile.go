@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
+	"github.com/portcullis/portcullis/gateway/upstream"
 	"github.com/portcullis/portcullis/idp"
 	"github.com/portcullis/portcullis/idp/oidc"
 	"github.com/portcullis/portcullis/policies"
@@ -63,13 +64,12 @@ type route struct {
 	// login signs in the route's browsers (policies.Route.Login); nil without.
 	login oidc.SignIn
 
-	limits   []*limit
-	balancer *balancer
-	// transport serves the requests h1Pool does not (https targets, bodies of unknown length);
-	// it enforces timeout as its ResponseHeaderTimeout: cheaper per request than a cancellable
-	// context and a timer.
-	transport *http.Transport
-	proxy     *httputil.ReverseProxy
+	limits []*limit
+	// upstream is how the route reaches its targets; nil for a route decided by forward auth
+	// only. Its transport enforces timeout as its ResponseHeaderTimeout: cheaper per request
+	// than a cancellable context and a timer.
+	upstream *upstream.Route
+	proxy    *httputil.ReverseProxy
 	// upstreamLatency is this route's histogram series.
 	upstreamLatency prometheus.Observer
 }
@@ -224,7 +224,7 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 	if pr.Groups != nil {
 		rt.allowGroups, rt.denyGroups = newSet(pr.Groups.Allow), newSet(pr.Groups.Deny)
 	}
-	targets := make([]*target, 0, len(pr.Upstream.Targets))
+	targets := make([]*upstream.Target, 0, len(pr.Upstream.Targets))
 	for _, t := range pr.Upstream.Targets {
 		u, err := url.Parse(t.URL)
 		if err != nil {
@@ -234,9 +234,9 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 		if w <= 0 {
 			w = 1
 		}
-		tg := &target{url: u, weight: w}
+		tg := &upstream.Target{URL: u, Weight: w}
 		if u.Scheme == "http" {
-			tg.pool = g.poolFor(u)
+			tg.Pool = g.clients.PoolFor(u)
 		}
 		targets = append(targets, tg)
 	}
@@ -251,8 +251,7 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 		}
 		return rt, nil // decided by forward auth only: nothing to forward to
 	}
-	rt.balancer = newBalancer(targets)
-	rt.transport = g.transportFor(rt.timeout)
+	rt.upstream = &upstream.Route{Balancer: upstream.NewBalancer(targets), Transport: g.clients.TransportFor(rt.timeout), Timeout: rt.timeout}
 	rt.proxy = &httputil.ReverseProxy{
 		Rewrite:       rt.rewrite,
 		Transport:     g.transport,
@@ -326,4 +325,15 @@ func orDefault(v, def int) int {
 		return def
 	}
 	return v
+}
+
+// upstreams are the upstream routes of c, for the clients to keep what they use.
+func (c *compiled) upstreams() []*upstream.Route {
+	var us []*upstream.Route
+	for _, rt := range c.routes {
+		if rt.upstream != nil {
+			us = append(us, rt.upstream)
+		}
+	}
+	return us
 }

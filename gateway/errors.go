@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
+	"github.com/portcullis/portcullis/gateway/upstream"
 	"github.com/portcullis/portcullis/idp"
 )
 
@@ -86,22 +87,22 @@ func upstreamError(err error) *HTTPError {
 		// The rest of the body cannot be read or trusted: the connection is closed after the
 		// answer, or the server would wait for the body to skip it.
 		closeAfter := http.Header{"Connection": {"close"}}
-		if isTimeout(cbe.err) {
+		if upstream.IsTimeout(cbe.err) {
 			return &HTTPError{Status: http.StatusRequestTimeout, Message: "request body timed out", Decision: "client_body_timeout", Header: closeAfter, Err: err}
 		}
 		return &HTTPError{Status: http.StatusBadRequest, Message: "malformed request body", Decision: "bad_request_body", Header: closeAfter, Err: err}
 	}
 	switch {
-	case errors.Is(err, errUpstreamTimeout), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, upstream.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return &HTTPError{Status: http.StatusGatewayTimeout, Message: "upstream timed out", Decision: "upstream_timeout", Err: err}
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads the answer, 499 as nginx logs it.
 		return &HTTPError{Status: 499, Message: "client closed request", Decision: "client_closed", Err: err}
 	}
-	if isTimeout(err) {
+	if upstream.IsTimeout(err) {
 		return &HTTPError{Status: http.StatusGatewayTimeout, Message: "upstream timed out", Decision: "upstream_timeout", Err: err}
 	}
-	if isConnRefused(err) {
+	if upstream.IsConnRefused(err) {
 		return &HTTPError{Status: http.StatusBadGateway, Message: errUpstreamBad, Decision: "upstream_refused", Err: err}
 	}
 	return &HTTPError{Status: http.StatusBadGateway, Message: errUpstreamBad, Decision: "upstream_error", Err: err}

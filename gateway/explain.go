@@ -177,11 +177,12 @@ func (e *Explanation) limitFailed(l *limit, err error) {
 
 // proxy traces where an allowed request would be forwarded.
 func (e *Explanation) proxy(rt *route) {
-	t := rt.balancer.targets[0]
-	if len(rt.balancer.targets) > 1 {
-		e.add("proxy", true, "forward to one of %d targets, e.g. %s (timeout %s)", len(rt.balancer.targets), t.url, timeoutText(rt.timeout))
+	ts := rt.upstream.Balancer.Targets()
+	t := ts[0]
+	if len(ts) > 1 {
+		e.add("proxy", true, "forward to one of %d targets, e.g. %s (timeout %s)", len(ts), t.URL, timeoutText(rt.timeout))
 	} else {
-		e.add("proxy", true, "forward to %s (timeout %s)", t.url, timeoutText(rt.timeout))
+		e.add("proxy", true, "forward to %s (timeout %s)", t.URL, timeoutText(rt.timeout))
 	}
 }
 

@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/portcullis/portcullis/gateway/upstream"
 )
 
 // errAbort asks ServeHTTP to abort the response: the upstream failed after its status line was
@@ -19,10 +20,10 @@ var errAbort = errors.New("upstream response cut short")
 
 // forward sends r to one of the route's targets and copies the answer back. It is the request
 // path's proxy: a shallow copy of the request rather than httputil.ReverseProxy's deep clone,
-// headers forwarded in place, the target's own HTTP/1.1 pool (h1Pool) for plain http, a pooled
+// headers forwarded in place, the target's own HTTP/1.1 pool (upstream.Pool) for plain http, a pooled
 // copy buffer, and no flush after every write. Upgrade requests go through
-// httputil.ReverseProxy, which implements the protocol switch; https targets and requests h1Pool
-// does not send (h1Eligible) through http.Transport.
+// httputil.ReverseProxy, which implements the protocol switch; https targets and requests the pool
+// does not send (upstream.Eligible) through http.Transport.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *exchange) error {
 	if x.websocket {
 		return g.forwardUpgrade(w, r, rt, x)
@@ -51,37 +52,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	}
 
 	start := time.Now()
-	var resp *http.Response
-	var err error
-	// A target that cannot be connected to is passed over for a while, and the request, of
-	// which it received nothing, goes to the next one (nginx's proxy_next_upstream error).
-	for tries := len(rt.balancer.targets); ; tries-- {
-		t := rt.balancer.next(start)
-		x.upstream = t.url.Host
-		out.URL = rt.upstreamURL(t, r.URL, &x.url)
-		bodyKept := out.Body == nil
-		if t.pool != nil && h1Eligible(out) {
-			host := out.Host
-			if host == "" {
-				host = out.URL.Host
-			}
-			resp, err = t.pool.roundTrip(out, host, rt.timeout, rt.dialTimeout())
-			bodyKept = true // h1Pool reads no body before it is connected
-		} else {
-			resp, err = rt.transport.RoundTrip(out) // closes the body, even on a failed dial
-		}
-		if err == nil || !isDialError(err) || r.Context().Err() != nil {
-			break
-		}
-		if len(rt.balancer.targets) > 1 {
-			t.markDown(time.Now())
-			g.log.Warn("upstream target unreachable, passed over for a while", "request_id", x.requestID, "route", rt.name, "target", t.url.Host,
-				"for", targetFailTimeout, "err", err)
-		}
-		if tries <= 1 || !bodyKept {
-			break
-		}
-	}
+	x.attempt = attempt{g: g, x: x, in: r.URL}
+	resp, err := rt.upstream.Send(out, &x.attempt)
 	if err != nil {
 		var cbe *clientBodyError
 		if !errors.As(err, &cbe) {
@@ -90,8 +62,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 				err, cbe = fmt.Errorf("%w: %w", be, err), be
 			}
 		}
-		if cbe == nil && rt.timeout > 0 && isTimeout(err) {
-			err = fmt.Errorf("%w: %w", errUpstreamTimeout, err)
+		if cbe == nil && rt.timeout > 0 && upstream.IsTimeout(err) {
+			err = fmt.Errorf("%w: %w", upstream.ErrTimeout, err)
 		}
 	}
 	x.upstreamTime = time.Since(start)
@@ -145,25 +117,24 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	return nil
 }
 
-// dialTimeout bounds connecting to a target: the route timeout, at most 5 s.
-func (rt *route) dialTimeout() time.Duration {
-	if rt.timeout > 0 {
-		return min(rt.timeout, 5*time.Second)
-	}
-	return 5 * time.Second
+// attempt is the request being forwarded, as upstream.Route.Send sees it. It lives in the
+// exchange, so that handing it to Send allocates nothing.
+type attempt struct {
+	g  *Gateway
+	x  *exchange
+	in *url.URL // the client's request URL, which each target's URL is made from
 }
 
-// isDialError reports a failure to connect: the upstream received nothing of the request.
-func isDialError(err error) bool {
-	var oe *net.OpError
-	return errors.As(err, &oe) && oe.Op == "dial"
+var _ upstream.Attempt = (*attempt)(nil)
+
+func (a *attempt) Aim(t *upstream.Target) {
+	a.x.upstream = t.URL.Host
+	a.x.out.URL = a.x.rt.upstreamURL(t, a.in, &a.x.url)
 }
 
-// isTimeout reports the transport's own timeouts (response headers, dial), not a cancelled
-// client.
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+func (a *attempt) PassedOver(t *upstream.Target, err error) {
+	a.g.log.Warn("upstream target unreachable, passed over for a while", "request_id", a.x.requestID, "route", a.x.rt.name,
+		"target", t.URL.Host, "for", upstream.FailTimeout, "err", err)
 }
 
 // copyBody streams the upstream's body to dst, the client's writer w with its send timeout.
@@ -199,8 +170,8 @@ func (g *Gateway) copyBody(dst io.Writer, w http.ResponseWriter, resp *http.Resp
 
 // upstreamURL is the target's URL with the request's normalised path (prefix stripped, after
 // the target's base path) and query, built in u.
-func (rt *route) upstreamURL(t *target, in *url.URL, u *url.URL) *url.URL {
-	*u = url.URL{Scheme: t.url.Scheme, Host: t.url.Host, RawQuery: in.RawQuery}
+func (rt *route) upstreamURL(t *upstream.Target, in *url.URL, u *url.URL) *url.URL {
+	*u = url.URL{Scheme: t.URL.Scheme, Host: t.URL.Host, RawQuery: in.RawQuery}
 	setEscapedPath(u, rt.upstreamPath(t, escapedPath(in)), in)
 	return u
 }
@@ -223,11 +194,11 @@ func setForwarded(h http.Header, r *http.Request, x *exchange) {
 
 // forwardUpgrade proxies a protocol switch with httputil.ReverseProxy.
 func (g *Gateway) forwardUpgrade(w http.ResponseWriter, r *http.Request, rt *route, x *exchange) error {
-	ps := &proxyState{rt: rt, target: rt.balancer.next(time.Now())}
-	x.upstream = ps.target.url.Host
+	ps := &proxyState{rt: rt, target: rt.upstream.Balancer.Next(time.Now())}
+	x.upstream = ps.target.URL.Host
 	ctx := context.WithValue(r.Context(), proxyStateKey{}, ps)
 	if rt.timeout > 0 {
-		ctx = context.WithValue(ctx, routeTimeoutKey{}, rt.timeout)
+		ctx = upstream.WithTimeout(ctx, rt.timeout)
 	}
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}

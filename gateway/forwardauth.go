@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portcullis/portcullis/gateway/upstream"
 	"github.com/portcullis/portcullis/policies"
 )
 
@@ -222,15 +223,7 @@ func splitAbsoluteURL(s string) (host, target string, ok bool) {
 
 // validMethod reports an RFC 9110 method token of sane length.
 func validMethod(m string) bool {
-	if m == "" || len(m) > 32 {
-		return false
-	}
-	for i := 0; i < len(m); i++ {
-		if !isTokenByte[m[i]] {
-			return false
-		}
-	}
-	return true
+	return len(m) <= 32 && upstream.IsToken(m)
 }
 
 // validHost reports a Host value: a name or address with an optional port, or nothing (an

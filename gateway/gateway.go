@@ -20,6 +20,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
+	"github.com/portcullis/portcullis/gateway/upstream"
 	"github.com/portcullis/portcullis/idp"
 	"github.com/portcullis/portcullis/idp/oidc"
 	"github.com/portcullis/portcullis/policies"
@@ -38,18 +39,15 @@ type Options struct {
 
 // Gateway serves requests from the current policy snapshot.
 type Gateway struct {
-	log       *slog.Logger
-	access    *slog.Logger
-	limiters  *ratelimit.Registry
-	metrics   *Metrics
+	log      *slog.Logger
+	access   *slog.Logger
+	limiters *ratelimit.Registry
+	metrics  *Metrics
+	// transport is the reverse proxy's (upgrades), bounded by each request's route timeout.
 	transport http.RoundTripper
-	// base is the transport of routes without a timeout; headerTransports those of each
-	// route timeout in use (guarded by mu; compile runs under it).
-	base             *http.Transport
-	headerTransports map[time.Duration]*http.Transport
-	// pools are the HTTP/1.1 connection pools of the plain-http upstream addresses in use
-	// (guarded by mu).
-	pools   map[string]*h1Pool
+	// clients are the transports and pools of the upstreams in use (guarded by mu; compile
+	// runs under it).
+	clients *upstream.Clients
 	buffers *bufferPool
 	// proxyLog receives the reverse proxy's own complaints (a body copy cut short).
 	proxyLog *log.Logger
@@ -77,18 +75,16 @@ func New(snap *policies.Snapshot, opts Options) (*Gateway, error) {
 	if opts.AccessLog == nil {
 		opts.AccessLog = slog.New(slog.DiscardHandler)
 	}
-	base := newTransport()
+	clients := upstream.NewClients(opts.Metrics.poolCounters, opts.Metrics.forgetUpstream)
 	g := &Gateway{
-		log:              opts.Logger,
-		access:           opts.AccessLog,
-		limiters:         opts.Limiters,
-		metrics:          opts.Metrics,
-		transport:        timeoutTransport{next: base},
-		base:             base,
-		headerTransports: map[time.Duration]*http.Transport{},
-		pools:            map[string]*h1Pool{},
-		buffers:          newBufferPool(),
-		proxyLog:         slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
+		log:       opts.Logger,
+		access:    opts.AccessLog,
+		limiters:  opts.Limiters,
+		metrics:   opts.Metrics,
+		transport: upstream.TimeoutTransport{Next: clients.Base()},
+		clients:   clients,
+		buffers:   newBufferPool(),
+		proxyLog:  slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
 	}
 	c, err := g.compile(snap)
 	if err != nil {
@@ -114,7 +110,7 @@ func (g *Gateway) Swap(snap *policies.Snapshot) error {
 	}
 	old := g.current.Swap(c)
 	g.limiters.Retain(c.limiterIDs)
-	g.retainTransports(c)
+	g.clients.Retain(c.upstreams())
 	g.metrics.policyInfo(snap)
 	if old != nil && old.snap != snap {
 		g.retiring.Go(func() { g.retire(old) })
@@ -170,14 +166,7 @@ func (g *Gateway) Close() error {
 	c.inflight.Unlock()
 	g.retiring.Wait()
 	g.mu.Lock()
-	for addr, p := range g.pools {
-		delete(g.pools, addr)
-		_ = p.Close()
-	}
-	g.base.CloseIdleConnections()
-	for _, t := range g.headerTransports {
-		t.CloseIdleConnections()
-	}
+	_ = g.clients.Close()
 	g.mu.Unlock()
 	return c.snap.Close()
 }
@@ -228,6 +217,8 @@ type exchange struct {
 	upstream       string
 	upstreamStatus int
 	upstreamTime   time.Duration
+	// attempt is the request as upstream.Route.Send sees it (forward.go).
+	attempt attempt
 	// vals backs the header values handed out by val; nvals of them are in use.
 	vals  [14]string
 	nvals int
@@ -474,14 +465,17 @@ type proxyStateKey struct{}
 // proxyState carries what the proxy's callbacks need back to the pipeline.
 type proxyState struct {
 	rt     *route
-	target *target
+	target *upstream.Target
 	err    error
 }
 
 // rewrite builds the outgoing request: target, prefix stripping, X-Forwarded-*.
 func (rt *route) rewrite(pr *httputil.ProxyRequest) {
 	ps, _ := pr.In.Context().Value(proxyStateKey{}).(*proxyState)
-	t := rt.balancer.single
+	var t *upstream.Target
+	if ts := rt.upstream.Balancer.Targets(); len(ts) == 1 {
+		t = ts[0]
+	}
 	if ps != nil {
 		t = ps.target
 	}

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/portcullis/portcullis/gateway/upstream"
 	"github.com/portcullis/portcullis/internal/urlpath"
 )
 
@@ -128,11 +129,11 @@ func hostTemplate(h string) string {
 // upstreamPath is the escaped path forwarded for the normalised path esc: the route's
 // strip_prefix removed at a segment boundary (on the escaped form, so an encoded slash stays
 // encoded), the target's base path before it.
-func (rt *route) upstreamPath(t *target, esc string) string {
+func (rt *route) upstreamPath(t *upstream.Target, esc string) string {
 	if rt.stripPrefix != "" {
 		esc, _ = urlpath.StripPrefix(esc, rt.stripPrefix)
 	}
-	if base := strings.TrimSuffix(t.url.EscapedPath(), "/"); base != "" {
+	if base := strings.TrimSuffix(t.URL.EscapedPath(), "/"); base != "" {
 		esc = base + esc
 	}
 	return esc

@@ -326,12 +326,12 @@ func FuzzMatchAndForward(f *testing.F) {
 			return
 		}
 		var u url.URL
-		rt.upstreamURL(rt.balancer.single, r.URL, &u)
+		rt.upstreamURL(rt.upstream.Balancer.Targets()[0], r.URL, &u)
 		uri := u.RequestURI()
 		if hasDotSegment(uri) {
 			t.Fatalf("%q is forwarded by route %s as %q, with a dot-segment", target, rt.name, uri)
 		}
-		base := strings.TrimPrefix(rt.balancer.single.url.Path, "/")
+		base := strings.TrimPrefix(rt.upstream.Balancer.Targets()[0].URL.Path, "/")
 		v := resolved(uri)
 		if want := under[rt.name]; want != "/" && v != want && !strings.HasPrefix(v, want+"/") {
 			t.Fatalf("%q is forwarded by route %s as %q, which resolves to %q, outside %q (base %q)", target, rt.name, uri, v, want, base)

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/portcullis/portcullis/gateway/upstream"
 	"github.com/portcullis/portcullis/idp"
 	"github.com/portcullis/portcullis/policies"
 )
@@ -192,13 +193,13 @@ func (m *Metrics) upstreamObserver(route string) prometheus.Observer {
 	return m.upstream.WithLabelValues(route)
 }
 
-// h1Counters resolves the connection counters of one upstream address, once, when its pool is
-// made: the request path only increments them.
-func (m *Metrics) h1Counters(addr string) h1Counters {
-	return h1Counters{
-		dialed: m.upstreamConns.WithLabelValues(addr, "dialed"),
-		reused: m.upstreamConns.WithLabelValues(addr, "reused"),
-		stale:  m.upstreamConns.WithLabelValues(addr, "stale"),
+// poolCounters resolves the connection counters of one upstream address, once, when its pool
+// is made: the request path only increments them.
+func (m *Metrics) poolCounters(addr string) upstream.Counters {
+	return upstream.Counters{
+		Dialed: m.upstreamConns.WithLabelValues(addr, "dialed"),
+		Reused: m.upstreamConns.WithLabelValues(addr, "reused"),
+		Stale:  m.upstreamConns.WithLabelValues(addr, "stale"),
 	}
 }
 

@@ -129,7 +129,7 @@ func matchStep(c *compiled, r *http.Request, x *exchange, m Mode) error {
 		raw = requestPath(r) // before match rewrites r's path
 	}
 	rt, err := c.match(r, x)
-	if err == nil && rt.balancer == nil && !m.ForwardAuth {
+	if err == nil && rt.upstream == nil && !m.ForwardAuth {
 		err = errForwardAuthOnly
 	}
 	if rt != nil {

@@ -1,4 +1,4 @@
-package gateway
+package upstream
 
 import (
 	"bufio"
@@ -12,40 +12,41 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
-// h1Pool is the request path's HTTP/1.1 client for one plain-http upstream address: keep-alive
+// Pool is the request path's HTTP/1.1 client for one plain-http upstream address: keep-alive
 // connections in a LIFO pool, and each request written and its response read by the goroutine
 // that serves the client. http.Transport hands every request to a writer and a reader goroutine
 // of the connection and back, which costs a proxy most of its own CPU under load; here a request
 // costs no goroutine switch. What it does not do (TLS, request bodies of unknown length,
-// Expect: 100-continue, CONNECT) stays with http.Transport: see h1Eligible.
-type h1Pool struct {
+// Expect: 100-continue, CONNECT) stays with http.Transport: see Eligible.
+type Pool struct {
 	addr string
-	m    h1Counters
+	m    Counters
 
 	mu     sync.Mutex
-	idle   []*h1Conn // most recently used last
+	idle   []*conn // most recently used last
 	closed bool
 	stop   chan struct{}
 	done   chan struct{}
 }
 
-// h1Counters count what happens to a pool's connections; a nil counter counts nothing.
-type h1Counters struct {
-	dialed, reused, stale prometheus.Counter
+// Counter is what a pool counts with (a prometheus.Counter is one).
+type Counter interface{ Inc() }
+
+// Counters count what happens to a pool's connections; a nil counter counts nothing.
+type Counters struct {
+	Dialed, Reused, Stale Counter
 }
 
-func inc(c prometheus.Counter) {
+func inc(c Counter) {
 	if c != nil {
 		c.Inc()
 	}
 }
 
-// h1Conn is one connection to the upstream with its buffers.
-type h1Conn struct {
+// conn is one connection to the upstream with its buffers.
+type conn struct {
 	c         net.Conn
 	lr        headerLimiter // between c and br
 	peek      *peeker
@@ -68,7 +69,7 @@ func (l *headerLimiter) Read(p []byte) (int, error) {
 		return l.c.Read(p)
 	}
 	if l.budget == 0 {
-		return 0, errResponseHeaderTooLarge
+		return 0, ErrResponseHeaderTooLarge
 	}
 	if int64(len(p)) > l.budget {
 		p = p[:l.budget]
@@ -79,18 +80,18 @@ func (l *headerLimiter) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// errResponseHeaderTooLarge: the upstream's response headers exceed maxResponseHeaderBytes.
-var errResponseHeaderTooLarge = fmt.Errorf("upstream response headers exceed %d bytes", maxResponseHeaderBytes)
+// ErrResponseHeaderTooLarge: the upstream's response headers exceed MaxResponseHeaderBytes.
+var ErrResponseHeaderTooLarge = fmt.Errorf("upstream response headers exceed %d bytes", MaxResponseHeaderBytes)
 
 const (
 	h1MaxIdle     = 1024             // idle connections kept per upstream address
 	h1IdleTimeout = 90 * time.Second // an idle connection older than this is closed
 	h1Max1xx      = 5                // informational responses accepted before the answer
 	h1ReadBuffer  = 32 << 10
-	// maxResponseHeaderBytes bounds an upstream's response headers, informational responses
+	// MaxResponseHeaderBytes bounds an upstream's response headers, informational responses
 	// included (Envoy's default is 60 KiB, nginx's proxy_buffer_size 4–8 KiB); beyond it the
 	// client gets a 502. It matches the listener's own MaxHeaderBytes for requests.
-	maxResponseHeaderBytes = 64 << 10
+	MaxResponseHeaderBytes = 64 << 10
 )
 
 // errH1Stale marks a failure on a reused connection before any byte of the response: the
@@ -98,15 +99,16 @@ const (
 // new connection.
 var errH1Stale = errors.New("upstream closed the idle connection")
 
-func newH1Pool(addr string, m h1Counters) *h1Pool {
-	p := &h1Pool{addr: addr, m: m, stop: make(chan struct{}), done: make(chan struct{})}
+// NewPool returns the pool of the upstream at addr (host:port). Close stops its janitor.
+func NewPool(addr string, m Counters) *Pool {
+	p := &Pool{addr: addr, m: m, stop: make(chan struct{}), done: make(chan struct{})}
 	go p.janitor()
 	return p
 }
 
 // Close closes the idle connections and stops the janitor. Connections in use are closed when
 // their response is done.
-func (p *h1Pool) Close() error {
+func (p *Pool) Close() error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -126,7 +128,7 @@ func (p *h1Pool) Close() error {
 
 // janitor closes connections idle for longer than h1IdleTimeout, so that a quiet upstream does
 // not keep sockets open on both sides.
-func (p *h1Pool) janitor() {
+func (p *Pool) janitor() {
 	defer close(p.done)
 	t := time.NewTicker(h1IdleTimeout / 3)
 	defer t.Stop()
@@ -140,7 +142,7 @@ func (p *h1Pool) janitor() {
 			for n < len(p.idle) && now.Sub(p.idle[n].idleSince) > h1IdleTimeout {
 				n++
 			}
-			old := append([]*h1Conn(nil), p.idle[:n]...)
+			old := append([]*conn(nil), p.idle[:n]...)
 			p.idle = append(p.idle[:0], p.idle[n:]...)
 			p.mu.Unlock()
 			for _, pc := range old {
@@ -150,20 +152,20 @@ func (p *h1Pool) janitor() {
 	}
 }
 
-// h1Eligible reports whether h1Pool can send r: plain http, a body of known length, and
+// Eligible reports whether Pool can send r: plain http, a body of known length, and
 // nothing that needs http.Transport's machinery. Where the platform cannot check an idle
 // connection without reading it (alive), every request takes http.Transport.
-func h1Eligible(r *http.Request) bool {
+func Eligible(r *http.Request) bool {
 	return canPeek && r.URL.Scheme == "http" && r.ContentLength >= 0 && r.Method != http.MethodConnect &&
 		len(r.Trailer) == 0 && r.Header.Get("Expect") == ""
 }
 
-// roundTrip sends r on a pooled connection (or a new one, dialled within dialTimeout) and reads
+// RoundTrip sends r on a pooled connection (or a new one, dialled within dialTimeout) and reads
 // the response headers within timeout (0: no limit). The response body must be read to its end
 // or closed: only a body read to its end gives the connection back to the pool. A request that
 // failed on a stale connection and can be replayed (no body, idempotent) is sent once more on a
 // new connection.
-func (p *h1Pool) roundTrip(r *http.Request, host string, timeout, dialTimeout time.Duration) (*http.Response, error) {
+func (p *Pool) RoundTrip(r *http.Request, host string, timeout, dialTimeout time.Duration) (*http.Response, error) {
 	ctx := r.Context()
 	replayable := r.Body == nil && isIdempotent(r.Method)
 	pc, reused := p.get()
@@ -175,7 +177,7 @@ func (p *h1Pool) roundTrip(r *http.Request, host string, timeout, dialTimeout ti
 	}
 	resp, err := p.send(ctx, pc, r, host, timeout, reused)
 	if errors.Is(err, errH1Stale) && replayable {
-		inc(p.m.stale)
+		inc(p.m.Stale)
 		if pc, err = p.dial(ctx, dialTimeout); err != nil {
 			return nil, err
 		}
@@ -192,7 +194,7 @@ func (p *h1Pool) roundTrip(r *http.Request, host string, timeout, dialTimeout ti
 // readability on every reuse for the same reason, and http.Transport's reader goroutine reports
 // an "unsolicited response". A connection the upstream closes between the check and the write
 // is still caught (errH1Stale) and a replayable request sent again.
-func (p *h1Pool) get() (*h1Conn, bool) {
+func (p *Pool) get() (*conn, bool) {
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
@@ -205,16 +207,16 @@ func (p *h1Pool) get() (*h1Conn, bool) {
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
 		if pc.peek.alive() { // put kept no connection with buffered bytes
-			inc(p.m.reused)
+			inc(p.m.Reused)
 			return pc, true
 		}
-		inc(p.m.stale)
+		inc(p.m.Stale)
 		_ = pc.c.Close()
 	}
 }
 
 // put gives a connection whose response was read to its end back to the pool.
-func (p *h1Pool) put(pc *h1Conn) {
+func (p *Pool) put(pc *conn) {
 	if pc.br.Buffered() > 0 {
 		// Bytes after the response: the upstream's framing cannot be trusted on this
 		// connection (a smuggled response would answer the next request).
@@ -232,14 +234,14 @@ func (p *h1Pool) put(pc *h1Conn) {
 	p.mu.Unlock()
 }
 
-func (p *h1Pool) dial(ctx context.Context, timeout time.Duration) (*h1Conn, error) {
+func (p *Pool) dial(ctx context.Context, timeout time.Duration) (*conn, error) {
 	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	c, err := d.DialContext(ctx, "tcp", p.addr)
 	if err != nil {
 		return nil, err
 	}
-	inc(p.m.dialed)
-	pc := &h1Conn{c: c, lr: headerLimiter{c: c, budget: -1}, peek: newPeeker(c), bw: bufio.NewWriterSize(c, 4<<10)}
+	inc(p.m.Dialed)
+	pc := &conn{c: c, lr: headerLimiter{c: c, budget: -1}, peek: newPeeker(c), bw: bufio.NewWriterSize(c, 4<<10)}
 	pc.br = bufio.NewReaderSize(&pc.lr, h1ReadBuffer)
 	return pc, nil
 }
@@ -248,7 +250,7 @@ func (p *h1Pool) dial(ctx context.Context, timeout time.Duration) (*h1Conn, erro
 var aLongTimeAgo = time.Unix(1, 0)
 
 // send writes r on pc and reads the response headers.
-func (p *h1Pool) send(ctx context.Context, pc *h1Conn, r *http.Request, host string, timeout time.Duration, reused bool) (*http.Response, error) {
+func (p *Pool) send(ctx context.Context, pc *conn, r *http.Request, host string, timeout time.Duration, reused bool) (*http.Response, error) {
 	// A client that goes away cancels ctx: the wait for the upstream ends with it.
 	stop := context.AfterFunc(ctx, func() { _ = pc.c.SetDeadline(aLongTimeAgo) })
 	fail := func(err error) (*http.Response, error) {
@@ -273,7 +275,7 @@ func (p *h1Pool) send(ctx context.Context, pc *h1Conn, r *http.Request, host str
 	}
 	// Reading the headers may fill the buffer with up to h1ReadBuffer bytes of the body beyond
 	// them; the exact size is checked once they are parsed. The buffer is empty here (put).
-	pc.lr.budget, pc.lr.read = maxResponseHeaderBytes+h1ReadBuffer, 0
+	pc.lr.budget, pc.lr.read = MaxResponseHeaderBytes+h1ReadBuffer, 0
 	// The first byte tells a connection the upstream had closed (nothing comes) from a response
 	// cut short, which ReadResponse reports alike.
 	if _, err := pc.br.Peek(1); err != nil {
@@ -288,12 +290,12 @@ func (p *h1Pool) send(ctx context.Context, pc *h1Conn, r *http.Request, host str
 		resp, err = http.ReadResponse(pc.br, r)
 		if err != nil {
 			if pc.lr.budget == 0 {
-				err = errResponseHeaderTooLarge
+				err = ErrResponseHeaderTooLarge
 			}
 			return fail(fmt.Errorf("reading the response: %w", err))
 		}
-		if pc.lr.read-int64(pc.br.Buffered()) > maxResponseHeaderBytes {
-			return fail(fmt.Errorf("reading the response: %w", errResponseHeaderTooLarge))
+		if pc.lr.read-int64(pc.br.Buffered()) > MaxResponseHeaderBytes {
+			return fail(fmt.Errorf("reading the response: %w", ErrResponseHeaderTooLarge))
 		}
 		// 1xx informational responses (100 Continue, 103 Early Hints) precede the answer, a
 		// few of them (http.Transport's limit); a 101 is not expected here, as upgrades take
@@ -329,8 +331,8 @@ func (p *h1Pool) send(ctx context.Context, pc *h1Conn, r *http.Request, host str
 // closes it otherwise.
 type h1Body struct {
 	io.ReadCloser
-	pool *h1Pool
-	pc   *h1Conn
+	pool *Pool
+	pc   *conn
 	stop func() bool
 	keep bool
 	done bool
@@ -384,7 +386,7 @@ func writeRequest(bw *bufio.Writer, r *http.Request, host string) error {
 		if h1ExcludedHeaders[k] {
 			continue
 		}
-		if !validHeaderName(k) {
+		if !IsToken(k) {
 			return fmt.Errorf("%w: name %q", errInvalidHeader, k)
 		}
 		for _, v := range vs {
@@ -433,8 +435,8 @@ func isIdempotent(m string) bool {
 	return false
 }
 
-// validHeaderName reports whether k is an RFC 9110 token.
-func validHeaderName(k string) bool {
+// IsToken reports whether k is an RFC 9110 token: a valid header name, or method.
+func IsToken(k string) bool {
 	if k == "" {
 		return false
 	}

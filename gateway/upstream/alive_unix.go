@@ -1,6 +1,6 @@
 //go:build unix && !aix
 
-package gateway
+package upstream
 
 import (
 	"net"
