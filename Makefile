@@ -4,7 +4,7 @@ BIN     := bin/portcullis
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build run test vet lint bench clean
+.PHONY: all build run test test-unit vet lint bench clean
 
 all: build
 
@@ -22,6 +22,10 @@ test: vet caddy
 	PORTCULLIS_CADDY=$$(test -x $(BENCH_CACHE)/bin/caddy && echo $(BENCH_CACHE)/bin/caddy) \
 		$(GO) test -race -count=1 -timeout 60m ./...
 	cd bench && $(GO) test -count=1 ./...
+
+# The unit tests alone: no integration tests, nothing that needs Java or Keycloak (-short).
+test-unit:
+	$(GO) test -short -race -count=1 $$($(GO) list ./... | grep -v /integration)
 
 vet:
 	$(GO) vet ./...

@@ -37,6 +37,9 @@ const keycloakStartTimeout = 8 * time.Minute
 // or fails when CI=true (kcfixture.Require).
 func keycloakFor(t *testing.T) *kcfixture.Keycloak {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping: needs Keycloak, and -short asks for no Keycloak")
+	}
 	kcOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), keycloakStartTimeout)
 		defer cancel()

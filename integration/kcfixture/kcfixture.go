@@ -19,6 +19,7 @@ package kcfixture
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -231,6 +232,11 @@ func (k *Keycloak) Restart(ctx context.Context) error {
 //	var kcErr error
 //	func TestMain(m *testing.M) { os.Exit(kcfixture.Main(m, 5*time.Minute, &kc, &kcErr)) }
 func Main(m *testing.M, timeout time.Duration, kc **Keycloak, startErr *error) int {
+	flag.Parse() // for testing.Short; m.Run parses again, harmlessly
+	if testing.Short() {
+		*startErr = ErrShort
+		return m.Run()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	k, err := Start(ctx)
 	cancel()
@@ -257,6 +263,9 @@ func Require(tb testing.TB, kc *Keycloak, startErr error) *Keycloak {
 	if startErr == nil && kc != nil {
 		return kc
 	}
+	if testing.Short() {
+		tb.Skip("skipping: needs Keycloak, and -short asks for no Keycloak")
+	}
 	if startErr == nil {
 		startErr = errors.New("fixture not started (call kcfixture.Main or Start in TestMain)")
 	}
@@ -266,6 +275,10 @@ func Require(tb testing.TB, kc *Keycloak, startErr error) *Keycloak {
 	tb.Skipf("skipping: needs Keycloak: %v", startErr)
 	return nil
 }
+
+// ErrShort is the start error of a -short run: the tests that need Keycloak skip, in CI too
+// (`make test` never runs with -short; `make test-unit` does).
+var ErrShort = errors.New("-short: Keycloak not started")
 
 // InCI reports whether the tests run in CI (CI=true), where Keycloak is mandatory.
 func InCI() bool { return os.Getenv("CI") == "true" }
