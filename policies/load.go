@@ -649,63 +649,8 @@ func (m *merged) check(errs *errorList) {
 	for k, cfg := range p.IdPs {
 		rules[k], hasRules[k] = rulesOf(cfg.Type)
 	}
-	bad := func(i, j int) {
-		if c.badBinding == nil {
-			c.badBinding = map[[2]int]bool{}
-		}
-		c.badBinding[[2]int{i, j}] = true
-	}
 	for i := range p.Consumers {
-		cons := &p.Consumers[i]
-		if cons.Group != "" {
-			if _, ok := c.groupByName[cons.Group]; !ok {
-				errs.add(m.consumerOrigin(i).errAt("$.group", "unknown consumer group %q%s", cons.Group, didYouMean(cons.Group, namesOf(c.groupByName))))
-			}
-		}
-		if len(cons.IdPs) == 0 && !anonymous[cons.Username] {
-			sub := jsonPath("$.username")
-			// "idps": [] decodes to an empty, non-nil slice.
-			if cons.IdPs != nil {
-				sub = "$.idps"
-			}
-			errs.add(m.consumerOrigin(i).errAt(sub, "consumer %q has no idps: a consumer needs at least one binding (only a route's anonymous_consumer may have none)", cons.Username))
-		}
-		masks := m.masks[i]
-		for j := range cons.IdPs {
-			b := &cons.IdPs[j]
-			k, known := c.idpByName[b.IdP]
-			if !known {
-				errs.add(m.consumerOrigin(i).errAt(rootPath.key("idps").index(j).key("idp"), "unknown idp %q%s", b.IdP, didYouMean(b.IdP, namesOf(c.idpByName))))
-				bad(i, j)
-				continue
-			}
-			first := -1
-			for jj := 0; jj < j; jj++ {
-				if cons.IdPs[jj].IdP == b.IdP {
-					first = jj
-					break
-				}
-			}
-			if first >= 0 {
-				o := m.consumerOrigin(i)
-				errs.add(o.errAt(rootPath.key("idps").index(j).key("idp"), "consumer %q binds idp %q twice (first at %s)", cons.Username, b.IdP, o.src.where(o.at(rootPath.key("idps").index(first)))))
-				bad(i, j)
-				continue
-			}
-			mask := b.fieldMask()
-			if masks != nil {
-				mask = masks[j]
-			}
-			if b.ID != "" && !validCredentialID(b.ID) {
-				errs.add(m.consumerOrigin(i).errAt(rootPath.key("idps").index(j).key("id"), "id must be 1 to %d visible ASCII characters without spaces: it is sent as the X-Credential-Identifier header", maxCredentialID))
-			}
-			r := rules[k]
-			if !hasRules[k] || mask&^r.allowed != 0 || r.required&^mask != 0 || (p.IdPs[k].Type == "jwt-auth" && (mask&fieldSecret != 0) == (mask&fieldPublicKey != 0)) {
-				checkBindingFields(m.consumerOrigin(i), rootPath.key("idps").index(j), mask, p.IdPs[k].Type, b.IdP, errs)
-				bad(i, j)
-			}
-		}
-		m.checkPlugins(func() origin { return m.consumerOrigin(i) }, cons.Plugins, errs)
+		m.checkConsumer(i, c, rules, hasRules, anonymous, errs)
 	}
 
 	for i, r := range p.Routes {
@@ -715,6 +660,70 @@ func (m *merged) check(errs *errorList) {
 		}
 	}
 	m.checker = c
+}
+
+// checkConsumer checks consumer i: its group, that it has bindings, and each binding's idp and
+// fields. A binding found bad is marked in c, so that compiling skips it (its error is reported).
+func (m *merged) checkConsumer(i int, c *checker, rules []bindingRules, hasRules []bool, anonymous map[string]bool, errs *errorList) {
+	p := &m.policy
+	cons := &p.Consumers[i]
+	if cons.Group != "" {
+		if _, ok := c.groupByName[cons.Group]; !ok {
+			errs.add(m.consumerOrigin(i).errAt("$.group", "unknown consumer group %q%s", cons.Group, didYouMean(cons.Group, namesOf(c.groupByName))))
+		}
+	}
+	if len(cons.IdPs) == 0 && !anonymous[cons.Username] {
+		sub := jsonPath("$.username")
+		// "idps": [] decodes to an empty, non-nil slice.
+		if cons.IdPs != nil {
+			sub = "$.idps"
+		}
+		errs.add(m.consumerOrigin(i).errAt(sub, "consumer %q has no idps: a consumer needs at least one binding (only a route's anonymous_consumer may have none)", cons.Username))
+	}
+	masks := m.masks[i]
+	for j := range cons.IdPs {
+		b := &cons.IdPs[j]
+		k, known := c.idpByName[b.IdP]
+		if !known {
+			errs.add(m.consumerOrigin(i).errAt(rootPath.key("idps").index(j).key("idp"), "unknown idp %q%s", b.IdP, didYouMean(b.IdP, namesOf(c.idpByName))))
+			c.markBad(i, j)
+			continue
+		}
+		first := -1
+		for jj := 0; jj < j; jj++ {
+			if cons.IdPs[jj].IdP == b.IdP {
+				first = jj
+				break
+			}
+		}
+		if first >= 0 {
+			o := m.consumerOrigin(i)
+			errs.add(o.errAt(rootPath.key("idps").index(j).key("idp"), "consumer %q binds idp %q twice (first at %s)", cons.Username, b.IdP, o.src.where(o.at(rootPath.key("idps").index(first)))))
+			c.markBad(i, j)
+			continue
+		}
+		mask := b.fieldMask()
+		if masks != nil {
+			mask = masks[j]
+		}
+		if b.ID != "" && !validCredentialID(b.ID) {
+			errs.add(m.consumerOrigin(i).errAt(rootPath.key("idps").index(j).key("id"), "id must be 1 to %d visible ASCII characters without spaces: it is sent as the X-Credential-Identifier header", maxCredentialID))
+		}
+		r := rules[k]
+		if !hasRules[k] || mask&^r.allowed != 0 || r.required&^mask != 0 || (p.IdPs[k].Type == "jwt-auth" && (mask&fieldSecret != 0) == (mask&fieldPublicKey != 0)) {
+			checkBindingFields(m.consumerOrigin(i), rootPath.key("idps").index(j), mask, p.IdPs[k].Type, b.IdP, errs)
+			c.markBad(i, j)
+		}
+	}
+	m.checkPlugins(func() origin { return m.consumerOrigin(i) }, cons.Plugins, errs)
+}
+
+// markBad records that consumer i's binding j has an error reported.
+func (c *checker) markBad(i, j int) {
+	if c.badBinding == nil {
+		c.badBinding = map[[2]int]bool{}
+	}
+	c.badBinding[[2]int{i, j}] = true
 }
 
 // checkForwardAuth checks forward_auth: a path of its own, and someone allowed to ask.

@@ -141,6 +141,44 @@ var (
 
 // New validates cfg and builds the provider. It does no network I/O.
 func New(cfg Config, logger *slog.Logger) (*Provider, error) {
+	algs, sess, err := validate(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("configuring oidc provider %q: %w", cfg.Name, err)
+	}
+	cfg = withDefaults(cfg)
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	client := cfg.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: cfg.Timeout}
+	}
+
+	challenge := `Bearer realm="` + cfg.Realm + `"`
+	o := &Provider{
+		cfg:        cfg,
+		logger:     logger.With("provider", cfg.Name),
+		client:     client,
+		now:        cfg.Now,
+		authHeader: strings.EqualFold(cfg.Header, "Authorization"),
+		algs:       algs,
+		missing:    idp.Unauthorized("Missing bearer token in request", challenge),
+		invalid:    idp.Unauthorized("Invalid token", challenge+`, error="invalid_token"`),
+		forbidden:  idp.Forbidden("Token does not grant access to this resource"),
+		tokenCache: expiring.New[[sha256.Size]byte, *verifiedToken](cfg.CacheSize),
+		introCache: expiring.New[[sha256.Size]byte, *introspection](cfg.CacheSize),
+		sess:       sess,
+	}
+	o.keys = &oidcKeys{o: o}
+	return o, nil
+}
+
+// defaultAlgorithms are the token algorithms accepted when the configuration names none.
+var defaultAlgorithms = []string{"RS256"}
+
+// validate collects every problem of cfg, and builds what checking it already made: the
+// accepted algorithms and the session sealer.
+func validate(cfg Config) (algs map[string]bool, sess *sessions, err error) {
 	var errs []error
 	if cfg.Name == "" {
 		errs = append(errs, errors.New("oidc provider needs a name"))
@@ -153,11 +191,12 @@ func New(cfg Config, logger *slog.Logger) (*Provider, error) {
 	if cfg.CheckAZP && cfg.Audience == "" {
 		errs = append(errs, errors.New("check_azp needs an audience"))
 	}
-	if len(cfg.Algorithms) == 0 {
-		cfg.Algorithms = []string{"RS256"}
+	algList := cfg.Algorithms
+	if len(algList) == 0 {
+		algList = defaultAlgorithms
 	}
-	algs := make(map[string]bool, len(cfg.Algorithms))
-	for _, a := range cfg.Algorithms {
+	algs = make(map[string]bool, len(algList))
+	for _, a := range algList {
 		if !slices.Contains(oidcAlgorithms, a) {
 			errs = append(errs, fmt.Errorf("algorithm %q is not accepted (one of %s)", a, strings.Join(oidcAlgorithms, ", ")))
 			continue
@@ -170,7 +209,6 @@ func New(cfg Config, logger *slog.Logger) (*Provider, error) {
 	if cfg.Leeway < 0 || cfg.Timeout < 0 || cfg.JWKSRefreshMinInterval < 0 || cfg.IntrospectionTTL < 0 || cfg.JWKSMaxAge < 0 {
 		errs = append(errs, errors.New("leeway, timeout, jwks_refresh_min_interval and introspection_ttl must not be negative"))
 	}
-	var sess *sessions
 	if cfg.Session != nil {
 		if cfg.ClientID == "" {
 			errs = append(errs, errors.New("a session needs client_id (the client people sign in with)"))
@@ -181,9 +219,16 @@ func New(cfg Config, logger *slog.Logger) (*Provider, error) {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("configuring oidc provider %q: %w", cfg.Name, err)
+		return nil, nil, err
 	}
+	return algs, sess, nil
+}
 
+// withDefaults fills in what cfg leaves out.
+func withDefaults(cfg Config) Config {
+	if len(cfg.Algorithms) == 0 {
+		cfg.Algorithms = slices.Clone(defaultAlgorithms)
+	}
 	cfg.Issuer = strings.TrimRight(cfg.Issuer, "/")
 	if cfg.SubjectClaim == "" {
 		cfg.SubjectClaim = "sub"
@@ -212,31 +257,7 @@ func New(cfg Config, logger *slog.Logger) (*Provider, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	client := cfg.HTTPClient
-	if client == nil {
-		client = &http.Client{Timeout: cfg.Timeout}
-	}
-
-	challenge := `Bearer realm="` + cfg.Realm + `"`
-	o := &Provider{
-		cfg:        cfg,
-		logger:     logger.With("provider", cfg.Name),
-		client:     client,
-		now:        cfg.Now,
-		authHeader: strings.EqualFold(cfg.Header, "Authorization"),
-		algs:       algs,
-		missing:    idp.Unauthorized("Missing bearer token in request", challenge),
-		invalid:    idp.Unauthorized("Invalid token", challenge+`, error="invalid_token"`),
-		forbidden:  idp.Forbidden("Token does not grant access to this resource"),
-		tokenCache: expiring.New[[sha256.Size]byte, *verifiedToken](cfg.CacheSize),
-		introCache: expiring.New[[sha256.Size]byte, *introspection](cfg.CacheSize),
-		sess:       sess,
-	}
-	o.keys = &oidcKeys{o: o}
-	return o, nil
+	return cfg
 }
 
 func (o *Provider) Name() string { return o.cfg.Name }
