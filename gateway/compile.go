@@ -37,6 +37,10 @@ type compiled struct {
 	fwd *forwardAuth
 	// signIn maps the sign-in endpoints' paths to their providers; nil without sessions.
 	signIn map[string]signInEndpoint
+	// tracked are the consumers with series of their own (policies.Metrics); every consumer
+	// when allTracked.
+	tracked    set
+	allTracked bool
 
 	// inflight is held (read-locked) by every request on this snapshot; closing the snapshot's
 	// providers waits for them.
@@ -106,6 +110,7 @@ const (
 // limit is one configured rate limit with its limiter.
 type limit struct {
 	owner            string // "consumer:FetchBot", "group:bots", "route:petstore"
+	metricOwner      string // owner, or "consumer:other" for a consumer without series of its own
 	kind             string // "limit-count" or "limit-req"
 	spec             ratelimit.Spec
 	key              limitKeyKind
@@ -129,6 +134,7 @@ func (g *Gateway) compile(snap *policies.Snapshot) (*compiled, error) {
 		fwd:            newForwardAuth(snap.ForwardAuth),
 		signIn:         compileSignIn(snap.Providers),
 	}
+	c.tracked, c.allTracked = trackedConsumers(snap.Policy)
 	if c.fwd != nil {
 		// The proxies that may ask forward auth vouch for X-Forwarded-For like trusted ones:
 		// a remote_addr limit counts the original client, not the proxy.
@@ -140,14 +146,14 @@ func (g *Gateway) compile(snap *policies.Snapshot) (*compiled, error) {
 		}
 	}
 	for name, p := range snap.ConsumerPlugins {
-		ls, err := g.limits(c, "consumer:"+name, p, keyConsumer)
+		ls, err := g.limits(c, "consumer:"+name, "consumer:"+c.consumerLabel(name), p, keyConsumer)
 		if err != nil {
 			return nil, err
 		}
 		c.consumerLimits[name] = ls
 	}
 	for name, p := range snap.GroupPlugins {
-		ls, err := g.limits(c, "group:"+name, p, keyGroup)
+		ls, err := g.limits(c, "group:"+name, "group:"+name, p, keyGroup)
 		if err != nil {
 			return nil, err
 		}
@@ -240,7 +246,7 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 		}
 		targets = append(targets, tg)
 	}
-	ls, err := g.limits(c, "route:"+pr.Name, pr.Plugins, keyRoute)
+	ls, err := g.limits(c, "route:"+pr.Name, "route:"+pr.Name, pr.Plugins, keyRoute)
 	if err != nil {
 		return nil, err
 	}
@@ -263,8 +269,9 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 	return rt, nil
 }
 
-// limits builds the limiters of one owner's plugins. defaultKey applies when the limit sets no key.
-func (g *Gateway) limits(c *compiled, owner string, p policies.Plugins, defaultKey limitKeyKind) ([]*limit, error) {
+// limits builds the limiters of one owner's plugins; metricOwner is the owner's limit label
+// (an untracked consumer's is "consumer:other"). defaultKey applies when the limit sets no key.
+func (g *Gateway) limits(c *compiled, owner, metricOwner string, p policies.Plugins, defaultKey limitKeyKind) ([]*limit, error) {
 	var out []*limit
 	add := func(kind string, spec ratelimit.Spec, key string, code, defaultCode int, msg string, degrade bool) error {
 		if err := spec.Validate(); err != nil {
@@ -273,7 +280,7 @@ func (g *Gateway) limits(c *compiled, owner string, p policies.Plugins, defaultK
 		id := owner + "/" + kind
 		c.limiterIDs[id] = true
 		out = append(out, &limit{
-			owner: owner, kind: kind, key: limitKey(key, defaultKey), spec: spec,
+			owner: owner, metricOwner: metricOwner, kind: kind, key: limitKey(key, defaultKey), spec: spec,
 			limiter:      g.limiters.Limiter(id, spec),
 			rejectedCode: orDefault(code, defaultCode), rejectedMsg: msg,
 			allowDegradation: degrade,

@@ -180,7 +180,8 @@ func TestForwardAuthLimitsAndMetrics(t *testing.T) {
 	}
 	m := gw.metrics
 	for status, want := range map[string]float64{"200": 2, "429": 1} {
-		if got := counterValue(t, m.forwardAuth.WithLabelValues("pets", "FetchBot", status)); got != want {
+		// "other": the policy tracks no consumer (metrics_test.go tests tracking).
+		if got := counterValue(t, m.forwardAuth.WithLabelValues("pets", "other", status)); got != want {
 			t.Errorf("portcullis_forward_auth_requests_total{status=%q}: got %v, want %v", status, got, want)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -113,16 +114,25 @@ func (g *Gateway) Swap(snap *policies.Snapshot) error {
 	g.clients.Retain(c.upstreams())
 	g.metrics.policyInfo(snap)
 	if old != nil && old.snap != snap {
-		g.retiring.Go(func() { g.retire(old) })
+		forget := old.ownSeries(c)
+		g.retiring.Go(func() { g.retire(old, forget) })
 	}
 	return nil
 }
 
-// retire waits for the requests still running on c, then closes its providers.
-func (g *Gateway) retire(c *compiled) {
+// retire waits for the requests still running on c, then deletes the series of the consumers
+// in forget (after those requests, so that none of them brings a series back) and closes c's
+// providers.
+func (g *Gateway) retire(c *compiled, forget []string) {
 	c.inflight.Lock()
 	c.closed = true
 	c.inflight.Unlock()
+	if len(forget) > 0 {
+		// A reload since may have brought a consumer back: its series stay.
+		cur := g.current.Load()
+		forget = slices.DeleteFunc(forget, cur.keepsSeries)
+		g.metrics.forgetConsumers(forget)
+	}
 	if err := c.snap.Close(); err != nil {
 		g.log.Warn("closing retired policy", "version", c.snap.Version, "err", err)
 	}
@@ -551,9 +561,9 @@ func (g *Gateway) record(r *http.Request, c *compiled, x *exchange, d time.Durat
 	}
 	if x.forwardAuth {
 		msg = "forward_auth"
-		g.metrics.forwardAuthDecision(x.route, x.consumer, x.status)
+		g.metrics.forwardAuthDecision(x.route, c.consumerLabel(x.consumer), x.status)
 	} else {
-		g.metrics.request(x.route, x.consumer, x.status)
+		g.metrics.request(x.route, c.consumerLabel(x.consumer), x.status)
 	}
 	g.metrics.observeDuration(x.route, x.status, d)
 	if !g.access.Enabled(r.Context(), slog.LevelInfo) {

@@ -155,6 +155,7 @@ func (m *Metrics) status(code int) string {
 	return strconv.Itoa(code)
 }
 
+// request counts a proxied request; consumer is its label (compiled.consumerLabel).
 func (m *Metrics) request(route, consumer string, status int) {
 	m.requests.WithLabelValues(route, consumer, m.status(status)).Inc()
 }
@@ -181,11 +182,90 @@ func (m *Metrics) authDecision(err error) {
 }
 
 func (m *Metrics) rateRejected(route string, l *limit) {
-	m.rateRejections.WithLabelValues(route, l.owner, l.kind).Inc()
+	m.rateRejections.WithLabelValues(route, l.metricOwner, l.kind).Inc()
 }
 
 func (m *Metrics) rateDegraded(l *limit) {
-	m.rateDegradedCnt.WithLabelValues(l.owner, l.kind).Inc()
+	m.rateDegradedCnt.WithLabelValues(l.metricOwner, l.kind).Inc()
+}
+
+// trackedConsumers are the consumers p.Metrics gives series of their own: those it names, the
+// members of the groups it names, and the routes' anonymous consumers (a handful, and telling
+// anonymous traffic apart is what their series are for); all when it says all_consumers.
+func trackedConsumers(p *policies.Policy) (set, bool) {
+	tracked := set{}
+	for _, r := range p.Routes {
+		if r.Anonymous != "" {
+			tracked[r.Anonymous] = true
+		}
+	}
+	mt := p.Metrics
+	if mt == nil {
+		return tracked, false
+	}
+	for _, n := range mt.Consumers {
+		tracked[n] = true
+	}
+	if len(mt.Groups) > 0 {
+		groups := newSet(mt.Groups)
+		for _, cons := range p.Consumers {
+			if cons.Group != "" && groups[cons.Group] {
+				tracked[cons.Username] = true
+			}
+		}
+	}
+	return tracked, mt.AllConsumers
+}
+
+// consumerLabel is the consumer label of a request's series: the username of a tracked
+// consumer, "" when no consumer was identified, policies.UntrackedConsumer otherwise.
+func (c *compiled) consumerLabel(consumer string) string {
+	if consumer == "" || (c.allTracked || c.tracked[consumer]) && consumer != policies.UntrackedConsumer {
+		return consumer
+	}
+	return policies.UntrackedConsumer
+}
+
+// keepsSeries reports whether consumer name of c's policy has series of its own.
+func (c *compiled) keepsSeries(name string) bool {
+	if c.consumerLabel(name) != name || c.snap.Consumers == nil {
+		return false
+	}
+	_, ok := c.snap.Consumers.Consumer(name)
+	return ok
+}
+
+// ownSeries lists the consumers of c whose series next no longer keeps: removed from the
+// policy, or no longer tracked.
+func (c *compiled) ownSeries(next *compiled) []string {
+	var out []string
+	if c.allTracked {
+		for _, cons := range c.snap.Policy.Consumers {
+			if !next.keepsSeries(cons.Username) {
+				out = append(out, cons.Username)
+			}
+		}
+		return out
+	}
+	for name := range c.tracked {
+		if !next.keepsSeries(name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// forgetConsumers deletes the series of consumers that have no series of their own any more.
+func (m *Metrics) forgetConsumers(names []string) {
+	for _, n := range names {
+		if n == policies.UntrackedConsumer {
+			continue
+		}
+		m.requests.DeletePartialMatch(prometheus.Labels{"consumer": n})
+		m.forwardAuth.DeletePartialMatch(prometheus.Labels{"consumer": n})
+		m.rateRejections.DeletePartialMatch(prometheus.Labels{"limit": "consumer:" + n})
+		m.rateDegradedCnt.DeletePartialMatch(prometheus.Labels{"limit": "consumer:" + n})
+	}
 }
 
 // upstreamObserver is resolved once per route at compile time.

@@ -28,7 +28,8 @@ func petstorePolicy(upstreamURL, extraConsumers string) string {
     { "name": "petstore", "paths": ["/petstore", "/petstore/{rest:.*}"], "methods": ["GET", "POST"],
       "upstream": { "targets": [ { "url": %q } ], "timeout": "2s" },
       "consumers": { "deny": ["Mallory"] } }
-  ]
+  ],
+  "metrics": { "consumers": ["FetchBot", "JohnDoe"] }
 }`, extraConsumers, upstreamURL)
 }
 

@@ -392,9 +392,9 @@ type consumerSpan struct {
 
 // merged is the policy of all files with where each part came from.
 type merged struct {
-	policy                                                       Policy
-	listen, adminListen, redis, trustedProxies, tls, forwardAuth *origin
-	idps, groups, routes                                         []origin
+	policy                                                                Policy
+	listen, adminListen, redis, trustedProxies, tls, forwardAuth, metrics *origin
+	idps, groups, routes                                                  []origin
 	// consumerSpans locate the consumers; their paths are only formatted for an error.
 	consumerSpans []consumerSpan
 	// masks are the binding fields present (bindingField bits) of the consumers, by merged
@@ -436,6 +436,7 @@ func (m *merged) add(src *source, p Policy, masks map[int][]uint32) {
 	top("redis", p.Redis != nil, &m.redis, func() { m.policy.Redis = p.Redis })
 	top("tls", p.TLS != nil, &m.tls, func() { m.policy.TLS = p.TLS })
 	top("forward_auth", p.ForwardAuth != nil, &m.forwardAuth, func() { m.policy.ForwardAuth = p.ForwardAuth })
+	top("metrics", p.Metrics != nil, &m.metrics, func() { m.policy.Metrics = p.Metrics })
 	top("trusted_proxies", len(p.TrustedProxies) > 0, &m.trustedProxies, func() { m.policy.TrustedProxies = p.TrustedProxies })
 
 	list := func(key string, n int, dst *[]origin) {
@@ -659,6 +660,7 @@ func (m *merged) check(errs *errorList) {
 			errs.add(m.routes[i].errAt(rootPath.key("upstream"), "route %q has no upstream: only a route decided by forward auth (with forward_auth set) may have none", r.Name))
 		}
 	}
+	m.checkMetrics(c, errs)
 	m.checker = c
 }
 
@@ -724,6 +726,29 @@ func (c *checker) markBad(i, j int) {
 		c.badBinding = map[[2]int]bool{}
 	}
 	c.badBinding[[2]int{i, j}] = true
+}
+
+// checkMetrics checks that metrics names consumers and groups of the policy, as a route's
+// access lists must.
+func (m *merged) checkMetrics(c *checker, errs *errorList) {
+	mt := m.policy.Metrics
+	if mt == nil {
+		return
+	}
+	o := *m.metrics
+	for i, n := range mt.Consumers {
+		at := rootPath.key("consumers").index(i)
+		if _, ok := c.consumerByName[n]; !ok {
+			errs.add(o.errAt(at, "unknown consumer %q%s", n, didYouMean(n, namesOf(c.consumerByName))))
+		} else if n == UntrackedConsumer {
+			errs.add(o.errAt(at, "consumer %q cannot be tracked: %q is the consumer label of the untracked consumers", n, n))
+		}
+	}
+	for i, n := range mt.Groups {
+		if _, ok := c.groupByName[n]; !ok {
+			errs.add(o.errAt(rootPath.key("consumer_groups").index(i), "unknown consumer group %q%s", n, didYouMean(n, namesOf(c.groupByName))))
+		}
+	}
 }
 
 // checkForwardAuth checks forward_auth: a path of its own, and someone allowed to ask.

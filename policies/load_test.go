@@ -106,6 +106,26 @@ func TestLoadErrors(t *testing.T) {
 			want:   []string{`p.json:1:27: $.forward_auth.path: "auth/" does not match "^/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$"`},
 		},
 		{
+			name:   "a misspelt metrics field",
+			policy: `{"metrics": {"consumer": ["Alice"]}}`,
+			want:   []string{`p.json:1:14: $.metrics.consumer: unknown field "consumer" (did you mean "consumers"?)`},
+		},
+		{
+			name: "metrics naming unknown consumers and groups, and the untracked label",
+			policy: `{
+  "idps": [ { "name": "keys", "type": "key-auth" } ],
+  "consumer_groups": [ { "name": "partners" } ],
+  "consumers": [ { "username": "Alice", "group": "partners", "idps": [ { "idp": "keys", "key": "k1" } ] },
+                 { "username": "other", "idps": [ { "idp": "keys", "key": "k2" } ] } ],
+  "metrics": { "consumers": ["Alise", "other"], "consumer_groups": ["partner"] }
+}`,
+			want: []string{
+				`p.json:6:30: $.metrics.consumers[0]: unknown consumer "Alise" (did you mean "Alice"?)`,
+				`p.json:6:39: $.metrics.consumers[1]: consumer "other" cannot be tracked: "other" is the consumer label of the untracked consumers`,
+				`p.json:6:69: $.metrics.consumer_groups[0]: unknown consumer group "partner" (did you mean "partners"?)`,
+			},
+		},
+		{
 			name:   "syntax error",
 			policy: "{\n  \"listen\": \"a:1\",\n  \"idps\": [ }\n}",
 			want:   []string{`p.json:3:13: $.idps: invalid JSON: invalid character '}' looking for beginning of value`},

@@ -24,7 +24,24 @@ type Policy struct {
 	ConsumerGroups []ConsumerGroup `json:"consumer_groups,omitempty"`
 	Consumers      []Consumer      `json:"consumers,omitempty"`
 	Routes         []Route         `json:"routes,omitempty"`
+	// Metrics chooses the consumers that get series of their own: see Metrics.
+	Metrics *Metrics `json:"metrics,omitempty"`
 }
+
+// Metrics bounds the consumer label of the per-consumer series (portcullis_requests_total,
+// portcullis_forward_auth_requests_total, a consumer's own limits in
+// portcullis_ratelimit_rejections_total): only the consumers named here, the members of the
+// groups named here, and the routes' anonymous consumers get their own value; every other
+// identified consumer is counted as UntrackedConsumer. Without it no consumer is tracked.
+type Metrics struct {
+	Consumers []string `json:"consumers,omitempty"`
+	Groups    []string `json:"consumer_groups,omitempty"`
+	// AllConsumers tracks every consumer: only for a policy with few of them.
+	AllConsumers bool `json:"all_consumers,omitempty"`
+}
+
+// UntrackedConsumer is the consumer label value of the consumers Metrics does not track.
+const UntrackedConsumer = "other"
 
 // ForwardAuth is the forward-auth endpoint: the proxy in front asks it to decide a request it
 // describes, instead of sending the request through the gateway.
