@@ -49,7 +49,7 @@ CADDY_VERSION ?= v2.11.9
 OAUTH2_PROXY_VERSION ?= v7.15.6
 BENCH_FLAGS   ?=
 
-.PHONY: bench-go bench-load bench-scale bench-profile bench-tools caddy oauth2-proxy
+.PHONY: bench-go bench-load bench-scale bench-profile bench-cardinality bench-tools caddy oauth2-proxy
 
 bench: bench-go bench-load
 
@@ -79,6 +79,11 @@ bench-load: bench-tools
 
 bench-scale: bench-tools
 	cd bench && PORTCULLIS_BENCH_CACHE=$(BENCH_CACHE) ../bin/bench-load -mode scale $(BENCH_FLAGS)
+
+# bench-cardinality: the heap of the request counter with 1M consumers making requests, per-consumer
+# series off and on (bench/results/*-cardinality.md).
+bench-cardinality:
+	PORTCULLIS_CARDINALITY_CONSUMERS=1000000 $(GO) test -timeout 30m -run '^TestConsumerCardinality$$' -v ./gateway
 
 bench-profile: bench-tools
 	cd bench && PORTCULLIS_BENCH_CACHE=$(BENCH_CACHE) ../bin/bench-load -mode profile $(BENCH_FLAGS)
