@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"testing"
 	"time"
@@ -70,6 +71,7 @@ func TestConsumerCardinality(t *testing.T) {
 
 	// Per-consumer series off (the policy has no metrics block).
 	off := gateway()
+	offBuilt := heapInUse()
 	offTime := everyone(off)
 	offHeap := heapInUse()
 	offSeries := len(seriesOf(t, off.metrics, "portcullis_requests_total"))
@@ -77,12 +79,23 @@ func TestConsumerCardinality(t *testing.T) {
 		t.Errorf("portcullis_requests_total with no consumer tracked, after %d consumers' requests: got %d series, want 1 (consumer=\"other\")", n, offSeries)
 	}
 	offRSS := rssBytes()
+	if p := os.Getenv("PORTCULLIS_CARDINALITY_HEAPPROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
 
 	// Per-consumer series on, for the comparison: the same snapshot tracking every consumer, in a
 	// gateway with its own registry (the first one's stays alive, so the difference is the new
 	// series).
 	snap.Policy.Metrics = &policies.Metrics{AllConsumers: true}
 	on := gateway()
+	onBuilt := heapInUse()
 	onTime := everyone(on)
 	onHeap := heapInUse()
 	onSeries := len(seriesOf(t, on.metrics, "portcullis_requests_total"))
@@ -92,11 +105,12 @@ func TestConsumerCardinality(t *testing.T) {
 	onRSS := rssBytes()
 
 	mb := func(b uint64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
-	t.Logf("consumers: %d; policy loaded in %v, heap %s (process RSS %s)", n, loadTime.Round(time.Millisecond), mb(loaded-base), mb(offRSS))
-	t.Logf("series off: %d series of portcullis_requests_total after %d distinct consumers' requests (%v); heap grew %s",
-		offSeries, n, offTime.Round(time.Millisecond), mb(sub(offHeap, loaded)))
-	t.Logf("series on:  %d series; heap grew %s more (%.0f bytes per consumer and status) (%v); process RSS %s",
-		onSeries, mb(sub(onHeap, offHeap)), float64(sub(onHeap, offHeap))/float64(n), onTime.Round(time.Millisecond), mb(onRSS))
+	t.Logf("consumers: %d; policy loaded in %v: heap %s; gateway built: heap %s more",
+		n, loadTime.Round(time.Millisecond), mb(sub(loaded, base)), mb(sub(offBuilt, loaded)))
+	t.Logf("series off: %d series of portcullis_requests_total after %d distinct consumers' requests (%v): heap grew %s; process RSS %s",
+		offSeries, n, offTime.Round(time.Millisecond), mb(sub(offHeap, offBuilt)), mb(offRSS))
+	t.Logf("series on:  %d series (a second gateway on the same snapshot: heap %s to build) after the same requests (%v): heap grew %s (%.0f bytes per consumer and status); process RSS %s",
+		onSeries, mb(sub(onBuilt, offHeap)), onTime.Round(time.Millisecond), mb(sub(onHeap, onBuilt)), float64(sub(onHeap, onBuilt))/float64(n), mb(onRSS))
 	runtime.KeepAlive(off)
 	runtime.KeepAlive(on)
 }
