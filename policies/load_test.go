@@ -700,6 +700,20 @@ func TestFolder(t *testing.T) {
 			t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 	})
+	t.Run("metrics in a file of its own", func(t *testing.T) {
+		dir := writeFiles(t, map[string]string{
+			"a.json": `{
+  "idps": [ { "name": "keys", "type": "key-auth" } ],
+  "consumers": [ { "username": "a", "idps": [ { "idp": "keys", "key": "k" } ] } ]
+}`,
+			"z-metrics.json": `{ "metrics": { "consumers": ["a", "b"] } }`,
+		})
+		_, err := Load(dir, Options{})
+		want := []string{`z-metrics.json:1:35: $.metrics.consumers[1]: unknown consumer "b"`}
+		if got := errorLines(t, err); !reflect.DeepEqual(got, want) {
+			t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	})
 	t.Run("errors of every file at once", func(t *testing.T) {
 		dir := writeFiles(t, map[string]string{"a.json": `{ "x": 1 }`, "b.json": `{ "y": 1 }`})
 		want := []string{`a.json:1:3: $.x: unknown field "x"`, `b.json:1:3: $.y: unknown field "y"`}
