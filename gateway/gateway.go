@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/idp"
@@ -33,14 +34,19 @@ type Options struct {
 	Limiters *ratelimit.Registry
 	// Metrics is where the gateway registers its collectors. Required.
 	Metrics *Metrics
+	// TracerProvider, when set, traces each request (tracing.go); nil turns tracing off, at no
+	// cost to the request path.
+	TracerProvider trace.TracerProvider
 }
 
 // Gateway serves requests from the current policy snapshot.
 type Gateway struct {
-	log       *slog.Logger
-	access    *slog.Logger
-	limiters  *ratelimit.Registry
-	metrics   *Metrics
+	log      *slog.Logger
+	access   *slog.Logger
+	limiters *ratelimit.Registry
+	metrics  *Metrics
+	// tr traces requests; nil when tracing is off.
+	tr        *tracing
 	transport http.RoundTripper
 	// base is the transport of routes without a timeout; headerTransports those of each
 	// route timeout in use (guarded by mu; compile runs under it).
@@ -88,6 +94,9 @@ func New(snap *policies.Snapshot, opts Options) (*Gateway, error) {
 		pools:            map[string]*h1Pool{},
 		buffers:          newBufferPool(),
 		proxyLog:         slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
+	}
+	if opts.TracerProvider != nil {
+		g.tr = newTracing(opts.TracerProvider)
 	}
 	c, err := g.compile(snap)
 	if err != nil {
@@ -227,6 +236,10 @@ type exchange struct {
 	upstream       string
 	upstreamStatus int
 	upstreamTime   time.Duration
+	// span is the request's server span; nil when tracing is off.
+	span trace.Span
+	// cw counts the response body bytes written to the client (the access log's bytes_out).
+	cw countingWriter
 	// vals backs the header values handed out by val; nvals of them are in use.
 	vals  [14]string
 	nvals int
@@ -258,7 +271,12 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, x *exchange) {
 	c := g.acquire()
 	defer c.inflight.RUnlock()
 	x.requestID = c.requestID(r)
+	x.cw.ResponseWriter = w
+	w = &x.cw
 	w.Header()[requestIDHeader] = x.val(x.requestID)
+	if g.tr != nil {
+		r = g.tr.startServer(c, r, x) // ended by record
+	}
 	if c.signIn != nil {
 		if ep, ok := c.signIn[r.URL.Path]; ok {
 			g.serveSignIn(c, w, r, x, ep, start)
@@ -340,6 +358,9 @@ func (g *Gateway) serve(c *compiled, w http.ResponseWriter, r *http.Request, x *
 		setRateHeaders(w.Header(), &x.rate, x)
 	}
 	x.resp.WriteTo(w.Header())
+	if x.span != nil {
+		return g.forwardTraced(w, r, x)
+	}
 	return g.forward(w, r, x.rt, x)
 }
 
@@ -376,10 +397,20 @@ func (rt *route) authorize(consumer, group string) error {
 
 // limit applies the consumer's, its group's and the route's limits, in that order; all must
 // pass. Without m.Consume nothing is spent: the limits that apply are only traced.
-func (g *Gateway) limit(r *http.Request, c *compiled, x *exchange, m Mode) error {
+func (g *Gateway) limit(r *http.Request, c *compiled, x *exchange, m Mode) (err error) {
 	rt, e := x.rt, m.Trace
+	all := [3][]*limit{c.consumerLimits[x.consumer], c.groupLimits[x.group], rt.limits}
+	ctx := r.Context()
+	var at *limit // the limit that refused the request or failed, for the span
+	if m.Consume && x.recording() {
+		if n := len(all[0]) + len(all[1]) + len(all[2]); n > 0 {
+			var sp trace.Span
+			ctx, sp = g.tr.startLimit(ctx, n)
+			defer func() { endLimit(sp, at, err) }()
+		}
+	}
 	n := 0
-	for _, ls := range [3][]*limit{c.consumerLimits[x.consumer], c.groupLimits[x.group], rt.limits} {
+	for _, ls := range all {
 		for _, l := range ls {
 			n++
 			if !m.Consume {
@@ -389,8 +420,9 @@ func (g *Gateway) limit(r *http.Request, c *compiled, x *exchange, m Mode) error
 				continue
 			}
 			key := l.keyFor(r, c, x, rt.name)
-			d, err := l.limiter.Allow(r.Context(), key)
+			d, err := l.limiter.Allow(ctx, key)
 			if err != nil {
+				at = l
 				if l.allowDegradation {
 					g.metrics.rateDegraded(l)
 					g.log.Warn("rate limit bypassed: store unavailable", "request_id", x.requestID, "limit", l.owner, "kind", l.kind, "err", err)
@@ -411,6 +443,7 @@ func (g *Gateway) limit(r *http.Request, c *compiled, x *exchange, m Mode) error
 				e.limitConsumed(l, key, x.group, &d)
 			}
 			if !d.Allowed {
+				at = l
 				g.metrics.rateRejected(rt.name, l)
 				msg, field := l.rejectedMsg, "error_msg"
 				if msg == "" {
@@ -561,6 +594,9 @@ func (g *Gateway) record(r *http.Request, c *compiled, x *exchange, d time.Durat
 		g.metrics.request(x.route, x.consumer, x.status)
 	}
 	g.metrics.observeDuration(x.route, x.status, d)
+	if x.span != nil {
+		g.tr.endServer(r, x, x.cw.n)
+	}
 	if !g.access.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}
@@ -582,6 +618,12 @@ func (g *Gateway) record(r *http.Request, c *compiled, x *exchange, d time.Durat
 	}
 	if r.ContentLength > 0 {
 		attrs = append(attrs, slog.Int64("bytes_in", r.ContentLength))
+	}
+	attrs = append(attrs, slog.Int64("bytes_out", x.cw.n))
+	if x.span != nil {
+		if sc := x.span.SpanContext(); sc.IsValid() {
+			attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
+		}
 	}
 	if x.upstream != "" {
 		attrs = append(attrs, slog.String("upstream", x.upstream))

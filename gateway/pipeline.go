@@ -3,6 +3,8 @@ package gateway
 import (
 	"net/http"
 
+	oteltrace "go.opentelemetry.io/otel/trace"
+
 	"github.com/portcullis/portcullis/idp"
 )
 
@@ -170,9 +172,17 @@ func (g *Gateway) authenticate(c *compiled, r *http.Request, x *exchange, m Mode
 	if m.Trace != nil {
 		trace = new(idp.Trace)
 	}
-	res, err := c.snap.Chain.Evaluate(r.Context(), r, x.rt.anonymous, trace)
+	ctx := r.Context()
+	var span oteltrace.Span
+	if x.recording() {
+		ctx, span = g.tr.startAuthenticate(ctx)
+	}
+	res, err := c.snap.Chain.Evaluate(ctx, r, x.rt.anonymous, trace)
 	if err == nil {
 		x.res, x.consumer, x.group = res, res.Consumer, c.consumerGroups[res.Consumer]
+	}
+	if span != nil {
+		endAuthenticate(span, x, err)
 	}
 	if m.Trace != nil {
 		m.Trace.authenticated(trace, x, err)

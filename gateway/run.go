@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/policies"
@@ -35,6 +37,9 @@ type RunConfig struct {
 	// ShadowPath, when set, is a candidate policy decided beside the served one (see Shadow),
 	// reloaded on the same triggers.
 	ShadowPath string
+	// TracerProvider, when set, traces requests, the identity providers' calls to their IdPs
+	// and the Redis commands made for them. The caller owns it (and flushes it at exit).
+	TracerProvider trace.TracerProvider
 }
 
 // Run loads the policy, serves it, reloads it on request and on file changes, and drains
@@ -49,6 +54,9 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	opts := policies.Options{Logger: cfg.Logger, Context: ctx, MaxFileSize: cfg.MaxPolicySize, Hooks: policies.Hooks{
 		IdPCall: metrics.IdPCall, IdPCache: metrics.IdPCache,
 	}, SessionRevocations: shared, SessionStore: shared}
+	if cfg.TracerProvider != nil {
+		opts.HTTPClient = TracedHTTPClient(cfg.TracerProvider, &http.Client{Timeout: 10 * time.Second}) // policies.Load's default client, traced
+	}
 	first, err := policies.Load(cfg.Path, opts)
 	if err != nil {
 		return fmt.Errorf("loading policy %s:\n%w", cfg.Path, err)
@@ -61,6 +69,9 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if r := startRedis; r != nil {
 		rdb = NewRedisClient(r)
 		defer rdb.Close()
+		if cfg.TracerProvider != nil {
+			TraceRedis(rdb, cfg.TracerProvider)
+		}
 		// Sessions and their logouts are shared through it (the client is closed after the server).
 		shared.SetClient(rdb)
 	}
@@ -83,14 +94,15 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		}})
 	}
 	srv, err := NewServer(ServerOptions{
-		Shadow:       shadow,
-		Logger:       cfg.Logger,
-		AccessLog:    cfg.AccessLog,
-		Limiters:     limiters,
-		Metrics:      metrics,
-		OnListen:     cfg.OnListen,
-		BuildVersion: cfg.BuildVersion,
-		First:        first,
+		Shadow:         shadow,
+		TracerProvider: cfg.TracerProvider,
+		Logger:         cfg.Logger,
+		AccessLog:      cfg.AccessLog,
+		Limiters:       limiters,
+		Metrics:        metrics,
+		OnListen:       cfg.OnListen,
+		BuildVersion:   cfg.BuildVersion,
+		First:          first,
 		Load: func() (*policies.Snapshot, error) {
 			snap, err := policies.Load(cfg.Path, opts)
 			if err != nil {
