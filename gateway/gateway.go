@@ -405,8 +405,8 @@ func (g *Gateway) limit(r *http.Request, c *compiled, x *exchange, m Mode) (err 
 	if m.Consume && x.recording() {
 		if n := len(all[0]) + len(all[1]) + len(all[2]); n > 0 {
 			var sp trace.Span
-			ctx, sp = g.tr.startLimit(ctx, n)
-			defer func() { endLimit(sp, at, err) }()
+			ctx, sp = g.tr.startLimit(ctx)
+			defer func() { endLimit(sp, n, at, err) }()
 		}
 	}
 	n := 0
@@ -595,7 +595,7 @@ func (g *Gateway) record(r *http.Request, c *compiled, x *exchange, d time.Durat
 	}
 	g.metrics.observeDuration(x.route, x.status, d)
 	if x.span != nil {
-		g.tr.endServer(r, x, x.cw.n)
+		g.tr.endServer(c, r, x, x.cw.n)
 	}
 	if !g.access.Enabled(r.Context(), slog.LevelInfo) {
 		return

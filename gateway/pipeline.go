@@ -3,8 +3,6 @@ package gateway
 import (
 	"net/http"
 
-	oteltrace "go.opentelemetry.io/otel/trace"
-
 	"github.com/portcullis/portcullis/idp"
 )
 
@@ -173,16 +171,17 @@ func (g *Gateway) authenticate(c *compiled, r *http.Request, x *exchange, m Mode
 		trace = new(idp.Trace)
 	}
 	ctx := r.Context()
-	var span oteltrace.Span
+	var spans *authSpans
 	if x.recording() {
-		ctx, span = g.tr.startAuthenticate(ctx)
+		spans = g.tr.startAuthenticate(ctx)
+		ctx = spans
 	}
 	res, err := c.snap.Chain.Evaluate(ctx, r, x.rt.anonymous, trace)
 	if err == nil {
 		x.res, x.consumer, x.group = res, res.Consumer, c.consumerGroups[res.Consumer]
 	}
-	if span != nil {
-		endAuthenticate(span, x, err)
+	if spans != nil {
+		spans.end(x, err)
 	}
 	if m.Trace != nil {
 		m.Trace.authenticated(trace, x, err)

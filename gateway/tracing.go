@@ -69,46 +69,25 @@ func newTracing(tp trace.TracerProvider) *tracing {
 }
 
 // startServer starts r's server span and returns r with it in its context. The client's
-// traceparent is the parent only when its peer is a trusted proxy (see above).
+// traceparent is the parent only when its peer is a trusted proxy (see above). The attributes
+// are set when the span ends (endServer), all at once: one copy into the span instead of two.
 func (t *tracing) startServer(c *compiled, r *http.Request, x *exchange) *http.Request {
 	ctx := r.Context()
-	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(t.serverAttrs(c, r, x)...)}
-	if _, ok := r.Header["Traceparent"]; ok {
-		carrier := propagation.HeaderCarrier(r.Header)
-		if len(c.clients.trusted) > 0 && c.clients.peerTrusted(r) {
-			ctx = t.prop.Extract(ctx, carrier) // a malformed one leaves ctx as it was: a new trace
-		} else if sc := trace.SpanContextFromContext(t.prop.Extract(context.Background(), carrier)); sc.IsValid() {
-			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{attrUntrusted.Bool(true)}}))
-		}
+	kind := trace.WithSpanKind(trace.SpanKindServer)
+	var span trace.Span
+	if _, ok := r.Header["Traceparent"]; !ok {
+		ctx, span = t.tracer.Start(ctx, spanMethod(r.Method), kind)
+	} else if carrier := propagation.HeaderCarrier(r.Header); len(c.clients.trusted) > 0 && c.clients.peerTrusted(r) {
+		// A malformed traceparent leaves ctx as it was: a new trace.
+		ctx, span = t.tracer.Start(t.prop.Extract(ctx, carrier), spanMethod(r.Method), kind)
+	} else if sc := trace.SpanContextFromContext(t.prop.Extract(context.Background(), carrier)); sc.IsValid() {
+		link := trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{attrUntrusted.Bool(true)}}
+		ctx, span = t.tracer.Start(ctx, spanMethod(r.Method), kind, trace.WithLinks(link))
+	} else {
+		ctx, span = t.tracer.Start(ctx, spanMethod(r.Method), kind)
 	}
-	ctx, x.span = t.tracer.Start(ctx, spanMethod(r.Method), opts...)
+	x.span = span
 	return r.WithContext(ctx)
-}
-
-// serverAttrs are the server span's attributes known before the pipeline runs.
-func (t *tracing) serverAttrs(c *compiled, r *http.Request, x *exchange) []attribute.KeyValue {
-	peer := peerIP(r)
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	attrs := make([]attribute.KeyValue, 0, 12)
-	attrs = append(attrs,
-		semconv.HTTPRequestMethodKey.String(semconvMethod(r.Method)),
-		semconv.URLSchemeKey.String(scheme),
-		semconv.NetworkProtocolVersionKey.String(protocolVersion(r)),
-		semconv.ClientAddressKey.String(c.clients.ipFrom(r, peer)),
-		semconv.NetworkPeerAddressKey.String(peer),
-		attrRequestID.String(x.requestID),
-	)
-	if semconvMethod(r.Method) == "_OTHER" {
-		attrs = append(attrs, semconv.HTTPRequestMethodOriginalKey.String(truncate(r.Method, 32)))
-	}
-	attrs = appendServer(attrs, r.Host, scheme)
-	if ua := r.UserAgent(); ua != "" {
-		attrs = append(attrs, semconv.UserAgentOriginalKey.String(truncate(ua, 256)))
-	}
-	return attrs
 }
 
 // appendServer adds server.address and server.port of host (a Host header value).
@@ -130,21 +109,40 @@ func appendServer(attrs []attribute.KeyValue, host, scheme string) []attribute.K
 	return append(attrs, semconv.ServerPortKey.Int(port))
 }
 
-// endServer ends the server span with what the pipeline decided; r is the request as logged
-// (for forward auth, the described one).
-func (t *tracing) endServer(r *http.Request, x *exchange, bytesOut int64) {
+// endServer ends the server span with the request's attributes and what the pipeline
+// decided; r is the request as logged (for forward auth, the described one).
+func (t *tracing) endServer(c *compiled, r *http.Request, x *exchange, bytesOut int64) {
 	sp := x.span
 	if !sp.IsRecording() {
 		sp.End()
 		return
 	}
-	attrs := make([]attribute.KeyValue, 0, 10)
+	peer := peerIP(r)
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	method := semconvMethod(r.Method)
+	attrs := make([]attribute.KeyValue, 0, 22)
 	attrs = append(attrs,
-		semconv.HTTPResponseStatusCodeKey.Int(x.status),
+		semconv.HTTPRequestMethodKey.String(method),
+		semconv.URLSchemeKey.String(scheme),
 		semconv.URLPathKey.String(truncate(r.URL.Path, 2048)),
+		semconv.NetworkProtocolVersionKey.String(protocolVersion(r)),
+		semconv.ClientAddressKey.String(c.clients.ipFrom(r, peer)),
+		semconv.NetworkPeerAddressKey.String(peer),
+		semconv.HTTPResponseStatusCodeKey.Int(x.status),
 		semconv.HTTPResponseBodySizeKey.Int64(bytesOut),
+		attrRequestID.String(x.requestID),
 		attrDecision.String(x.decision),
 	)
+	if method == "_OTHER" {
+		attrs = append(attrs, semconv.HTTPRequestMethodOriginalKey.String(truncate(r.Method, 32)))
+	}
+	attrs = appendServer(attrs, r.Host, scheme)
+	if ua := r.UserAgent(); ua != "" {
+		attrs = append(attrs, semconv.UserAgentOriginalKey.String(truncate(ua, 256)))
+	}
 	if x.route != "" {
 		attrs = append(attrs, attrRoute.String(x.route))
 	}
@@ -175,75 +173,142 @@ func (t *tracing) endServer(r *http.Request, x *exchange, bytesOut int64) {
 // sampled. The child spans are made only then.
 func (x *exchange) recording() bool { return x.span != nil && x.span.IsRecording() }
 
-// startAuthenticate starts the authenticate span under ctx.
-func (t *tracing) startAuthenticate(ctx context.Context) (context.Context, trace.Span) {
-	return t.tracer.Start(ctx, "authenticate")
+// authSpans is the context of a traced request's authenticate step: it carries the span of
+// each provider the chain called, so that a provider's Extract and Verify are one span, from
+// the start of the one to the end of the other, and the IdP calls of either are inside it.
+type authSpans struct {
+	context.Context // the authenticate span's
+	tr              *tracing
+	auth            trace.Span
+	providers       []providerSpan
+	inline          [4]providerSpan
 }
 
-// endAuthenticate ends the authenticate span with the chain's outcome.
-func endAuthenticate(sp trace.Span, x *exchange, err error) {
-	if err == nil {
-		sp.SetAttributes(attrConsumer.String(x.consumer), attrIdPResult.String("granted"))
-	} else {
-		res := "denied"
-		var d *idp.Denial
-		if !errors.As(err, &d) {
-			res = "unavailable"
-			sp.SetStatus(codes.Error, "an identity provider could not decide")
+type providerSpan struct {
+	p     idp.Provider
+	span  trace.Span
+	ended bool
+}
+
+type authSpansKey struct{}
+
+func (a *authSpans) Value(k any) any {
+	if k == (authSpansKey{}) {
+		return a
+	}
+	return a.Context.Value(k)
+}
+
+func (a *authSpans) find(p idp.Provider) *providerSpan {
+	for i := range a.providers {
+		if a.providers[i].p == p {
+			return &a.providers[i]
 		}
-		sp.SetAttributes(attrIdPResult.String(res))
+	}
+	return nil
+}
+
+// startAuthenticate starts the authenticate span under ctx; the context it returns collects
+// the providers' spans.
+func (t *tracing) startAuthenticate(ctx context.Context) *authSpans {
+	ctx, sp := t.tracer.Start(ctx, "authenticate")
+	a := &authSpans{Context: ctx, tr: t, auth: sp}
+	a.providers = a.inline[:0]
+	return a
+}
+
+// end ends the authenticate span with the chain's outcome, and the span of any provider the
+// chain left open (a credential present but not needed by the consumer's chain, or a chain
+// that stopped at an earlier provider).
+func (a *authSpans) end(x *exchange, err error) {
+	for i := range a.providers {
+		if ps := &a.providers[i]; !ps.ended {
+			ps.span.SetAttributes(attrIdP.String(ps.p.Name()), attrIdPType.String(ps.p.Type()), attrIdPResult.String("present"))
+			ps.span.End()
+		}
+	}
+	sp := a.auth
+	switch {
+	case err == nil:
+		sp.SetAttributes(attrConsumer.String(x.consumer), attrIdPResult.String("granted"))
+	case errors.As(err, new(*idp.Denial)):
+		sp.SetAttributes(attrIdPResult.String("denied"))
+	default:
+		sp.SetAttributes(attrIdPResult.String("unavailable"))
+		sp.SetStatus(codes.Error, "an identity provider could not decide")
 	}
 	sp.End()
 }
 
-// ProviderStart starts a provider call's span, when the request is traced.
+// ProviderStart starts (Extract) or resumes (Verify) the provider's span, when the request is
+// traced.
 func (t *tracing) ProviderStart(ctx context.Context, p idp.Provider, op idp.Op) context.Context {
-	if !trace.SpanFromContext(ctx).IsRecording() {
-		return ctx
+	a, _ := ctx.Value(authSpansKey{}).(*authSpans)
+	if a == nil {
+		return ctx // not a traced request
 	}
-	ctx, _ = t.tracer.Start(ctx, "idp."+op.String()+" "+p.Name(),
-		trace.WithAttributes(attrIdP.String(p.Name()), attrIdPType.String(p.Type())))
+	if ps := a.find(p); ps != nil {
+		if ps.ended {
+			return ctx
+		}
+		return trace.ContextWithSpan(ctx, ps.span)
+	}
+	ctx, sp := t.tracer.Start(ctx, "idp "+p.Name())
+	a.providers = append(a.providers, providerSpan{p: p, span: sp})
 	return ctx
 }
 
-// ProviderEnd ends the span ProviderStart started. The outcome is named, never the denial's
-// reason: it may quote what the client sent.
+// ProviderEnd ends the provider's span when its part is over: nothing found, a refusal, a
+// failure, or a granted Verify. A credential found stays open for its Verify. The outcome is
+// named, never the denial's reason: it may quote what the client sent.
 func (t *tracing) ProviderEnd(ctx context.Context, p idp.Provider, op idp.Op, present bool, err error) {
-	sp := trace.SpanFromContext(ctx)
-	if !sp.IsRecording() {
-		return // not started: the request is not traced
+	a, _ := ctx.Value(authSpansKey{}).(*authSpans)
+	if a == nil {
+		return
 	}
+	ps := a.find(p)
+	if ps == nil || ps.ended {
+		return
+	}
+	var result string
 	var d *idp.Denial
 	switch {
 	case err == nil && !present:
-		sp.SetAttributes(attrIdPResult.String("absent"))
+		result = "absent"
 	case err == nil && op == idp.OpExtract:
-		sp.SetAttributes(attrIdPResult.String("present"))
+		return // verified later, or left for end
 	case err == nil:
-		sp.SetAttributes(attrIdPResult.String("granted"))
+		result = "granted"
 	case errors.As(err, &d):
-		sp.SetAttributes(attrIdPResult.String("denied"), semconv.HTTPResponseStatusCodeKey.Int(d.Status))
+		if op == idp.OpMatch {
+			return // the next claim-matched candidate may match
+		}
+		result = "denied"
+		ps.span.SetAttributes(semconv.HTTPResponseStatusCodeKey.Int(d.Status))
 	default:
-		sp.SetAttributes(attrIdPResult.String("unavailable"))
-		sp.SetStatus(codes.Error, "the identity provider could not decide")
+		result = "unavailable"
+		ps.span.SetStatus(codes.Error, "the identity provider could not decide")
 	}
-	sp.End()
+	ps.span.SetAttributes(attrIdP.String(p.Name()), attrIdPType.String(p.Type()), attrIdPResult.String(result))
+	ps.span.End()
+	ps.ended = true
 }
 
 // startLimit starts the rate-limit span.
-func (t *tracing) startLimit(ctx context.Context, n int) (context.Context, trace.Span) {
-	return t.tracer.Start(ctx, "rate_limit", trace.WithAttributes(attrLimits.Int(n)))
+func (t *tracing) startLimit(ctx context.Context) (context.Context, trace.Span) {
+	return t.tracer.Start(ctx, "rate_limit")
 }
 
-// endLimit ends the rate-limit span; l is the limit that refused or failed (nil: all passed).
-func endLimit(sp trace.Span, l *limit, err error) {
+// endLimit ends the rate-limit span of n limits; l is the limit that refused or failed (nil:
+// all passed).
+func endLimit(sp trace.Span, n int, l *limit, err error) {
 	switch {
 	case err == nil:
-		sp.SetAttributes(attrLimitRes.String("allowed"))
+		sp.SetAttributes(attrLimits.Int(n), attrLimitRes.String("allowed"))
 	case asHTTPError(err).Decision == "rate_limited":
-		sp.SetAttributes(attrLimitRes.String("rejected"), attrLimitOwner.String(l.owner), attrLimitKind.String(l.kind))
+		sp.SetAttributes(attrLimits.Int(n), attrLimitRes.String("rejected"), attrLimitOwner.String(l.owner), attrLimitKind.String(l.kind))
 	default:
-		sp.SetAttributes(attrLimitRes.String("unavailable"), attrLimitOwner.String(l.owner), attrLimitKind.String(l.kind))
+		sp.SetAttributes(attrLimits.Int(n), attrLimitRes.String("unavailable"), attrLimitOwner.String(l.owner), attrLimitKind.String(l.kind))
 		sp.SetStatus(codes.Error, "the rate-limit store could not decide")
 	}
 	sp.End()
@@ -254,15 +319,20 @@ func endLimit(sp trace.Span, l *limit, err error) {
 // them. A retry on another target (only after a failed dial, which sent nothing) is part of
 // the same span.
 func (g *Gateway) forwardTraced(w http.ResponseWriter, r *http.Request, x *exchange) error {
-	ctx, sp := g.tr.tracer.Start(r.Context(), spanMethod(r.Method), trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(semconv.HTTPRequestMethodKey.String(semconvMethod(r.Method)), attrRoute.String(x.route)))
 	h := r.Header
 	delete(h, "Traceparent")
 	delete(h, "Tracestate")
+	if !x.span.IsRecording() {
+		// Not sampled: no span to make, but the upstream is told the trace and the decision.
+		g.tr.prop.Inject(r.Context(), propagation.HeaderCarrier(h))
+		return g.forward(w, r, x.rt, x)
+	}
+	ctx, sp := g.tr.tracer.Start(r.Context(), spanMethod(r.Method), trace.WithSpanKind(trace.SpanKindClient))
 	g.tr.prop.Inject(ctx, propagation.HeaderCarrier(h))
 	err := g.forward(w, r.WithContext(ctx), x.rt, x)
-	if sp.IsRecording() {
-		attrs := make([]attribute.KeyValue, 0, 4)
+	{
+		attrs := make([]attribute.KeyValue, 0, 6)
+		attrs = append(attrs, semconv.HTTPRequestMethodKey.String(semconvMethod(r.Method)), attrRoute.String(x.route))
 		if x.upstream != "" {
 			attrs = appendServer(attrs, x.upstream, x.rt.schemeOf(x.upstream))
 		}
