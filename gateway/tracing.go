@@ -330,26 +330,24 @@ func (g *Gateway) forwardTraced(w http.ResponseWriter, r *http.Request, x *excha
 	ctx, sp := g.tr.tracer.Start(r.Context(), spanMethod(r.Method), trace.WithSpanKind(trace.SpanKindClient))
 	g.tr.prop.Inject(ctx, propagation.HeaderCarrier(h))
 	err := g.forward(w, r.WithContext(ctx), x.rt, x)
-	{
-		attrs := make([]attribute.KeyValue, 0, 6)
-		attrs = append(attrs, semconv.HTTPRequestMethodKey.String(semconvMethod(r.Method)), attrRoute.String(x.route))
-		if x.upstream != "" {
-			attrs = appendServer(attrs, x.upstream, x.rt.schemeOf(x.upstream))
-		}
-		if x.upstreamStatus != 0 {
-			attrs = append(attrs, semconv.HTTPResponseStatusCodeKey.Int(x.upstreamStatus))
-		}
-		switch {
-		case err != nil:
-			he := asHTTPError(err)
-			attrs = append(attrs, semconv.ErrorTypeKey.String(he.Decision))
-			sp.SetStatus(codes.Error, he.Message)
-		case x.upstreamStatus >= 400:
-			attrs = append(attrs, semconv.ErrorTypeKey.String(strconv.Itoa(x.upstreamStatus)))
-			sp.SetStatus(codes.Error, "")
-		}
-		sp.SetAttributes(attrs...)
+	attrs := make([]attribute.KeyValue, 0, 6)
+	attrs = append(attrs, semconv.HTTPRequestMethodKey.String(semconvMethod(r.Method)), attrRoute.String(x.route))
+	if x.upstream != "" {
+		attrs = appendServer(attrs, x.upstream, x.rt.schemeOf(x.upstream))
 	}
+	if x.upstreamStatus != 0 {
+		attrs = append(attrs, semconv.HTTPResponseStatusCodeKey.Int(x.upstreamStatus))
+	}
+	switch {
+	case err != nil:
+		he := asHTTPError(err)
+		attrs = append(attrs, semconv.ErrorTypeKey.String(he.Decision))
+		sp.SetStatus(codes.Error, he.Message)
+	case x.upstreamStatus >= 400:
+		attrs = append(attrs, semconv.ErrorTypeKey.String(strconv.Itoa(x.upstreamStatus)))
+		sp.SetStatus(codes.Error, "")
+	}
+	sp.SetAttributes(attrs...)
 	sp.End()
 	return err
 }
