@@ -81,6 +81,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		RedisTimeout:    redisTimeout(startRedis),
 		OnRedisCall:     metrics.RedisCall,
 		OnBreakerChange: metrics.RedisBreaker,
+		OnRoundTrip:     redisRoundTrips(cfg.TracerProvider),
 	})
 	defer limiters.Close()
 
@@ -208,4 +209,12 @@ func sameRedis(a, b *policies.Redis) bool {
 	}
 	return a.Addr == b.Addr && strings.Join(a.Addrs, ",") == strings.Join(b.Addrs, ",") &&
 		a.Username == b.Username && a.Password == b.Password && a.DB == b.DB && a.TLS == b.TLS
+}
+
+// redisRoundTrips is RedisRoundTrips, or nil without tracing.
+func redisRoundTrips(tp trace.TracerProvider) func([]context.Context, int) func(error) {
+	if tp == nil {
+		return nil
+	}
+	return RedisRoundTrips(tp)
 }

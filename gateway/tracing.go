@@ -466,3 +466,30 @@ func endRedis(sp trace.Span, err error) {
 	}
 	sp.End()
 }
+
+// RedisRoundTrips is the rate-limit registry's OnRoundTrip with tracing on: each round trip of
+// limit checks to Redis is a client span in every traced request whose check it carries. The
+// checks of concurrent requests share a round trip (ratelimit's script pipeline), sent from a
+// goroutine of the registry's: the go-redis hook sees none of their contexts.
+func RedisRoundTrips(tp trace.TracerProvider) func(callers []context.Context, checks int) func(error) {
+	tr := tp.Tracer(instrumentation)
+	return func(callers []context.Context, checks int) func(error) {
+		var spans []trace.Span
+		for _, ctx := range callers {
+			if trace.SpanFromContext(ctx).IsRecording() {
+				_, sp := tr.Start(ctx, "redis evalsha", trace.WithSpanKind(trace.SpanKindClient),
+					trace.WithAttributes(semconv.DBSystemNameRedis, semconv.DBOperationNameKey.String("EVALSHA"),
+						semconv.DBOperationBatchSizeKey.Int(checks)))
+				spans = append(spans, sp)
+			}
+		}
+		if spans == nil {
+			return nil
+		}
+		return func(err error) {
+			for _, sp := range spans {
+				endRedis(sp, err)
+			}
+		}
+	}
+}
