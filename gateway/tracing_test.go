@@ -423,3 +423,42 @@ func BenchmarkTracing(b *testing.B) {
 		})
 	}
 }
+
+// TestTracingForwardAuth: the proxy asking forward auth is trusted, so its trace is continued;
+// the server span describes the original request; the answer carries no traceparent (the
+// proxy propagates its own trace to its upstream).
+func TestTracingForwardAuth(t *testing.T) {
+	tg := newTracedGateway(t, strings.Replace(forwardAuthPolicy, `"count": 2`, `"count": 1000`, 1))
+	const incomingTrace, incomingSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	rec := askForwardAuth(tg.gw, "GET", "/.portcullis/auth", "", map[string]string{
+		"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/pets/1?apikey=fb-key", "X-Forwarded-Host": "gw.example",
+		"apikey": "fb-key", "Traceparent": "00-" + incomingTrace + "-" + incomingSpan + "-01"})
+	if rec.Code != 200 {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	if tp := rec.Header().Get("Traceparent"); tp != "" {
+		t.Errorf("the answer carries traceparent %q", tp)
+	}
+	spans := tg.spans()
+	server := spans["GET /pets/{rest:.*}"]
+	if server == nil {
+		t.Fatalf("no server span; spans %v", keys(spans))
+	}
+	if server.SpanContext().TraceID().String() != incomingTrace || server.Parent().SpanID().String() != incomingSpan {
+		t.Errorf("server span %s parent %s, want a child of the proxy's %s/%s", server.SpanContext().TraceID(), server.Parent().SpanID(), incomingTrace, incomingSpan)
+	}
+	a := attrsOf(server)
+	if a["url.path"].AsString() != "/pets/1" || a["server.address"].AsString() != "gw.example" ||
+		a["portcullis.forward_auth.convention"].AsString() == "" || a["portcullis.consumer"].AsString() != "FetchBot" {
+		t.Errorf("server span attributes %v", server.Attributes())
+	}
+	if _, ok := spans["authenticate"]; !ok {
+		t.Errorf("no authenticate span; spans %v", keys(spans))
+	}
+	for name, s := range spans {
+		b, _ := json.Marshal(s.Attributes())
+		if strings.Contains(string(b), "fb-key") {
+			t.Errorf("span %q holds the key: %s", name, b)
+		}
+	}
+}
