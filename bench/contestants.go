@@ -341,8 +341,10 @@ type pcSpec struct {
 	// every request is decided twice (issue 18's cost of a shadow).
 	shadow bool
 	// tracing runs Portcullis with -tracing, every request sampled, exporting by OTLP/HTTP to
-	// the harness's receiver (issue 17's cost of tracing).
-	tracing bool
+	// the harness's receiver (issue 17's cost of tracing); sampleRatio, when set, samples
+	// that share of the traces instead (parentbased_traceidratio).
+	tracing     bool
+	sampleRatio string
 }
 
 // portcullisSpecs are the Portcullis contestants: each the same consumer limit, a different
@@ -387,6 +389,7 @@ func (l *lab) portcullisSpecs() ([]pcSpec, error) {
 	return []pcSpec{
 		{name: "pc-key", title: "Portcullis key-auth + limit-count", idp: keyIdP, binding: keyBinding, header: keyHeader, limit: local},
 		{name: "pc-key-tracing", title: "Portcullis key-auth + limit-count, traced (100 % sampled, OTLP/HTTP)", idp: keyIdP, binding: keyBinding, header: keyHeader, limit: local, tracing: true},
+		{name: "pc-key-tracing-10", title: "Portcullis key-auth + limit-count, traced (10 % sampled, OTLP/HTTP)", idp: keyIdP, binding: keyBinding, header: keyHeader, limit: local, tracing: true, sampleRatio: "0.1"},
 		{name: "pc-key-shadow", title: "Portcullis key-auth + limit-count, with a shadow policy", idp: keyIdP, binding: keyBinding, header: keyHeader, limit: local, shadow: true},
 		{name: "pc-jwt-hs256", title: "Portcullis jwt-auth HS256 + limit-count", idp: jwtIdP,
 			binding: map[string]any{"idp": "jwt", "key": "bench-hs", "secret": hsSecret, "algorithm": "HS256"}, header: bearer(hsToken), limit: local},
@@ -516,8 +519,12 @@ func (l *lab) startPortcullis(ctx context.Context, s pcSpec, name, listen string
 	env := append([]string{"GOMAXPROCS=1"}, l.cfg.pcEnv...)
 	if s.tracing {
 		args = append(args, "-tracing")
-		env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+l.otlp.url, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
-			"OTEL_TRACES_SAMPLER=always_on")
+		env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+l.otlp.url, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf")
+		if s.sampleRatio != "" {
+			env = append(env, "OTEL_TRACES_SAMPLER=parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG="+s.sampleRatio)
+		} else {
+			env = append(env, "OTEL_TRACES_SAMPLER=always_on")
+		}
 	}
 	p, err := l.procs.start(name, l.cfg.contestantCPU, env, l.cfg.portcullis, args...)
 	if err != nil {

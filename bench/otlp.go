@@ -61,7 +61,7 @@ func newOTLPSink() (*otlpSink, error) {
 
 // note says what the receiver got, for the report.
 func (s *otlpSink) note() string {
-	return fmt.Sprintf("tracing on, every request sampled, exported by OTLP/HTTP to the harness's receiver, which decoded %d spans in %d exports (%d refused) over all of the contestant's runs and legs.",
+	return fmt.Sprintf("exporting by OTLP/HTTP to the harness's receiver, which decoded %d spans in %d exports (%d refused) over all of the tracing contestants' runs and legs.",
 		s.spans.Load(), s.exports.Load(), s.refused.Load())
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -384,6 +385,20 @@ func BenchmarkTracing(b *testing.B) {
 		{"off", nil},
 		{"on sampled", func() *sdktrace.TracerProvider {
 			return sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
+		}},
+		{"on sampled otlp", func() *sdktrace.TracerProvider {
+			// A receiver that reads each export and answers an empty ExportTraceServiceResponse:
+			// the spans are encoded and sent as in production.
+			sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/x-protobuf")
+			}))
+			b.Cleanup(sink.Close)
+			exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(sink.URL+"/v1/traces"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			return sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp))
 		}},
 		{"on unsampled", func() *sdktrace.TracerProvider {
 			return sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}), sdktrace.WithSampler(sdktrace.NeverSample()))
