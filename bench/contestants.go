@@ -74,6 +74,8 @@ type contestant struct {
 
 	skip string // why it is not measured
 	note string // for the report's notes
+	// notef, when set, adds to the notes what is known only after the runs.
+	notef func() string
 }
 
 // lab is the machinery the contestants share: process list, work folder, upstream, keys.
@@ -91,6 +93,8 @@ type lab struct {
 	redis     *proc
 
 	oidc *oidcIssuer
+	// otlp receives the tracing contestant's spans.
+	otlp *otlpSink
 }
 
 // upstreamURL is where contestants forward.
@@ -337,6 +341,11 @@ type pcSpec struct {
 	// shadow runs Portcullis with a shadow policy (-shadow): a copy of its own policy, so that
 	// every request is decided twice (issue 18's cost of a shadow).
 	shadow bool
+	// tracing runs Portcullis with -tracing, every request sampled, exporting by OTLP/HTTP to
+	// the harness's receiver (issue 17's cost of tracing); sampleRatio, when set, samples
+	// that share of the traces instead (parentbased_traceidratio).
+	tracing     bool
+	sampleRatio string
 }
 
 // portcullisSpecs are the Portcullis contestants: each the same consumer limit, a different
@@ -380,6 +389,8 @@ func (l *lab) portcullisSpecs() ([]pcSpec, error) {
 
 	return []pcSpec{
 		{name: "pc-key", title: "Portcullis key-auth + limit-count", idp: keyIdP, binding: keyBinding, header: keyHeader, limit: local},
+		{name: "pc-key-tracing", title: "Portcullis key-auth + limit-count, traced (100 % sampled, OTLP/HTTP)", idp: keyIdP, binding: keyBinding, header: keyHeader, limit: local, tracing: true},
+		{name: "pc-key-tracing-10", title: "Portcullis key-auth + limit-count, traced (10 % sampled, OTLP/HTTP)", idp: keyIdP, binding: keyBinding, header: keyHeader, limit: local, tracing: true, sampleRatio: "0.1"},
 		{name: "pc-key-shadow", title: "Portcullis key-auth + limit-count, with a shadow policy", idp: keyIdP, binding: keyBinding, header: keyHeader, limit: local, shadow: true},
 		{name: "pc-jwt-hs256", title: "Portcullis jwt-auth HS256 + limit-count", idp: jwtIdP,
 			binding: map[string]any{"idp": "jwt", "key": "bench-hs", "secret": hsSecret, "algorithm": "HS256"}, header: bearer(hsToken), limit: local},
@@ -460,6 +471,9 @@ func (l *lab) portcullis(ctx context.Context, s pcSpec) (*contestant, error) {
 		return c, err
 	}
 	c.url, c.endpoints = url, eps
+	if s.tracing {
+		c.notef = l.otlp.note
+	}
 	if c.proc, err = l.startPortcullis(ctx, s, s.name, listen); err != nil {
 		return c, err
 	}
@@ -503,8 +517,17 @@ func (l *lab) startPortcullis(ctx context.Context, s pcSpec, name, listen string
 		}
 		args = append(args, "-shadow", shadowPath)
 	}
-	p, err := l.procs.start(name, l.cfg.contestantCPU, append([]string{"GOMAXPROCS=1"}, l.cfg.pcEnv...),
-		l.cfg.portcullis, args...)
+	env := append([]string{"GOMAXPROCS=1"}, l.cfg.pcEnv...)
+	if s.tracing {
+		args = append(args, "-tracing")
+		env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+l.otlp.url, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf")
+		if s.sampleRatio != "" {
+			env = append(env, "OTEL_TRACES_SAMPLER=parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG="+s.sampleRatio)
+		} else {
+			env = append(env, "OTEL_TRACES_SAMPLER=always_on")
+		}
+	}
+	p, err := l.procs.start(name, l.cfg.contestantCPU, env, l.cfg.portcullis, args...)
 	if err != nil {
 		return nil, err
 	}

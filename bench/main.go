@@ -238,6 +238,9 @@ func newLab(ctx context.Context, cfg config, log *slog.Logger) (*lab, func(), er
 		if l.oidc != nil {
 			_ = l.oidc.Close()
 		}
+		if l.otlp != nil {
+			_ = l.otlp.Close()
+		}
 		if os.Getenv("BENCH_KEEP") == "" {
 			_ = os.RemoveAll(dir)
 		} else {
@@ -249,6 +252,10 @@ func newLab(ctx context.Context, cfg config, log *slog.Logger) (*lab, func(), er
 		return nil, nil, err
 	}
 	if l.oidc, err = newOIDCIssuer(); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	if l.otlp, err = newOTLPSink(); err != nil {
 		cleanup()
 		return nil, nil, err
 	}

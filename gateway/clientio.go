@@ -82,3 +82,26 @@ func (t *timedWriter) Write(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// countingWriter counts the response body bytes written to the client: the access log's
+// bytes_out. It lives in the exchange, so that counting costs no allocation.
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// Flush passes the proxy's flushes of streamed responses on.
+func (c *countingWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the real writer (deadlines, hijacking).
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }

@@ -135,6 +135,10 @@ func (g *Gateway) compile(snap *policies.Snapshot) (*compiled, error) {
 		signIn:         compileSignIn(snap.Providers),
 	}
 	c.tracked, c.allTracked = trackedConsumers(snap.Policy)
+	if g.tr != nil && snap.Chain != nil {
+		// Before the snapshot serves: SetObserver is not synchronised with requests.
+		snap.Chain.SetObserver(g.tr)
+	}
 	if c.fwd != nil {
 		// The proxies that may ask forward auth vouch for X-Forwarded-For like trusted ones:
 		// a remote_addr limit counts the original client, not the proxy.

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/gateway/upstream"
@@ -36,6 +37,9 @@ type Options struct {
 	Limiters *ratelimit.Registry
 	// Metrics is where the gateway registers its collectors. Required.
 	Metrics *Metrics
+	// TracerProvider, when set, traces each request (tracing.go); nil turns tracing off, at no
+	// cost to the request path.
+	TracerProvider trace.TracerProvider
 }
 
 // Gateway serves requests from the current policy snapshot.
@@ -44,6 +48,8 @@ type Gateway struct {
 	access   *slog.Logger
 	limiters *ratelimit.Registry
 	metrics  *Metrics
+	// tr traces requests; nil when tracing is off.
+	tr *tracing
 	// transport is the reverse proxy's (upgrades), bounded by each request's route timeout.
 	transport http.RoundTripper
 	// clients are the transports and pools of the upstreams in use (guarded by mu; compile
@@ -86,6 +92,9 @@ func New(snap *policies.Snapshot, opts Options) (*Gateway, error) {
 		clients:   clients,
 		buffers:   newBufferPool(),
 		proxyLog:  slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
+	}
+	if opts.TracerProvider != nil {
+		g.tr = newTracing(opts.TracerProvider)
 	}
 	c, err := g.compile(snap)
 	if err != nil {
@@ -229,6 +238,10 @@ type exchange struct {
 	upstreamTime   time.Duration
 	// attempt is the request as upstream.Route.Send sees it (forward.go).
 	attempt attempt
+	// span is the request's server span; nil when tracing is off.
+	span trace.Span
+	// cw counts the response body bytes written to the client (the access log's bytes_out).
+	cw countingWriter
 	// vals backs the header values handed out by val; nvals of them are in use.
 	vals  [14]string
 	nvals int
@@ -260,7 +273,12 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, x *exchange) {
 	c := g.acquire()
 	defer c.inflight.RUnlock()
 	x.requestID = c.requestID(r)
+	x.cw.ResponseWriter = w
+	w = &x.cw
 	w.Header()[requestIDHeader] = x.val(x.requestID)
+	if g.tr != nil {
+		r = g.tr.startServer(c, r, x) // ended by record
+	}
 	if c.signIn != nil {
 		if ep, ok := c.signIn[r.URL.Path]; ok {
 			g.serveSignIn(c, w, r, x, ep, start)
@@ -342,6 +360,9 @@ func (g *Gateway) serve(c *compiled, w http.ResponseWriter, r *http.Request, x *
 		setRateHeaders(w.Header(), &x.rate, x)
 	}
 	x.resp.WriteTo(w.Header())
+	if x.span != nil {
+		return g.forwardTraced(w, r, x)
+	}
 	return g.forward(w, r, x.rt, x)
 }
 
@@ -378,10 +399,20 @@ func (rt *route) authorize(consumer, group string) error {
 
 // limit applies the consumer's, its group's and the route's limits, in that order; all must
 // pass. Without m.Consume nothing is spent: the limits that apply are only traced.
-func (g *Gateway) limit(r *http.Request, c *compiled, x *exchange, m Mode) error {
+func (g *Gateway) limit(r *http.Request, c *compiled, x *exchange, m Mode) (err error) {
 	rt, e := x.rt, m.Trace
+	all := [3][]*limit{c.consumerLimits[x.consumer], c.groupLimits[x.group], rt.limits}
+	ctx := r.Context()
+	var at *limit // the limit that refused the request or failed, for the span
+	if m.Consume && x.recording() {
+		if n := len(all[0]) + len(all[1]) + len(all[2]); n > 0 {
+			var sp trace.Span
+			ctx, sp = g.tr.startLimit(ctx)
+			defer func() { endLimit(sp, n, at, err) }()
+		}
+	}
 	n := 0
-	for _, ls := range [3][]*limit{c.consumerLimits[x.consumer], c.groupLimits[x.group], rt.limits} {
+	for _, ls := range all {
 		for _, l := range ls {
 			n++
 			if !m.Consume {
@@ -391,8 +422,9 @@ func (g *Gateway) limit(r *http.Request, c *compiled, x *exchange, m Mode) error
 				continue
 			}
 			key := l.keyFor(r, c, x, rt.name)
-			d, err := l.limiter.Allow(r.Context(), key)
+			d, err := l.limiter.Allow(ctx, key)
 			if err != nil {
+				at = l
 				if l.allowDegradation {
 					g.metrics.rateDegraded(l)
 					g.log.Warn("rate limit bypassed: store unavailable", "request_id", x.requestID, "limit", l.owner, "kind", l.kind, "err", err)
@@ -413,6 +445,7 @@ func (g *Gateway) limit(r *http.Request, c *compiled, x *exchange, m Mode) error
 				e.limitConsumed(l, key, x.group, &d)
 			}
 			if !d.Allowed {
+				at = l
 				g.metrics.rateRejected(rt.name, l)
 				msg, field := l.rejectedMsg, "error_msg"
 				if msg == "" {
@@ -566,6 +599,9 @@ func (g *Gateway) record(r *http.Request, c *compiled, x *exchange, d time.Durat
 		g.metrics.request(x.route, c.consumerLabel(x.consumer), x.status)
 	}
 	g.metrics.observeDuration(x.route, x.status, d)
+	if x.span != nil {
+		g.tr.endServer(c, r, x, x.cw.n)
+	}
 	if !g.access.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}
@@ -587,6 +623,12 @@ func (g *Gateway) record(r *http.Request, c *compiled, x *exchange, d time.Durat
 	}
 	if r.ContentLength > 0 {
 		attrs = append(attrs, slog.Int64("bytes_in", r.ContentLength))
+	}
+	attrs = append(attrs, slog.Int64("bytes_out", x.cw.n))
+	if x.span != nil {
+		if sc := x.span.SpanContext(); sc.IsValid() {
+			attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
+		}
 	}
 	if x.upstream != "" {
 		attrs = append(attrs, slog.String("upstream", x.upstream))

@@ -170,9 +170,18 @@ func (g *Gateway) authenticate(c *compiled, r *http.Request, x *exchange, m Mode
 	if m.Trace != nil {
 		trace = new(idp.Trace)
 	}
-	res, err := c.snap.Chain.Evaluate(r.Context(), r, x.rt.anonymous, trace)
+	ctx := r.Context()
+	var spans *authSpans
+	if x.recording() {
+		spans = g.tr.startAuthenticate(ctx)
+		ctx = spans
+	}
+	res, err := c.snap.Chain.Evaluate(ctx, r, x.rt.anonymous, trace)
 	if err == nil {
 		x.res, x.consumer, x.group = res, res.Consumer, c.consumerGroups[res.Consumer]
+	}
+	if spans != nil {
+		spans.end(x, err)
 	}
 	if m.Trace != nil {
 		m.Trace.authenticated(trace, x, err)

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/policies"
@@ -35,6 +37,9 @@ type RunConfig struct {
 	// ShadowPath, when set, is a candidate policy decided beside the served one (see Shadow),
 	// reloaded on the same triggers.
 	ShadowPath string
+	// TracerProvider, when set, traces requests, the identity providers' calls to their IdPs
+	// and the Redis commands made for them. The caller owns it (and flushes it at exit).
+	TracerProvider trace.TracerProvider
 }
 
 // Run loads the policy, serves it, reloads it on request and on file changes, and drains
@@ -49,6 +54,9 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	opts := policies.Options{Logger: cfg.Logger, Context: ctx, MaxFileSize: cfg.MaxPolicySize, Hooks: policies.Hooks{
 		IdPCall: metrics.IdPCall, IdPCache: metrics.IdPCache,
 	}, SessionRevocations: shared, SessionStore: shared}
+	if cfg.TracerProvider != nil {
+		opts.HTTPClient = TracedHTTPClient(cfg.TracerProvider, &http.Client{Timeout: 10 * time.Second}) // policies.Load's default client, traced
+	}
 	first, err := policies.Load(cfg.Path, opts)
 	if err != nil {
 		return fmt.Errorf("loading policy %s:\n%w", cfg.Path, err)
@@ -61,6 +69,9 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if r := startRedis; r != nil {
 		rdb = NewRedisClient(r)
 		defer rdb.Close()
+		if cfg.TracerProvider != nil {
+			TraceRedis(rdb, cfg.TracerProvider)
+		}
 		// Sessions and their logouts are shared through it (the client is closed after the server).
 		shared.SetClient(rdb)
 	}
@@ -70,6 +81,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		RedisTimeout:    redisTimeout(startRedis),
 		OnRedisCall:     metrics.RedisCall,
 		OnBreakerChange: metrics.RedisBreaker,
+		OnRoundTrip:     redisRoundTrips(cfg.TracerProvider),
 	})
 	defer limiters.Close()
 
@@ -83,14 +95,15 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		}})
 	}
 	srv, err := NewServer(ServerOptions{
-		Shadow:       shadow,
-		Logger:       cfg.Logger,
-		AccessLog:    cfg.AccessLog,
-		Limiters:     limiters,
-		Metrics:      metrics,
-		OnListen:     cfg.OnListen,
-		BuildVersion: cfg.BuildVersion,
-		First:        first,
+		Shadow:         shadow,
+		TracerProvider: cfg.TracerProvider,
+		Logger:         cfg.Logger,
+		AccessLog:      cfg.AccessLog,
+		Limiters:       limiters,
+		Metrics:        metrics,
+		OnListen:       cfg.OnListen,
+		BuildVersion:   cfg.BuildVersion,
+		First:          first,
 		Load: func() (*policies.Snapshot, error) {
 			snap, err := policies.Load(cfg.Path, opts)
 			if err != nil {
@@ -196,4 +209,12 @@ func sameRedis(a, b *policies.Redis) bool {
 	}
 	return a.Addr == b.Addr && strings.Join(a.Addrs, ",") == strings.Join(b.Addrs, ",") &&
 		a.Username == b.Username && a.Password == b.Password && a.DB == b.DB && a.TLS == b.TLS
+}
+
+// redisRoundTrips is RedisRoundTrips, or nil without tracing.
+func redisRoundTrips(tp trace.TracerProvider) func([]context.Context, int) func(error) {
+	if tp == nil {
+		return nil
+	}
+	return RedisRoundTrips(tp)
 }

@@ -20,6 +20,7 @@ import (
 var gatewaySetHeaders = []string{
 	"X-Consumer-Username", "X-Consumer-Groups", "X-Consumer-Subject", "X-Credential-Identifier", "X-Userinfo",
 	"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Request-Id",
+	"Traceparent", "Tracestate", // set when tracing is on (tracing.go); the client's otherwise
 }
 
 // mayBeGatewayHeader is a cheap first test: every header the gateway owns starts with "X-",

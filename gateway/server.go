@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portcullis/portcullis/gateway/ratelimit"
 	"github.com/portcullis/portcullis/idp"
@@ -48,6 +49,8 @@ type ServerOptions struct {
 	// Shadow, when set, decides a copy of every request with a candidate policy; it is
 	// reloaded with the served policy and closed with the server.
 	Shadow *Shadow
+	// TracerProvider, when set, traces requests (see Options).
+	TracerProvider trace.TracerProvider
 }
 
 // Server is the gateway with its listeners, admin endpoints and reloads.
@@ -105,7 +108,8 @@ func NewServer(opts ServerOptions) (*Server, error) {
 			return nil, fmt.Errorf("loading policy: %w", err)
 		}
 	}
-	gw, err := safeNew(opts.Logger, snap, Options{Logger: opts.Logger, AccessLog: opts.AccessLog, Limiters: opts.Limiters, Metrics: opts.Metrics})
+	gw, err := safeNew(opts.Logger, snap, Options{Logger: opts.Logger, AccessLog: opts.AccessLog, Limiters: opts.Limiters, Metrics: opts.Metrics,
+		TracerProvider: opts.TracerProvider})
 	if err != nil {
 		_ = snap.Close()
 		return nil, fmt.Errorf("building gateway: %w", err)

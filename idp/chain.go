@@ -44,6 +44,71 @@ type Chain struct {
 	// only then can a credential in its place be another provider's. Nil when no type is shared,
 	// so that the usual policy pays nothing.
 	peekers []Peeker
+	// observer, when set, is told about every provider call (SetObserver).
+	observer Observer
+}
+
+// Observer is told about each call the chain makes to a provider, so that the caller can time
+// and trace them (the gateway's tracing spans). It sees which provider was called and how the
+// call ended, never the credential. Its methods run on the request path, concurrently, and must
+// not block.
+type Observer interface {
+	// ProviderStart is called before the chain calls p; op says which call. The context it
+	// returns is the one p is given, so that what p does (its calls to an IdP) is seen as part
+	// of this call.
+	ProviderStart(ctx context.Context, p Provider, op Op) context.Context
+	// ProviderEnd is called when the call returned, with ProviderStart's context. present says
+	// that Extract found a credential (always true for Verify); err is what p returned: nil, a
+	// *Denial, or the error of a provider that could not decide.
+	ProviderEnd(ctx context.Context, p Provider, op Op, present bool, err error)
+}
+
+// Op is a call the chain makes to a provider.
+type Op uint8
+
+// The calls: Extract, Verify of the consumer's binding, and Verify of a claim-matched candidate.
+const (
+	OpExtract Op = iota
+	OpVerify
+	OpMatch
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpExtract:
+		return "extract"
+	case OpVerify:
+		return "verify"
+	case OpMatch:
+		return "match"
+	}
+	return "unknown"
+}
+
+// SetObserver makes the chain tell o about each provider call; nil stops it. It must be called
+// before the chain evaluates requests: it is not synchronised with Evaluate.
+func (c *Chain) SetObserver(o Observer) { c.observer = o }
+
+// extract is p.Extract, observed.
+func (c *Chain) extract(ctx context.Context, r *http.Request, p Provider) (*Credential, error) {
+	if c.observer == nil {
+		return p.Extract(ctx, r)
+	}
+	ctx = c.observer.ProviderStart(ctx, p, OpExtract)
+	cred, err := p.Extract(ctx, r)
+	c.observer.ProviderEnd(ctx, p, OpExtract, cred != nil, err)
+	return cred, err
+}
+
+// verify is p.Verify, observed as op.
+func (c *Chain) verify(ctx context.Context, r *http.Request, p Provider, cred *Credential, b Binding, op Op) error {
+	if c.observer == nil {
+		return p.Verify(ctx, r, cred, b)
+	}
+	ctx = c.observer.ProviderStart(ctx, p, op)
+	err := p.Verify(ctx, r, cred, b)
+	c.observer.ProviderEnd(ctx, p, op, true, err)
+	return err
 }
 
 // NewChain builds the evaluator. providers is every provider of the policy, in policy order.
@@ -213,7 +278,7 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 			trace.add(p.Name(), "credential", true, "not in this provider's index; claimed by %s, which reads the same place", elsewhere[i])
 			continue
 		}
-		cred, err := p.Extract(ctx, r)
+		cred, err := c.extract(ctx, r, p)
 		if err != nil {
 			var d *Denial
 			if errors.As(err, &d) {
@@ -291,7 +356,7 @@ func (c *Chain) Evaluate(ctx context.Context, r *http.Request, anonymous string,
 		}
 		if f.verified {
 			// Claim matching verified it to find the consumer.
-		} else if err := bd.Provider.Verify(ctx, r, f.cred, f.binding); err != nil {
+		} else if err := c.verify(ctx, r, bd.Provider, f.cred, f.binding, OpVerify); err != nil {
 			var d *Denial
 			if errors.As(err, &d) {
 				trace.add(name, "binding", false, "%s", d.Error())
@@ -327,7 +392,7 @@ func (c *Chain) matchClaims(ctx context.Context, r *http.Request, p Provider, cr
 	}
 	var first *Denial
 	for _, cand := range cands {
-		err := p.Verify(ctx, r, cred, cand.Binding)
+		err := c.verify(ctx, r, p, cred, cand.Binding, OpMatch)
 		if err == nil {
 			if trace != nil {
 				trace.add(p.Name(), "credential", true, "present, no consumer bound to its subject; claim-matched: consumer %q is the first in policy order whose conditions it meets (%s)", cand.Consumer, cand.Binding.Identifier())

@@ -11,6 +11,9 @@ import (
 	"os/signal"
 	"syscall"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/portcullis/portcullis/gateway"
 	"github.com/portcullis/portcullis/policies"
 )
@@ -20,6 +23,7 @@ type runOptions struct {
 	path, logLevel   string
 	shadow           string
 	accessLog, watch bool
+	tracing          bool
 	maxSize          byteSize
 }
 
@@ -29,6 +33,7 @@ func (o *runOptions) define(fs *flag.FlagSet) {
 	fs.BoolVar(&o.accessLog, "access-log", true, "write one JSON line per request to stdout")
 	fs.StringVar(&o.shadow, "shadow", "", "a candidate policy `PATH` decided beside the served one, without side effects; differences are logged and counted")
 	fs.BoolVar(&o.watch, "watch", true, "reload the policy when its file or folder changes (SIGHUP always reloads)")
+	fs.BoolVar(&o.tracing, "tracing", false, "export OpenTelemetry traces by OTLP, configured by the standard OTEL_* variables (OTEL_TRACES_EXPORTER=otlp does the same)")
 	maxPolicySizeVar(fs, &o.maxSize)
 }
 
@@ -48,7 +53,26 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if o.accessLog {
 		access = slog.New(slog.NewJSONHandler(stdout, nil))
 	}
-	return serve(ctx, serveConfig{path: o.path, logger: logger, access: access, noWatch: !o.watch, maxPolicySize: int64(o.maxSize), shadow: o.shadow})
+	tp, err := newTracerProvider(ctx, o.tracing, buildVersion(), os.Getenv)
+	if err != nil {
+		return fmt.Errorf("setting up tracing: %w", err)
+	}
+	cfg := serveConfig{path: o.path, logger: logger, access: access, noWatch: !o.watch, maxPolicySize: int64(o.maxSize), shadow: o.shadow}
+	if tp != nil {
+		otel.SetErrorHandler(otelErrors{log: logger})
+		logger.Info("tracing on: exporting spans by otlp")
+		defer func() {
+			// The spans still buffered are sent before exit, within a bound: a collector that
+			// is gone must not hold the shutdown.
+			sctx, cancel := context.WithTimeout(context.Background(), tracingShutdownTimeout)
+			defer cancel()
+			if err := tp.Shutdown(sctx); err != nil {
+				logger.Warn("flushing traces at exit", "err", err)
+			}
+		}()
+		cfg.tracerProvider = tp
+	}
+	return serve(ctx, cfg)
 }
 
 type serveConfig struct {
@@ -63,6 +87,8 @@ type serveConfig struct {
 	maxPolicySize int64
 	// shadow is the candidate policy's path; "" for none.
 	shadow string
+	// tracerProvider traces requests; nil when tracing is off.
+	tracerProvider trace.TracerProvider
 }
 
 // serve runs the gateway on cfg.path; SIGHUP asks it to reload.
@@ -89,7 +115,7 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	return gateway.Run(ctx, gateway.RunConfig{
 		Path: cfg.path, Logger: cfg.logger, AccessLog: cfg.access,
 		Watch: !cfg.noWatch, Reload: reload, OnListen: cfg.onListen, MaxPolicySize: cfg.maxPolicySize,
-		BuildVersion: buildVersion(), ShadowPath: cfg.shadow,
+		BuildVersion: buildVersion(), ShadowPath: cfg.shadow, TracerProvider: cfg.tracerProvider,
 	})
 }
 

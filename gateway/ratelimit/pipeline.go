@@ -18,13 +18,17 @@ import (
 type scriptPipeline struct {
 	rdb     redis.UniversalClient
 	timeout time.Duration
-	queue   chan *scriptCall
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	// onRoundTrip is RegistryOptions.OnRoundTrip; nil without.
+	onRoundTrip func(callers []context.Context, checks int) func(error)
+	queue       chan *scriptCall
+	stop        chan struct{}
+	wg          sync.WaitGroup
 }
 
 // scriptCall is one queued check and, once done is closed, its reply.
 type scriptCall struct {
+	// ctx is the caller's, for onRoundTrip (the call itself runs in the sender's).
+	ctx    context.Context
 	script *redis.Script
 	keys   []string
 	args   []any
@@ -44,8 +48,8 @@ const (
 // errPipelineClosed is the error of a check made after the registry was closed.
 var errPipelineClosed = errors.New("rate limit registry closed")
 
-func newScriptPipeline(rdb redis.UniversalClient, timeout time.Duration) *scriptPipeline {
-	p := &scriptPipeline{rdb: rdb, timeout: timeout, queue: make(chan *scriptCall, 4096), stop: make(chan struct{})}
+func newScriptPipeline(rdb redis.UniversalClient, timeout time.Duration, onRoundTrip func([]context.Context, int) func(error)) *scriptPipeline {
+	p := &scriptPipeline{rdb: rdb, timeout: timeout, onRoundTrip: onRoundTrip, queue: make(chan *scriptCall, 4096), stop: make(chan struct{})}
 	for range pipelineSenders {
 		p.wg.Add(1)
 		go p.sender()
@@ -71,7 +75,7 @@ func (p *scriptPipeline) Close() {
 // run runs script with keys and args in Redis and returns its integer-array reply. ctx bounds
 // the wait: a caller that gives up leaves its call to be answered to nobody.
 func (p *scriptPipeline) run(ctx context.Context, script *redis.Script, keys []string, args ...any) ([]int64, error) {
-	c := &scriptCall{script: script, keys: keys, args: args, done: make(chan struct{})}
+	c := &scriptCall{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})}
 	select {
 	case p.queue <- c:
 	case <-ctx.Done():
@@ -116,9 +120,20 @@ func (p *scriptPipeline) sender() {
 func (p *scriptPipeline) send(batch []*scriptCall) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 	defer cancel()
+	var end func(error)
+	if p.onRoundTrip != nil {
+		callers := make([]context.Context, len(batch))
+		for i, c := range batch {
+			callers[i] = c.ctx
+		}
+		end = p.onRoundTrip(callers, len(batch))
+	}
 	if len(batch) == 1 {
 		c := batch[0]
 		c.res, c.err = c.script.Run(ctx, p.rdb, c.keys, c.args...).Int64Slice()
+		if end != nil {
+			end(c.err)
+		}
 		close(c.done)
 		return
 	}
@@ -127,7 +142,10 @@ func (p *scriptPipeline) send(batch []*scriptCall) {
 	for i, c := range batch {
 		cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
 	}
-	_, _ = pipe.Exec(ctx) // each command carries its own error
+	_, err := pipe.Exec(ctx) // each command carries its own error
+	if end != nil {
+		end(err)
+	}
 	for i, c := range batch {
 		c.res, c.err = cmds[i].Int64Slice()
 		if c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT") {

@@ -35,6 +35,10 @@ type RegistryOptions struct {
 	OnRedisCall func(op string, d time.Duration, err error)
 	// OnBreakerChange, if set, observes the breaker opening (true) and closing (false).
 	OnBreakerChange func(open bool)
+	// OnRoundTrip, if set, is told about each round trip of limit checks to Redis, with the
+	// contexts of the checks it carries (under load one round trip carries the checks of many
+	// requests), and returns what is told its end. Tracing makes it a span of each request.
+	OnRoundTrip func(callers []context.Context, checks int) (end func(error))
 }
 
 // Registry builds and keeps the limiters of the loaded policy, so that counters survive a
@@ -97,7 +101,7 @@ func NewRegistry(opts RegistryOptions) *Registry {
 	}
 	r.syncs = newSyncs(r)
 	if r.rdb != nil {
-		r.scripts = newScriptPipeline(r.rdb, r.timeout)
+		r.scripts = newScriptPipeline(r.rdb, r.timeout, opts.OnRoundTrip)
 	}
 	if r.rdb != nil && !contextTimeouts(r.rdb) {
 		r.logger.Warn("redis client ignores context deadlines: a hung redis holds requests for the client's read timeout, not the rate limit timeout")
