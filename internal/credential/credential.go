@@ -7,6 +7,7 @@ package credential
 import (
 	"crypto/sha256"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"unsafe"
@@ -72,8 +73,14 @@ func HideCookies(h http.Header, drop func(name, value string) bool) {
 		parts := strings.Split(line, ";")
 		out := parts[:0]
 		for _, p := range parts {
-			name, value, _ := strings.Cut(strings.TrimSpace(p), "=")
-			if drop(name, strings.Trim(value, `"`)) {
+			// The name and value net/http's Request.Cookie reads from this pair (the providers
+			// read their cookies so): whatever one of them found must go.
+			name, value, _ := strings.Cut(textproto.TrimString(p), "=")
+			name = textproto.TrimString(name)
+			if len(value) > 1 && value[0] == '"' && value[len(value)-1] == '"' {
+				value = value[1 : len(value)-1]
+			}
+			if drop(name, value) {
 				changed = true
 				continue
 			}
