@@ -255,8 +255,10 @@ func startContainer(ctx context.Context, e *engine, k *Keycloak, realms string, 
 		}),
 		testcontainers.WithExposedPorts("8080/tcp"),
 		testcontainers.WithLabels(map[string]string{ownerLabel: strconv.Itoa(os.Getpid())}),
-		testcontainers.WithWaitStrategy(wait.ForHTTP("/realms/"+RealmPartners+"/.well-known/openid-configuration").
-			WithPort("8080/tcp").WithStartupTimeout(5*time.Minute)),
+		// WithWaitStrategy alone would cut the wait at 60 s: too short on a loaded 2-core machine.
+		testcontainers.WithWaitStrategyAndDeadline(5*time.Minute,
+			wait.ForHTTP("/realms/"+RealmPartners+"/.well-known/openid-configuration").
+				WithPort("8080/tcp").WithStartupTimeout(5*time.Minute)),
 	)
 	for _, f := range files {
 		opts = append(opts, testcontainers.WithFiles(testcontainers.ContainerFile{
