@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -254,7 +255,7 @@ func TestComposeExample(t *testing.T) {
 		t.Fatalf("importing the demo realm: %v", err)
 	}
 	t.Cleanup(func() {
-		if _, err := k.Admin(t.Context(), "DELETE", "/"+realm.Realm, nil, nil); err != nil {
+		if _, err := k.Admin(context.Background(), "DELETE", "/"+realm.Realm, nil, nil); err != nil {
 			t.Errorf("deleting the demo realm: %v", err)
 		}
 	})

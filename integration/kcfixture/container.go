@@ -36,7 +36,12 @@ func ContainerImage() string { return envOr("PORTCULLIS_KEYCLOAK_IMAGE", Default
 // ownerLabel marks the fixture's containers with the pid of the test binary that started them,
 // so that a later run removes what a killed run (a panic, a -timeout, Ctrl-C) left behind: Ryuk,
 // testcontainers' own reaper, cannot run here (its image cannot be pulled).
-const ownerLabel = "io.portcullis.kcfixture.pid"
+// The host label keeps one machine (or pid namespace, usually its own hostname) from reaping the
+// live containers of another that shares the engine.
+const (
+	ownerLabel     = "io.portcullis.kcfixture.pid"
+	ownerHostLabel = "io.portcullis.kcfixture.host"
+)
 
 // engine is the Docker-compatible API the fixture and testcontainers-go use, found as
 // testcontainers finds it: DOCKER_HOST, else the default Docker sockets.
@@ -81,13 +86,15 @@ func findEngine(ctx context.Context) (*engine, error) {
 		return nil, fmt.Errorf("DOCKER_HOST scheme %q is not supported by the fixture", u.Scheme)
 	}
 	var d net.Dialer
+	// No client timeout: each call's context bounds it (a forced removal takes the engine a while).
 	e := &engine{host: host, local: network == "unix", client: &http.Client{
-		Timeout: 10 * time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, network, addr)
 		}},
 	}}
-	if _, err := e.call(ctx, http.MethodGet, "/_ping", nil); err != nil {
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := e.call(pingCtx, http.MethodGet, "/_ping", nil); err != nil {
 		return nil, fmt.Errorf("connecting to the engine at %s: %w", host, err)
 	}
 	return e, nil
@@ -128,6 +135,8 @@ func (e *apiError) Error() string { return fmt.Sprintf("engine answered %d: %s",
 // hasImage reports whether the image is in the engine's local store: the fixture never pulls
 // (there is no registry here, and a pull would hide a stale or missing local build).
 func (e *engine) hasImage(ctx context.Context, image string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	_, err := e.call(ctx, http.MethodGet, "/images/"+image+"/json", nil)
 	var ae *apiError
 	if errors.As(err, &ae) && ae.status == http.StatusNotFound {
@@ -139,8 +148,14 @@ func (e *engine) hasImage(ctx context.Context, image string) error {
 	return nil
 }
 
-// reapOrphans removes the fixture's containers whose test binary is gone.
+// reapOrphans removes the fixture's containers whose test binary, on this machine, is gone.
 func (e *engine) reapOrphans(ctx context.Context, k *Keycloak) {
+	if !e.local {
+		return // a remote engine's containers carry pids of other machines
+	}
+	host := hostname()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
 	filters, _ := json.Marshal(map[string][]string{"label": {ownerLabel}})
 	body, err := e.call(ctx, http.MethodGet, "/containers/json", url.Values{"all": {"1"}, "filters": {string(filters)}})
 	if err != nil {
@@ -157,7 +172,7 @@ func (e *engine) reapOrphans(ctx context.Context, k *Keycloak) {
 	}
 	for _, c := range list {
 		pid, err := strconv.Atoi(c.Labels[ownerLabel])
-		if err != nil || pid <= 0 || !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+		if err != nil || pid <= 0 || c.Labels[ownerHostLabel] != host || !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
 			continue
 		}
 		if _, err := e.call(ctx, http.MethodDelete, "/containers/"+c.ID, url.Values{"force": {"1"}, "v": {"1"}}); err != nil {
@@ -166,6 +181,11 @@ func (e *engine) reapOrphans(ctx context.Context, k *Keycloak) {
 		}
 		k.logger.Info("removed a keycloak container left by an earlier run", "id", c.ID[:12], "pid", pid)
 	}
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
 }
 
 // containerAvailable checks what the container path needs: an engine and the local image.
@@ -208,9 +228,10 @@ type ContainerOptions struct {
 
 // containerServer is Keycloak in a container run by testcontainers-go.
 type containerServer struct {
-	k    *Keycloak
-	ctr  *testcontainers.DockerContainer
-	base string
+	k     *Keycloak
+	ctr   *testcontainers.DockerContainer
+	base  string
+	fixed bool // base is a fixed loopback port, kept across stop and start
 }
 
 // startContainer runs the Keycloak image with the realms copied in for --import-realm. On a local
@@ -224,41 +245,58 @@ func startContainer(ctx context.Context, e *engine, k *Keycloak, realms string, 
 	containerEnv(k)
 	e.reapOrphans(ctx, k)
 
-	fixedURL := ""
-	hostname := "--hostname-strict=false"
+	cmd := []string{"start", "--optimized", "--http-enabled=true", "--import-realm"}
+	labels := map[string]string{ownerLabel: strconv.Itoa(os.Getpid()), ownerHostLabel: hostname()}
 	var opts []testcontainers.ContainerCustomizer
-	if e.local {
-		ports, err := freePorts(1)
+	fixedURL := ""
+	switch {
+	case o.Network != "":
+		// Inside the network Keycloak is http://alias:8080, and tokens fetched from the host
+		// through the published port must name the same issuer.
+		cmd = append(cmd, "--hostname=http://"+o.Alias+":8080")
+		opts = append(opts, tcnetwork.WithNetworkName([]string{o.Alias}, o.Network))
+		if e.local {
+			ports, err := freePorts(1)
+			if err != nil {
+				return nil, "", err
+			}
+			fixedURL = "http://127.0.0.1:" + strconv.Itoa(ports[0])
+			opts = append(opts, testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
+				// A loopback address: the admin account (admin/admin) is not offered to the network.
+				hc.PortBindings = network.PortMap{
+					network.MustParsePort("8080/tcp"): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: strconv.Itoa(ports[0])}},
+				}
+			}))
+		}
+		opts = append(opts, testcontainers.WithExposedPorts("8080/tcp"), readyStrategy(wait.ForHTTP(
+			"/realms/"+RealmPartners+"/.well-known/openid-configuration").WithPort("8080/tcp").WithStartupTimeout(startupTimeout)))
+	case e.local:
+		// The host's network, on free loopback ports, as the process path runs: Keycloak must
+		// reach the gateways the tests run on this host's loopback (back-channel logout), which
+		// from a bridge network it cannot. The URL (and the issuer) survives StopServer/StartServer.
+		ports, err := freePorts(2)
 		if err != nil {
 			return nil, "", err
 		}
 		fixedURL = "http://127.0.0.1:" + strconv.Itoa(ports[0])
-		hostname = "--hostname=" + fixedURL
+		cmd = append(cmd, "--http-host=127.0.0.1", "--http-port="+strconv.Itoa(ports[0]),
+			"--http-management-port="+strconv.Itoa(ports[1]), "--hostname="+fixedURL)
 		opts = append(opts, testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
-			// A loopback address: the admin account (admin/admin) is not offered to the network.
-			hc.PortBindings = network.PortMap{
-				network.MustParsePort("8080/tcp"): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: strconv.Itoa(ports[0])}},
-			}
-		}))
-	}
-	if o.Network != "" {
-		// Inside the network Keycloak is http://alias:8080, and tokens fetched from the host
-		// through the published port must name the same issuer.
-		hostname = "--hostname=http://" + o.Alias + ":8080"
-		opts = append(opts, tcnetwork.WithNetworkName([]string{o.Alias}, o.Network))
+			hc.NetworkMode = "host"
+		}), readyStrategy(wait.ForLog("Listening on: ").WithStartupTimeout(startupTimeout)))
+	default:
+		// A remote engine: its published port, wherever it is.
+		cmd = append(cmd, "--hostname-strict=false")
+		opts = append(opts, testcontainers.WithExposedPorts("8080/tcp"), readyStrategy(wait.ForHTTP(
+			"/realms/"+RealmPartners+"/.well-known/openid-configuration").WithPort("8080/tcp").WithStartupTimeout(startupTimeout)))
 	}
 	opts = append(opts,
-		testcontainers.WithCmd("start", "--optimized", "--http-enabled=true", hostname, "--import-realm"),
+		testcontainers.WithCmd(cmd...),
 		testcontainers.WithEnv(map[string]string{
 			"KC_BOOTSTRAP_ADMIN_USERNAME": k.AdminUser,
 			"KC_BOOTSTRAP_ADMIN_PASSWORD": k.AdminPassword,
 		}),
-		testcontainers.WithExposedPorts("8080/tcp"),
-		testcontainers.WithLabels(map[string]string{ownerLabel: strconv.Itoa(os.Getpid())}),
-		// WithWaitStrategy alone would cut the wait at 60 s: too short on a loaded 2-core machine.
-		testcontainers.WithWaitStrategyAndDeadline(5*time.Minute,
-			wait.ForHTTP("/realms/"+RealmPartners+"/.well-known/openid-configuration").
-				WithPort("8080/tcp").WithStartupTimeout(5*time.Minute)),
+		testcontainers.WithLabels(labels),
 	)
 	for _, f := range files {
 		opts = append(opts, testcontainers.WithFiles(testcontainers.ContainerFile{
@@ -274,7 +312,7 @@ func startContainer(ctx context.Context, e *engine, k *Keycloak, realms string, 
 		}
 		return nil, "", err
 	}
-	s := &containerServer{k: k, ctr: ctr, base: fixedURL}
+	s := &containerServer{k: k, ctr: ctr, base: fixedURL, fixed: fixedURL != ""}
 	if err := s.resolveURL(ctx); err != nil {
 		_ = ctr.Terminate(context.Background())
 		return nil, "", err
@@ -286,9 +324,17 @@ func startContainer(ctx context.Context, e *engine, k *Keycloak, realms string, 
 	return s, s.base, nil
 }
 
+// startupTimeout bounds a Keycloak container's start: testcontainers' default (60 s, for the
+// strategy and for the whole wait) is too short for a loaded 2-core machine.
+const startupTimeout = 5 * time.Minute
+
+func readyStrategy(w wait.Strategy) testcontainers.CustomizeRequestOption {
+	return testcontainers.WithWaitStrategyAndDeadline(startupTimeout, w)
+}
+
 // resolveURL asks the engine for the published port, unless it is fixed.
 func (s *containerServer) resolveURL(ctx context.Context) error {
-	if s.base != "" && strings.HasPrefix(s.base, "http://127.0.0.1:") {
+	if s.fixed {
 		s.k.URL = s.base
 		return nil
 	}
