@@ -123,7 +123,8 @@ const (
 // Keycloak is a running Keycloak with the test realms.
 type Keycloak struct {
 	// URL is the server's base URL without a trailing slash ("http://127.0.0.1:41234"); a realm's
-	// issuer is URL + "/realms/" + realm.
+	// issuer is URL + "/realms/" + realm (Issuer), except for StartContainer's, whose issuer is
+	// http://ALIAS:8080/realms/REALM.
 	URL string
 	// Mode says how it was started.
 	Mode Mode
