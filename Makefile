@@ -4,7 +4,7 @@ BIN     := bin/portcullis
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build run test test-unit vet lint bench clean
+.PHONY: all build run test test-unit vet lint bench clean image containers
 
 all: build
 
@@ -87,6 +87,18 @@ bench-cardinality:
 
 bench-profile: bench-tools
 	cd bench && PORTCULLIS_BENCH_CACHE=$(BENCH_CACHE) ../bin/bench-load -mode profile $(BENCH_FLAGS)
+
+# Containers (README, "Containers"). `make image` builds the image of the Containerfile,
+# localhost/portcullis:$(VERSION) and :latest, from the static binary (CGO_ENABLED=0) on an empty
+# base: no registry needed. ENGINE=docker builds it with Docker. `make containers` (root) sets up
+# podman, its Docker-compatible API and the Keycloak image the tests run (scripts/container-engine.sh).
+ENGINE ?= podman
+
+image:
+	ENGINE=$(ENGINE) VERSION=$(VERSION) bash scripts/build-image.sh localhost/portcullis:$(VERSION) localhost/portcullis:latest
+
+containers:
+	bash scripts/container-engine.sh
 
 clean:
 	rm -rf bin

@@ -6,11 +6,19 @@
 //
 //  1. KEYCLOAK_URL is set (with KEYCLOAK_ADMIN / KEYCLOAK_ADMIN_PASSWORD, default admin/admin):
 //     that server is used; realms it lacks are imported through the admin API.
-//  2. A Docker engine answers: testcontainers-go runs quay.io/keycloak/keycloak in
-//     `start-dev --import-realm`.
-//  3. The Keycloak distribution from Maven Central, installed by scripts/fetch-keycloak.sh into
-//     ${PORTCULLIS_CACHE:-$HOME/.cache/portcullis}: a private copy runs `kc.sh start-dev` on free
-//     loopback ports with a fresh database, and is stopped by its process group.
+//  2. The container path: a Docker-compatible engine answers (DOCKER_HOST, else the default
+//     Docker sockets, as testcontainers-go finds it) and has the image ContainerImage(), built
+//     locally by scripts/container-engine.sh (never pulled): testcontainers-go runs it with
+//     `start --optimized --import-realm` on a loopback port.
+//  3. The process path: the Keycloak distribution from Maven Central, installed by
+//     scripts/fetch-keycloak.sh into ${PORTCULLIS_CACHE:-$HOME/.cache/portcullis}: a private
+//     copy runs `kc.sh start-dev` on free loopback ports with a fresh database, and is stopped
+//     by its process group.
+//
+// PORTCULLIS_KEYCLOAK=container or =process forces a path: when it cannot run, Start fails
+// (ErrForced) instead of falling back, locally too. The path taken is logged, and appended to
+// the file PORTCULLIS_KEYCLOAK_REPORT names, if any (CI prints it: `go test` hides the output of
+// passing packages).
 //
 // When none works, Start returns an error wrapping ErrNoKeycloak; Require turns it into a skip,
 // or into a failure when CI=true, because CI must really exercise Keycloak.
@@ -94,9 +102,12 @@ const (
 	CarolSubject          = "ca201000-0000-4000-8000-000000000011"
 )
 
-// ErrNoKeycloak means no way to run Keycloak was found (no KEYCLOAK_URL, no Docker engine, no
-// Java or Maven for the distribution).
+// ErrNoKeycloak means no way to run Keycloak was found (no KEYCLOAK_URL, no engine with the
+// Keycloak image, no Java or Maven for the distribution).
 var ErrNoKeycloak = errors.New("no Keycloak available")
+
+// ErrForced means the path PORTCULLIS_KEYCLOAK forces cannot run: a failure, never a skip.
+var ErrForced = errors.New("the Keycloak path PORTCULLIS_KEYCLOAK forces is unavailable")
 
 // ErrNotSupported is returned by StopServer/StartServer on a server the fixture does not own.
 var ErrNotSupported = errors.New("not supported by this Keycloak fixture")
@@ -105,15 +116,16 @@ var ErrNotSupported = errors.New("not supported by this Keycloak fixture")
 type Mode string
 
 const (
-	ModeExternal     Mode = "external"     // KEYCLOAK_URL
-	ModeContainer    Mode = "container"    // testcontainers-go
-	ModeDistribution Mode = "distribution" // kc.sh from the Maven Central distribution
+	ModeExternal     Mode = "external"  // KEYCLOAK_URL
+	ModeContainer    Mode = "container" // testcontainers-go
+	ModeDistribution Mode = "process"   // kc.sh from the Maven Central distribution
 )
 
 // Keycloak is a running Keycloak with the test realms.
 type Keycloak struct {
 	// URL is the server's base URL without a trailing slash ("http://127.0.0.1:41234"); a realm's
-	// issuer is URL + "/realms/" + realm.
+	// issuer is URL + "/realms/" + realm (Issuer), except for StartContainer's, whose issuer is
+	// http://ALIAS:8080/realms/REALM.
 	URL string
 	// Mode says how it was started.
 	Mode Mode
@@ -146,51 +158,128 @@ func (k *Keycloak) Issuer(realm string) string { return k.URL + "/realms/" + rea
 // Start gets a Keycloak with the test realms by the first way that works (see the package doc).
 // ctx bounds the whole start-up, including a first download of the distribution.
 func Start(ctx context.Context) (*Keycloak, error) {
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	k := &Keycloak{
-		AdminUser:     envOr("KEYCLOAK_ADMIN", "admin"),
-		AdminPassword: envOr("KEYCLOAK_ADMIN_PASSWORD", "admin"),
-		client:        &http.Client{Timeout: 30 * time.Second},
-		logger:        logger.With("fixture", "keycloak"),
-	}
+	k := newKeycloak()
 	realms, err := RealmsDir()
 	if err != nil {
 		return nil, err
 	}
+	forced := os.Getenv("PORTCULLIS_KEYCLOAK")
+	switch forced {
+	case "", "container", "process":
+	default:
+		return nil, fmt.Errorf("PORTCULLIS_KEYCLOAK=%q: want container or process", forced)
+	}
+	begin := time.Now()
 
-	if u := os.Getenv("KEYCLOAK_URL"); u != "" {
+	if u := os.Getenv("KEYCLOAK_URL"); u != "" && forced == "" {
 		k.URL = trimSlash(u)
 		k.Mode = ModeExternal
 		k.server = externalServer{}
 		if err := k.importMissingRealms(ctx, realms); err != nil {
 			return nil, fmt.Errorf("preparing Keycloak at KEYCLOAK_URL %s: %w", k.URL, err)
 		}
+		k.ready(begin, "KEYCLOAK_URL")
 		return k, nil
 	}
 
 	var reasons []error
-	if err := dockerReachable(ctx); err != nil {
-		reasons = append(reasons, fmt.Errorf("docker: %w", err))
-	} else {
-		srv, url, err := startContainer(ctx, k, realms)
+	if forced != "process" {
+		e, err := containerAvailable(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("starting Keycloak in a container: %w", err)
+			if forced == "container" {
+				return nil, fmt.Errorf("%w: PORTCULLIS_KEYCLOAK=container: %w", ErrForced, err)
+			}
+			reasons = append(reasons, fmt.Errorf("container: %w", err))
+		} else {
+			srv, url, err := startContainer(ctx, e, k, realms, ContainerOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("starting Keycloak in a container (%s): %w", ContainerImage(), err)
+			}
+			k.URL, k.Mode, k.server = url, ModeContainer, srv
+			k.ready(begin, "image "+ContainerImage()+", engine "+e.host)
+			return k, nil
 		}
-		k.URL, k.Mode, k.server = url, ModeContainer, srv
-		return k, nil
 	}
 
 	srv, url, err := startDistribution(ctx, k, realms)
 	if err == nil {
 		k.URL, k.Mode, k.server = url, ModeDistribution, srv
+		why := "kc.sh from " + InstallDir()
+		if len(reasons) > 0 {
+			why += "; no container: " + errors.Join(reasons...).Error()
+		}
+		k.ready(begin, why)
 		return k, nil
+	}
+	if forced == "process" {
+		return nil, fmt.Errorf("%w: PORTCULLIS_KEYCLOAK=process: %w", ErrForced, err)
 	}
 	if !errors.Is(err, ErrNoKeycloak) {
 		return nil, fmt.Errorf("starting the Keycloak distribution: %w", err)
 	}
-	reasons = append(reasons, fmt.Errorf("distribution: %w", err))
-	return nil, fmt.Errorf("%w (set KEYCLOAK_URL, run a Docker engine, or install Java and Maven): %w",
+	reasons = append(reasons, fmt.Errorf("process: %w", err))
+	return nil, fmt.Errorf("%w (set KEYCLOAK_URL, run scripts/container-engine.sh, or install Java and Maven): %w",
 		ErrNoKeycloak, errors.Join(reasons...))
+}
+
+// StartContainer runs a Keycloak container on o.Network, reachable from the network's other
+// containers as http://o.Alias:8080 (its issuer's origin) and from the host at URL. It needs the
+// container path (ErrNoKeycloak otherwise) whatever PORTCULLIS_KEYCLOAK says.
+func StartContainer(ctx context.Context, o ContainerOptions) (*Keycloak, error) {
+	if o.Network == "" || o.Alias == "" {
+		return nil, errors.New("starting a Keycloak container: a network and an alias are required")
+	}
+	k := newKeycloak()
+	realms, err := RealmsDir()
+	if err != nil {
+		return nil, err
+	}
+	begin := time.Now()
+	e, err := containerAvailable(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoKeycloak, err)
+	}
+	srv, url, err := startContainer(ctx, e, k, realms, o)
+	if err != nil {
+		return nil, fmt.Errorf("starting Keycloak in a container (%s): %w", ContainerImage(), err)
+	}
+	k.URL, k.Mode, k.server = url, ModeContainer, srv
+	k.ready(begin, "image "+ContainerImage()+", network "+o.Network+" as "+o.Alias)
+	return k, nil
+}
+
+func newKeycloak() *Keycloak {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return &Keycloak{
+		AdminUser:     envOr("KEYCLOAK_ADMIN", "admin"),
+		AdminPassword: envOr("KEYCLOAK_ADMIN_PASSWORD", "admin"),
+		client:        &http.Client{Timeout: 30 * time.Second},
+		logger:        logger.With("fixture", "keycloak"),
+	}
+}
+
+// ready logs the path taken and appends it to PORTCULLIS_KEYCLOAK_REPORT.
+func (k *Keycloak) ready(begin time.Time, why string) {
+	took := time.Since(begin).Round(100 * time.Millisecond)
+	k.logger.Info("keycloak ready", "path", string(k.Mode), "url", k.URL, "startup", took.String(), "how", why)
+	report := os.Getenv("PORTCULLIS_KEYCLOAK_REPORT")
+	if report == "" {
+		return
+	}
+	pkg, _ := os.Getwd()
+	if root, err := repoRoot(); err == nil {
+		if rel, err := filepath.Rel(root, pkg); err == nil {
+			pkg = rel
+		}
+	}
+	line := fmt.Sprintf("%s: Keycloak %s, %s path, ready in %s (%s)\n", pkg, Version, k.Mode, took, why)
+	f, err := os.OpenFile(report, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		k.logger.Warn("writing PORTCULLIS_KEYCLOAK_REPORT", "err", err)
+		return
+	}
+	defer f.Close()
+	_, _ = f.WriteString(line)
 }
 
 // Stop ends the Keycloak the fixture started and removes its data. It does nothing to an
@@ -269,7 +358,7 @@ func Require(tb testing.TB, kc *Keycloak, startErr error) *Keycloak {
 	if startErr == nil {
 		startErr = errors.New("fixture not started (call kcfixture.Main or Start in TestMain)")
 	}
-	if InCI() || !errors.Is(startErr, ErrNoKeycloak) {
+	if InCI() || !errors.Is(startErr, ErrNoKeycloak) || errors.Is(startErr, ErrForced) {
 		tb.Fatalf("Keycloak is required: %v", startErr)
 	}
 	tb.Skipf("skipping: needs Keycloak: %v", startErr)
