@@ -92,8 +92,11 @@ if ping; then
 	step_done "already running"
 else
 	mkdir -p "$(dirname "${socket}")"
-	# setsid: the service outlives this script and the CI step that ran it.
-	setsid podman system service --time=0 "unix://${socket}" >>"${ccache}/podman-service.log" 2>&1 </dev/null &
+	# setsid: the service outlives this script and the CI step that ran it. From /: conmon, which
+	# it starts for each container, needs its working directory, and a checkout may be deleted
+	# while the service runs on ("Failed to get working directory", then "write child: broken
+	# pipe" for every container start).
+	(cd / && exec setsid podman system service --time=0 "unix://${socket}" >>"${ccache}/podman-service.log" 2>&1 </dev/null) &
 	for _ in $(seq 1 100); do
 		ping && break
 		sleep 0.1
