@@ -52,7 +52,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 	}
 
 	start := time.Now()
-	x.attempt = attempt{g: g, x: x, in: r.URL}
+	x.attempt = attempt{g: g, x: x, rt: rt, in: r.URL}
 	resp, err := rt.upstream.Send(out, &x.attempt)
 	if err != nil {
 		var cbe *clientBodyError
@@ -122,6 +122,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt *route, x *
 type attempt struct {
 	g  *Gateway
 	x  *exchange
+	rt *route
 	in *url.URL // the client's request URL, which each target's URL is made from
 }
 
@@ -129,11 +130,11 @@ var _ upstream.Attempt = (*attempt)(nil)
 
 func (a *attempt) Aim(t *upstream.Target) {
 	a.x.upstream = t.URL.Host
-	a.x.out.URL = a.x.rt.upstreamURL(t, a.in, &a.x.url)
+	a.x.out.URL = a.rt.upstreamURL(t, a.in, &a.x.url)
 }
 
 func (a *attempt) PassedOver(t *upstream.Target, err error) {
-	a.g.log.Warn("upstream target unreachable, passed over for a while", "request_id", a.x.requestID, "route", a.x.rt.name,
+	a.g.log.Warn("upstream target unreachable, passed over for a while", "request_id", a.x.requestID, "route", a.rt.name,
 		"target", t.URL.Host, "for", upstream.FailTimeout, "err", err)
 }
 
