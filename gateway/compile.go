@@ -255,6 +255,9 @@ func (g *Gateway) compileRoute(c *compiled, pr *policies.Route) (*route, error) 
 		return nil, err
 	}
 	rt.limits = ls
+	for _, l := range ls {
+		g.metrics.routeLimit(pr.Name, l)
+	}
 	if len(targets) == 0 {
 		if c.fwd == nil {
 			return nil, fmt.Errorf("route has no upstream target")

@@ -181,6 +181,13 @@ func (m *Metrics) authDecision(err error) {
 	}
 }
 
+// routeLimit makes the rejection series of a route's own limit exist, at 0, from the moment the
+// route is served: an alert on its rate sees 0 rather than "no data". (The series of consumer
+// and group limits appear with their first rejection: they are per route and consumer.)
+func (m *Metrics) routeLimit(route string, l *limit) {
+	m.rateRejections.WithLabelValues(route, l.metricOwner, l.kind)
+}
+
 func (m *Metrics) rateRejected(route string, l *limit) {
 	m.rateRejections.WithLabelValues(route, l.metricOwner, l.kind).Inc()
 }

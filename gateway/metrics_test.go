@@ -228,3 +228,19 @@ func TestReloadDeletesSeriesOfUntrackedConsumers(t *testing.T) {
 		})
 	}
 }
+
+// TestRouteLimitSeriesFromStart: a route's own limit has its rejection series at 0 as soon as the
+// route is served, before any request, so that an alert on it reads 0 and not "no data".
+func TestRouteLimitSeriesFromStart(t *testing.T) {
+	gw := newTestGatewayAt(t, `{
+  "idps": [ { "name": "keys", "type": "key-auth" } ],
+  "consumers": [ { "username": "alice", "idps": [ { "idp": "keys", "key": "ka" } ] } ],
+  "routes": [ { "name": "r", "paths": ["/r"], "upstream": { "targets": [ { "url": "%s" } ] },
+    "plugins": { "limit-count": { "count": 5, "time_window": 60 } } } ]
+}`, "http://127.0.0.1:1")
+	got := seriesOf(t, gw.metrics, "portcullis_ratelimit_rejections_total")
+	want := map[string]float64{"limit=route:r,plugin=limit-count,route=r": 0}
+	if !maps.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
