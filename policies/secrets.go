@@ -50,7 +50,16 @@ func (r *resolver) resolveTree(src *source, base jsonPath, tree any, errs *error
 	return walk(tree)
 }
 
-// resolve substitutes the references of s. "$${" stands for a literal "${". The problems name
+// ExpandEnv substitutes the ${env:NAME} references of s, for inputs that may name environment
+// variables but not files (`portcullis test`'s test files): "$${" is a literal "${", and the
+// problems name the variable, never a value.
+func ExpandEnv(s string, lookupEnv func(string) (string, bool)) (string, []string) {
+	r := resolver{lookupEnv: lookupEnv}
+	return r.resolve(s)
+}
+
+// resolve substitutes the references of s; without readFile, a ${file:…} is an unknown
+// reference. "$${" stands for a literal "${". The problems name
 // the variable or file, never a value.
 func (r *resolver) resolve(s string) (string, []string) {
 	if !strings.Contains(s, "${") {
@@ -89,7 +98,7 @@ func (r *resolver) resolve(s string) (string, []string) {
 				continue
 			}
 			b.WriteString(v)
-		case ok && kindName == "file" && arg != "":
+		case ok && kindName == "file" && arg != "" && r.readFile != nil:
 			data, err := r.readFile(arg)
 			if err != nil {
 				// The error of reading names the file and the cause, not the content.
@@ -103,6 +112,8 @@ func (r *resolver) resolve(s string) (string, []string) {
 				v = strings.TrimSuffix(v, "\n")
 			}
 			b.WriteString(v)
+		case r.readFile == nil:
+			problems = append(problems, "unknown reference ${"+ref+"}: want ${env:NAME}")
 		default:
 			problems = append(problems, `unsupported reference "${`+ref+`}": use ${env:NAME} or ${file:PATH} (write "$${" for a literal "${")`)
 		}

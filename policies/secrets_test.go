@@ -100,3 +100,35 @@ func TestLoadSecrets(t *testing.T) {
 		}
 	})
 }
+
+func TestExpandEnv(t *testing.T) {
+	env := func(k string) (string, bool) {
+		if k == "TOKEN" {
+			return "s3cret", true
+		}
+		return "", false
+	}
+	tests := []struct {
+		name, in, want, problem string
+	}{
+		{"none", "plain", "plain", ""},
+		{"env", "Bearer ${env:TOKEN}", "Bearer s3cret", ""},
+		{"escaped", "$${env:TOKEN}", "${env:TOKEN}", ""},
+		{"unset", "${env:NOPE}", "", "environment variable NOPE is not set"},
+		{"a file is not an input here", "${file:/etc/x}", "", "unknown reference ${file:/etc/x}: want ${env:NAME}"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, problems := ExpandEnv(tt.in, env)
+			if tt.problem != "" {
+				if len(problems) != 1 || problems[0] != tt.problem {
+					t.Fatalf("got problems %q, want [%q]", problems, tt.problem)
+				}
+				return
+			}
+			if len(problems) != 0 || got != tt.want {
+				t.Errorf("got %q %q, want %q", got, problems, tt.want)
+			}
+		})
+	}
+}

@@ -17,6 +17,8 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
+
+	"github.com/portcullis/portcullis/policies"
 )
 
 // This file reads the test files of `portcullis test`: JSON validated against the embedded,
@@ -428,49 +430,11 @@ func resolveEnv(src *testSource, path string, tree any, lookupEnv func(string) (
 			n[i] = resolveEnv(src, indexPath(path, i), v, lookupEnv, errs)
 		}
 	case string:
-		out, problem := expandEnv(n, lookupEnv)
-		if problem != "" {
+		out, problems := policies.ExpandEnv(n, lookupEnv)
+		for _, problem := range problems {
 			*errs = append(*errs, src.errAt(path, "%s", problem))
 		}
 		return out
 	}
 	return tree
-}
-
-// expandEnv substitutes the ${env:NAME} references of s. problem says what is wrong, "" when
-// nothing is.
-func expandEnv(s string, lookupEnv func(string) (string, bool)) (out, problem string) {
-	if !strings.Contains(s, "${") {
-		return s, ""
-	}
-	var b strings.Builder
-	for {
-		i := strings.Index(s, "${")
-		if i < 0 {
-			b.WriteString(s)
-			return b.String(), ""
-		}
-		if i > 0 && s[i-1] == '$' {
-			b.WriteString(s[:i-1])
-			b.WriteString("${")
-			s = s[i+2:]
-			continue
-		}
-		b.WriteString(s[:i])
-		end := strings.IndexByte(s[i:], '}')
-		if end < 0 {
-			return "", `unterminated "${" reference (write "$${" for a literal "${")`
-		}
-		ref := s[i+2 : i+end]
-		name, ok := strings.CutPrefix(ref, "env:")
-		if !ok || name == "" {
-			return "", fmt.Sprintf("unknown reference ${%s}: want ${env:NAME}", ref)
-		}
-		v, ok := lookupEnv(name)
-		if !ok {
-			return "", fmt.Sprintf("environment variable %s is not set", name)
-		}
-		b.WriteString(v)
-		s = s[i+end+1:]
-	}
 }
