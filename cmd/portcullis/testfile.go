@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
@@ -106,185 +105,27 @@ type testExpect struct {
 	Headers  map[string]string `json:"headers"`
 }
 
-// fileError is one problem of a test file, at file:line:col and its JSON path.
-type fileError struct {
-	file      string
-	line, col int
-	path, msg string
-}
-
-func (e *fileError) Error() string {
-	loc := e.file
-	if e.line > 0 {
-		loc = fmt.Sprintf("%s:%d:%d", e.file, e.line, e.col)
-	}
-	if e.path != "" {
-		return fmt.Sprintf("%s: %s: %s", loc, e.path, e.msg)
-	}
-	return fmt.Sprintf("%s: %s", loc, e.msg)
-}
-
-// testSource is a test file's bytes and where each of its values and keys is.
-type testSource struct {
-	name string
-	data []byte
-	// values and keys are the byte offsets of each value and of each member's key, by path.
-	values, keys map[string]int
-}
-
-func (s *testSource) lineCol(off int) (int, int) {
-	off = min(max(off, 0), len(s.data))
-	line, start := 1, 0
-	for i := 0; i < off; i++ {
-		if s.data[i] == '\n' {
-			line, start = line+1, i+1
-		}
-	}
-	return line, utf8.RuneCount(s.data[start:off]) + 1
-}
-
-// errAt is a problem at the value of path, or at the nearest enclosing value found.
-func (s *testSource) errAt(path, format string, args ...any) *fileError {
-	return s.errAtOffset(s.valueOffset(path), path, format, args...)
-}
-
-// errAtKey is a problem at the key of the member path (an unknown field).
-func (s *testSource) errAtKey(path, format string, args ...any) *fileError {
-	if off, ok := s.keys[path]; ok {
-		return s.errAtOffset(off, path, format, args...)
-	}
-	return s.errAt(path, format, args...)
-}
-
-func (s *testSource) errAtOffset(off int, path, format string, args ...any) *fileError {
-	line, col := s.lineCol(off)
-	return &fileError{file: s.name, line: line, col: col, path: path, msg: fmt.Sprintf(format, args...)}
-}
-
-func (s *testSource) valueOffset(path string) int {
-	for {
-		if off, ok := s.values[path]; ok {
-			return off
-		}
-		parent, ok := parentOf(path)
-		if !ok {
-			return 0
-		}
-		path = parent
-	}
-}
-
-// parentOf strips the last segment of a path built by keyPath and indexPath.
-func parentOf(p string) (string, bool) {
-	if p == "$" || p == "" {
-		return "", false
-	}
-	if strings.HasSuffix(p, "]") {
-		inQuote := false
-		for i := len(p) - 2; i >= 0; i-- {
-			switch {
-			case p[i] == '"' && p[i-1] != '\\':
-				inQuote = !inQuote
-			case p[i] == '[' && !inQuote:
-				return p[:i], true
-			}
-		}
-		return "$", true
-	}
-	return p[:strings.LastIndexByte(p, '.')], true
-}
-
-// keyPath and indexPath extend a JSON path: $.tests[0].request.headers["X-Key"].
-func keyPath(p, k string) string {
-	ident := k != ""
-	for i, c := range k {
-		if !(c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || i > 0 && c >= '0' && c <= '9') {
-			ident = false
-			break
-		}
-	}
-	if ident {
-		return p + "." + k
-	}
-	q, _ := json.Marshal(k)
-	return p + "[" + string(q) + "]"
-}
-
-func indexPath(p string, i int) string { return p + "[" + strconv.Itoa(i) + "]" }
-
-// locate records the offset of every value and key of valid JSON data.
-func (s *testSource) locate() {
-	s.values, s.keys = map[string]int{}, map[string]int{}
-	dec := json.NewDecoder(bytes.NewReader(s.data))
-	var walk func(path string) error
-	walk = func(path string) error {
-		s.values[path] = skipJSONSpace(s.data, int(dec.InputOffset()))
-		tok, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		switch tok {
-		case json.Delim('{'):
-			for dec.More() {
-				keyOff := skipJSONSpace(s.data, int(dec.InputOffset()))
-				kt, err := dec.Token()
-				if err != nil {
-					return err
-				}
-				k, _ := kt.(string)
-				s.keys[keyPath(path, k)] = keyOff
-				if err := walk(keyPath(path, k)); err != nil {
-					return err
-				}
-			}
-			_, err = dec.Token()
-		case json.Delim('['):
-			for i := 0; dec.More(); i++ {
-				if err := walk(indexPath(path, i)); err != nil {
-					return err
-				}
-			}
-			_, err = dec.Token()
-		}
-		return err
-	}
-	_ = walk("$") // the data is valid JSON: checked before
-}
-
-// skipJSONSpace advances off past whitespace and the separators a Decoder consumes silently.
-func skipJSONSpace(data []byte, off int) int {
-	for off < len(data) {
-		switch data[off] {
-		case ' ', '\t', '\r', '\n', ':', ',':
-			off++
-		default:
-			return off
-		}
-	}
-	return off
-}
-
 // readTestFile reads, validates and decodes a test file, resolving ${env:NAME} with lookupEnv.
-// The error joins every problem found, each a *fileError.
+// The error joins every problem found, each a *policies.Error.
 func readTestFile(name string, lookupEnv func(string) (string, bool)) (*testFile, error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, &fileError{file: name, msg: err.Error()}
+		return nil, &policies.Error{File: name, Msg: err.Error()}
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxTestFileSize+1))
 	if err != nil {
-		return nil, &fileError{file: name, msg: err.Error()}
+		return nil, &policies.Error{File: name, Msg: err.Error()}
 	}
 	if len(data) > maxTestFileSize {
-		return nil, &fileError{file: name, msg: fmt.Sprintf("larger than %d MiB", maxTestFileSize>>20)}
+		return nil, &policies.Error{File: name, Msg: fmt.Sprintf("larger than %d MiB", maxTestFileSize>>20)}
 	}
 	return parseTestFile(name, data, lookupEnv)
 }
 
 // parseTestFile is readTestFile on the bytes of file name.
 func parseTestFile(name string, data []byte, lookupEnv func(string) (string, bool)) (*testFile, error) {
-	src := &testSource{name: name, data: data}
+	src := policies.NewJSONFile(name, data)
 	var tree any
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -294,13 +135,11 @@ func parseTestFile(name string, data []byte, lookupEnv func(string) (string, boo
 		if errors.As(err, &se) {
 			off = int(se.Offset) - 1 // Decode reports the offset just past the offending byte
 		}
-		return nil, src.errAtOffset(off, "", "invalid JSON: %v", err)
+		return nil, src.ErrAtOffset(off, "", "invalid JSON: %v", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, src.errAtOffset(int(dec.InputOffset()), "", "invalid JSON: unexpected data after the top-level value")
+		return nil, src.ErrAtOffset(int(dec.InputOffset()), "", "invalid JSON: unexpected data after the top-level value")
 	}
-	src.locate()
-
 	sch, err := testSchema()
 	if err != nil {
 		return nil, err
@@ -335,18 +174,18 @@ func parseTestFile(name string, data []byte, lookupEnv func(string) (string, boo
 	names := map[string]int{}
 	for i := range tf.Tests {
 		tc := &tf.Tests[i]
-		p := indexPath("$.tests", i)
-		tc.line, _ = src.lineCol(src.valueOffset(p))
+		p := policies.IndexPath("$.tests", i)
+		tc.line = src.Line(p)
 		if first, dup := names[tc.Name]; dup {
-			errs = append(errs, src.errAt(p+".name", "duplicate case name %q (first at line %d)", tc.Name, first))
+			errs = append(errs, src.ErrAt(p+".name", "duplicate case name %q (first at line %d)", tc.Name, first))
 		} else {
 			names[tc.Name] = tc.line
 		}
 		if j := tc.Request.JWT; j != nil && (j.Secret == "") == (j.PrivateKey == "") {
-			errs = append(errs, src.errAt(p+".request.jwt", "give exactly one of secret and private_key"))
+			errs = append(errs, src.ErrAt(p+".request.jwt", "give exactly one of secret and private_key"))
 		}
 		if _, err := remoteAddr(tc.Request.RemoteAddr); err != nil {
-			errs = append(errs, src.errAt(p+".request.remote_addr", "%v", err))
+			errs = append(errs, src.ErrAt(p+".request.remote_addr", "%v", err))
 		}
 	}
 	if len(errs) > 0 {
@@ -358,9 +197,9 @@ func parseTestFile(name string, data []byte, lookupEnv func(string) (string, boo
 var schemaPrinter = message.NewPrinter(language.English)
 
 // schemaErrors lists the leaf problems of a schema validation error, located.
-func schemaErrors(src *testSource, tree any, ve *jsonschema.ValidationError) []*fileError {
+func schemaErrors(src *policies.JSONFile, tree any, ve *jsonschema.ValidationError) []*policies.Error {
 	if len(ve.Causes) > 0 {
-		var out []*fileError
+		var out []*policies.Error
 		for _, c := range ve.Causes {
 			out = append(out, schemaErrors(src, tree, c)...)
 		}
@@ -369,19 +208,19 @@ func schemaErrors(src *testSource, tree any, ve *jsonschema.ValidationError) []*
 	path := instanceJSONPath(tree, ve.InstanceLocation)
 	switch k := ve.ErrorKind.(type) {
 	case *kind.AdditionalProperties:
-		var out []*fileError
+		var out []*policies.Error
 		for _, p := range k.Properties {
-			out = append(out, src.errAtKey(keyPath(path, p), "unknown field %q", p))
+			out = append(out, src.ErrAtKey(policies.KeyPath(path, p), "unknown field %q", p))
 		}
 		return out
 	case *kind.Required:
-		var out []*fileError
+		var out []*policies.Error
 		for _, p := range k.Missing {
-			out = append(out, src.errAt(path, "missing required field %q", p))
+			out = append(out, src.ErrAt(path, "missing required field %q", p))
 		}
 		return out
 	case *kind.Type:
-		return []*fileError{src.errAt(path, "got %s, want %s", k.Got, strings.Join(k.Want, " or "))}
+		return []*policies.Error{src.ErrAt(path, "got %s, want %s", k.Got, strings.Join(k.Want, " or "))}
 	case *kind.Enum:
 		want := make([]string, len(k.Want))
 		for i, w := range k.Want {
@@ -389,11 +228,11 @@ func schemaErrors(src *testSource, tree any, ve *jsonschema.ValidationError) []*
 			want[i] = string(b)
 		}
 		got, _ := json.Marshal(k.Got)
-		return []*fileError{src.errAt(path, "got %s, want one of %s", got, strings.Join(want, ", "))}
+		return []*policies.Error{src.ErrAt(path, "got %s, want one of %s", got, strings.Join(want, ", "))}
 	case *kind.MinLength:
-		return []*fileError{src.errAt(path, "must not be empty")}
+		return []*policies.Error{src.ErrAt(path, "must not be empty")}
 	}
-	return []*fileError{src.errAt(path, "%s", ve.ErrorKind.LocalizedString(schemaPrinter))}
+	return []*policies.Error{src.ErrAt(path, "%s", ve.ErrorKind.LocalizedString(schemaPrinter))}
 }
 
 // instanceJSONPath converts a schema instance location to a JSON path, telling array indices
@@ -405,13 +244,13 @@ func instanceJSONPath(tree any, loc []string) string {
 		case []any:
 			i, err := strconv.Atoi(seg)
 			if err != nil || i < 0 || i >= len(n) {
-				return keyPath(p, seg)
+				return policies.KeyPath(p, seg)
 			}
-			p, node = indexPath(p, i), n[i]
+			p, node = policies.IndexPath(p, i), n[i]
 		case map[string]any:
-			p, node = keyPath(p, seg), n[seg]
+			p, node = policies.KeyPath(p, seg), n[seg]
 		default:
-			return keyPath(p, seg)
+			return policies.KeyPath(p, seg)
 		}
 	}
 	return p
@@ -419,20 +258,20 @@ func instanceJSONPath(tree any, loc []string) string {
 
 // resolveEnv substitutes ${env:NAME} in every string of tree, the value at path; "$${" is a
 // literal "${". Problems name the variable, never a value.
-func resolveEnv(src *testSource, path string, tree any, lookupEnv func(string) (string, bool), errs *[]error) any {
+func resolveEnv(src *policies.JSONFile, path string, tree any, lookupEnv func(string) (string, bool), errs *[]error) any {
 	switch n := tree.(type) {
 	case map[string]any:
 		for k, v := range n {
-			n[k] = resolveEnv(src, keyPath(path, k), v, lookupEnv, errs)
+			n[k] = resolveEnv(src, policies.KeyPath(path, k), v, lookupEnv, errs)
 		}
 	case []any:
 		for i, v := range n {
-			n[i] = resolveEnv(src, indexPath(path, i), v, lookupEnv, errs)
+			n[i] = resolveEnv(src, policies.IndexPath(path, i), v, lookupEnv, errs)
 		}
 	case string:
 		out, problems := policies.ExpandEnv(n, lookupEnv)
 		for _, problem := range problems {
-			*errs = append(*errs, src.errAt(path, "%s", problem))
+			*errs = append(*errs, src.ErrAt(path, "%s", problem))
 		}
 		return out
 	}
