@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/portcullis/portcullis/gateway/upstream/upstreamtest"
 )
 
 // rxQueued reports whether the loopback socket bound to 127.0.0.1:port has bytes waiting to be
@@ -40,41 +42,7 @@ func TestUpstreamPoolPoisoning(t *testing.T) {
 	if _, ok := rxQueued(t, 0); !ok {
 		t.Skip("needs /proc/net/tcp to see the stray bytes arrive")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	poison := make(chan struct{})
-	gatewaySide := make(chan int, 1) // the port of the gateway's end of the poisoned connection
-	go func() {
-		for first := true; ; first = false {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func(c net.Conn, first bool) {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					if !first {
-						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
-						continue
-					}
-					first = false
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-					<-poison
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nSet-Cookie: session=attacker\r\nContent-Length: 5\r\n\r\nstray")
-					gatewaySide <- c.RemoteAddr().(*net.TCPAddr).Port
-				}
-			}(c, first)
-		}
-	}()
+	up := upstreamtest.NewPoisoning(t)
 	gw := startGateway(t, fmt.Sprintf(`{
   "listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0",
   "idps": [ { "name": "keys", "type": "key-auth" } ],
@@ -83,13 +51,13 @@ func TestUpstreamPoolPoisoning(t *testing.T) {
     { "username": "bob", "idps": [ { "idp": "keys", "key": "bob-key" } ] }
   ],
   "routes": [ { "name": "r", "paths": ["/r"], "upstream": { "targets": [ { "url": "http://%s" } ] } } ]
-}`, ln.Addr()))
+}`, up.Addr()))
 
 	if got := do(t, "GET", gw.URL+"/r", map[string]string{"apikey": "alice-key"}); got.Status != 200 || got.Body != "ok" {
 		t.Fatalf("alice: got %d %q, want 200 \"ok\"", got.Status, got.Body)
 	}
-	close(poison)
-	port := <-gatewaySide
+	up.Poison()
+	port := <-up.Written
 	for queued, _ := rxQueued(t, port); !queued; queued, _ = rxQueued(t, port) {
 		// the stray response is on its way over loopback to the gateway's idle connection
 	}

@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -273,8 +271,8 @@ func TestH1PoolTimeoutAndCancel(t *testing.T) {
 func TestH1PoolStrayResponse(t *testing.T) {
 	for _, method := range []string{"GET", "POST"} {
 		t.Run(method, func(t *testing.T) {
-			up := newPoisoningUpstream(t)
-			p := newTestPool(t, &url.URL{Scheme: "http", Host: up.ln.Addr().String()})
+			up := upstreamtest.NewPoisoning(t)
+			p := newTestPool(t, &url.URL{Scheme: "http", Host: up.Addr()})
 			if status, body, err := h1Do(t, p, method, ""); err != nil || status != 200 || body != "ok" {
 				t.Fatalf("first request: got %d %q %v, want 200 \"ok\"", status, body, err)
 			}
@@ -285,8 +283,8 @@ func TestH1PoolStrayResponse(t *testing.T) {
 			}
 			idle := newPeeker(p.idle[0].c)
 			p.mu.Unlock()
-			up.poison <- struct{}{}
-			<-up.written
+			up.Poison()
+			<-up.Written
 			for idle.alive() { // the stray bytes are in flight on loopback until readable
 				runtime.Gosched()
 			}
@@ -300,72 +298,6 @@ func TestH1PoolStrayResponse(t *testing.T) {
 			}
 		})
 	}
-}
-
-// poisoningUpstream answers the first request of its first connection with "ok", then, when
-// told, writes a second response on that connection (Set-Cookie: session=attacker); every other
-// request gets "fresh".
-type poisoningUpstream struct {
-	ln      net.Listener
-	poison  chan struct{}
-	written chan struct{}
-}
-
-func newPoisoningUpstream(t *testing.T) *poisoningUpstream {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &poisoningUpstream{ln: ln, poison: make(chan struct{}), written: make(chan struct{})}
-	var wg sync.WaitGroup
-	done := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for first := true; ; first = false {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func(c net.Conn, first bool) {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					if !first {
-						if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"); err != nil {
-							return
-						}
-						continue
-					}
-					first = false
-					if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
-						return
-					}
-					select {
-					case <-u.poison:
-					case <-done:
-						return
-					}
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nSet-Cookie: session=attacker\r\nContent-Length: 5\r\n\r\nstray")
-					close(u.written)
-				}
-			}(c, first)
-		}
-	}()
-	t.Cleanup(func() {
-		close(done)
-		ln.Close()
-		wg.Wait()
-	})
-	return u
 }
 
 // TestH1PoolResponseHeaderLimit: response headers beyond MaxResponseHeaderBytes are refused
