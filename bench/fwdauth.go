@@ -326,9 +326,8 @@ func (l *lab) nginxFwdPC(ctx context.Context) (*contestant, error) {
 // OIDC issuer.
 func (l *lab) nginxFwdOAuth2Proxy(ctx context.Context) (*contestant, error) {
 	c := &contestant{name: "nginx-fwd-oauth2-proxy", title: "nginx `auth_request` → oauth2-proxy session cookie (OIDC)", optional: true}
-	bin := l.cfg.oauth2Proxy
-	if bin == "" {
-		c.skip = "oauth2-proxy not installed (make bench-tools tries `go install github.com/oauth2-proxy/oauth2-proxy/v7@" + oauth2ProxyVersion + "` into " + cacheDir() + "/bin)"
+	if l.cfg.oauth2Proxy == "" {
+		c.skip = oauth2ProxyMissing()
 		return c, nil
 	}
 	addr, url, eps, err := l.listenOn()
@@ -343,32 +342,14 @@ func (l *lab) nginxFwdOAuth2Proxy(ctx context.Context) (*contestant, error) {
 	o2pAddr := netip.AddrPortFrom(loopback, uint16(port))
 	c.endpoints = append(eps, o2pAddr)
 	base := "http://" + o2pAddr.String()
-	o2p, err := l.procs.start(c.name+"-oauth2-proxy", l.cfg.contestantCPU, []string{"GOMAXPROCS=1"}, bin,
-		"--provider=oidc",
-		"--oidc-issuer-url="+l.oidc.issuer,
-		"--client-id="+o2pClientID,
-		"--client-secret="+o2pClientSecret,
-		"--cookie-secret="+o2pCookieSecret,
-		"--cookie-name="+o2pCookieName,
-		"--cookie-secure=false",
-		"--email-domain=*",
+	o2p, err := l.startOAuth2Proxy(ctx, c.name+"-oauth2-proxy", o2pAddr.String(),
 		"--upstream=static://202",
-		"--http-address="+o2pAddr.String(),
-		"--redirect-url="+base+"/oauth2/callback",
-		"--skip-provider-button",
 		"--set-xauthrequest",
-		// Portcullis runs with -access-log=false: no per-request log lines here either.
-		"--request-logging=false",
-		"--auth-logging=false",
-		"--silence-ping-logging",
 	)
 	if o2p != nil {
 		c.also = []*proc{o2p}
 	}
 	if err != nil {
-		return c, err
-	}
-	if err := waitReady(ctx, o2p, 20*time.Second, httpOK(l.client, base+"/ping", http.StatusOK)); err != nil {
 		return c, err
 	}
 	cookie, err := oauth2ProxyLogin(ctx, base, http.StatusAccepted)
@@ -387,6 +368,40 @@ func (l *lab) nginxFwdOAuth2Proxy(ctx context.Context) (*contestant, error) {
 		return c, err
 	}
 	return c, requestOK(l.client, url, nil, http.StatusUnauthorized)()
+}
+
+// oauth2ProxyMissing is why the oauth2-proxy contestants are skipped when it is not installed.
+func oauth2ProxyMissing() string {
+	return "oauth2-proxy not installed (make bench-tools tries `go install github.com/oauth2-proxy/oauth2-proxy/v7@" + oauth2ProxyVersion + "` into " + cacheDir() + "/bin)"
+}
+
+// startOAuth2Proxy starts oauth2-proxy as name on addr, on the contestant's CPU, signing people
+// in through the bench's OIDC issuer, with the flags extra (its upstream among them), and waits
+// for its /ping. Its per-request logs are off, as Portcullis runs with -access-log=false. The
+// process is returned also when it did not become ready, for the caller to stop.
+func (l *lab) startOAuth2Proxy(ctx context.Context, name, addr string, extra ...string) (*proc, error) {
+	base := "http://" + addr
+	args := append([]string{
+		"--provider=oidc",
+		"--oidc-issuer-url=" + l.oidc.issuer,
+		"--client-id=" + o2pClientID,
+		"--client-secret=" + o2pClientSecret,
+		"--cookie-secret=" + o2pCookieSecret,
+		"--cookie-name=" + o2pCookieName,
+		"--cookie-secure=false",
+		"--email-domain=*",
+		"--http-address=" + addr,
+		"--redirect-url=" + base + "/oauth2/callback",
+		"--skip-provider-button",
+		"--request-logging=false",
+		"--auth-logging=false",
+		"--silence-ping-logging",
+	}, extra...)
+	p, err := l.procs.start(name, l.cfg.contestantCPU, []string{"GOMAXPROCS=1"}, l.cfg.oauth2Proxy, args...)
+	if err != nil {
+		return p, err
+	}
+	return p, waitReady(ctx, p, 20*time.Second, httpOK(l.client, base+"/ping", http.StatusOK))
 }
 
 // oauth2ProxyLogin signs in to the oauth2-proxy at base as a browser would: /oauth2/start

@@ -130,9 +130,8 @@ func browserSignIn(ctx context.Context, start, accept string, want int,
 // request carrying the session cookie of a user signed in through the bench's OIDC issuer.
 func (l *lab) oauth2ProxySession(ctx context.Context) (*contestant, error) {
 	c := &contestant{name: "oauth2-proxy-session", title: "oauth2-proxy reverse proxy, OIDC session cookie", optional: true}
-	bin := l.cfg.oauth2Proxy
-	if bin == "" {
-		c.skip = "oauth2-proxy not installed (make bench-tools tries `go install github.com/oauth2-proxy/oauth2-proxy/v7@" + oauth2ProxyVersion + "` into " + cacheDir() + "/bin)"
+	if l.cfg.oauth2Proxy == "" {
+		c.skip = oauth2ProxyMissing()
 		return c, nil
 	}
 	addr, url, eps, err := l.listenOn()
@@ -141,29 +140,11 @@ func (l *lab) oauth2ProxySession(ctx context.Context) (*contestant, error) {
 	}
 	c.url, c.endpoints = url, eps
 	base := "http://" + addr
-	c.proc, err = l.procs.start(c.name, l.cfg.contestantCPU, []string{"GOMAXPROCS=1"}, bin,
-		"--provider=oidc",
-		"--oidc-issuer-url="+l.oidc.issuer,
-		"--client-id="+o2pClientID,
-		"--client-secret="+o2pClientSecret,
-		"--cookie-secret="+o2pCookieSecret,
-		"--cookie-name="+o2pCookieName,
-		"--cookie-secure=false",
-		"--email-domain=*",
+	c.proc, err = l.startOAuth2Proxy(ctx, c.name, addr,
 		"--upstream="+l.upstreamURL()+"/",
-		"--http-address="+addr,
-		"--redirect-url="+base+"/oauth2/callback",
-		"--skip-provider-button",
-		// Portcullis runs with -access-log=false: no per-request log lines here either.
-		"--request-logging=false",
-		"--auth-logging=false",
 		"--standard-logging=false",
-		"--silence-ping-logging",
 	)
 	if err != nil {
-		return c, err
-	}
-	if err := waitReady(ctx, c.proc, 20*time.Second, httpOK(l.client, base+"/ping", http.StatusOK)); err != nil {
 		return c, err
 	}
 	cookie, err := oauth2ProxyLogin(ctx, base, http.StatusOK)
