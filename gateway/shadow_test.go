@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -342,27 +341,7 @@ func BenchmarkRequestPathShadow(b *testing.B) {
 	sh := NewShadow(ShadowOptions{Metrics: gw.metrics, Load: func() (*policies.Snapshot, error) { return loadPolicy(b, policy, up.URL), nil }})
 	defer sh.Close()
 	gw.SetShadow(sh)
-	front := httptest.NewServer(gw)
-	defer front.Close()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			req, _ := http.NewRequest("GET", front.URL+"/r", nil)
-			req.Header.Set("apikey", "ka")
-			resp, err := client.Do(req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				b.Fatalf("status %d", resp.StatusCode)
-			}
-		}
-	})
-	b.StopTimer()
+	benchmarkOverHTTP(b, gw)
 	st := sh.Status().Decisions
 	b.ReportMetric(float64(st[shadowDropped])/float64(b.N), "dropped/op")
 }
